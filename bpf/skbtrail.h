@@ -1,0 +1,93 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Types shared between the kernel programs and Go (through bpf2go -type). */
+#ifndef SKBTRAIL_H
+#define SKBTRAIL_H
+
+#define SKBTRAIL_IFNAMSIZ 16
+#define SKBTRAIL_MAX_TUNNEL_PORTS 4
+
+/* What happened to the skb at this event. */
+enum event_kind {
+	EVENT_RX = 1,      /* netif_receive_skb: entered a device's receive path */
+	EVENT_TX = 2,      /* net_dev_start_xmit: handed to a device's xmit */
+	EVENT_DROP = 3,    /* kfree_skb with a drop reason */
+	EVENT_CONSUME = 4, /* consume_skb: freed normally (delivered) */
+	EVENT_NF = 5,      /* seen by a netfilter observer at (hook, stage) */
+	EVENT_TUNNEL = 6,  /* a tunnel transmit function (kprobe backend) */
+	EVENT_NF_VERDICT = 7, /* nf_hook_slow returned (kprobe backend) */
+};
+
+/* Which kernel mechanism produced the event. */
+enum event_source {
+	SOURCE_TP = 1,      /* tp_btf tracepoint */
+	SOURCE_NF = 2,      /* BPF netfilter link */
+	SOURCE_KPROBE = 3,  /* kprobe / kretprobe */
+};
+
+/* One IPv4 header view: addresses in network byte order, ports in host order. */
+struct tuple {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+};
+
+/* Key of the flow map: the part of a tuple that names a flow. */
+struct flow_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct event {
+	__u64 ts_ns;
+	__u64 skb;
+	__u64 journey;    /* id of the journey this skb belongs to (0: untracked drop) */
+	__u32 netns;      /* inode of the device's (or socket's) network namespace */
+	__u32 ifindex;
+	__u32 reason;     /* enum skb_drop_reason for EVENT_DROP; verdict for EVENT_NF_VERDICT */
+	__u32 len;        /* skb->len */
+	__u32 mtu;        /* device mtu, 0 when no device */
+	__u32 vni;        /* VXLAN network identifier when encap != 0 */
+	__u8 kind;        /* enum event_kind */
+	__u8 source;      /* enum event_source */
+	__u8 hook;        /* netfilter hook (NF_INET_*) for EVENT_NF */
+	__u8 stage;       /* index of the observer priority for EVENT_NF */
+	__u8 encap;       /* 1: the packet is VXLAN-encapsulated; pkt is the inner header */
+	__u8 pad[3];
+	struct tuple pkt;   /* innermost IPv4 header */
+	struct tuple outer; /* outer header when encap != 0 */
+	char ifname[SKBTRAIL_IFNAMSIZ];
+};
+
+/* What starts a journey. Zero fields match anything. */
+struct filter {
+	__u32 saddr;      /* network byte order */
+	__u32 smask;
+	__u32 daddr;
+	__u32 dmask;
+	__u32 netns;      /* only packets first seen in this netns inode */
+	__u16 sport;
+	__u16 dport;
+	__u16 tunnel_ports[SKBTRAIL_MAX_TUNNEL_PORTS]; /* UDP ports carrying VXLAN */
+	__u8 proto;
+	__u8 syn_only;
+	__u8 enabled;      /* 0: nothing starts a journey (tracked skbs still report) */
+	__u8 drop_monitor; /* 1: report every drop whose reason is not ignored */
+};
+
+/* Per-CPU counters read by Go. */
+enum stat_index {
+	STAT_RINGBUF_FULL = 0, /* events lost because the ring buffer was full */
+	STAT_TRACKED_FULL = 1, /* tracked-map insert failures */
+	STAT_MAX = 2,
+};
+
+#endif

@@ -1,0 +1,114 @@
+// Package diagnose turns a journey plus what the node is configured to do
+// (routes, VXLAN state, netfilter rules) into findings with evidence and a
+// fix. Codes are the contract's and never change meaning.
+package diagnose
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+)
+
+// Finding codes of the contract.
+const (
+	CodeNFPolicyDrop     = "NF_POLICY_DROP"
+	CodeNFRuleDrop       = "NF_RULE_DROP"
+	CodeNFReject         = "NF_REJECT"
+	CodeCTInvalid        = "CT_INVALID"
+	CodeServiceNotDNATed = "SERVICE_NOT_DNATED"
+	CodeVXLANDstUnknown  = "VXLAN_DST_UNKNOWN"
+	CodeVXLANSrcMismatch = "VXLAN_SRC_MISMATCH"
+	CodeNoRoute          = "NO_ROUTE"
+	CodeNoListener       = "NO_LISTENER"
+	CodeMTUExceeded      = "MTU_EXCEEDED"
+	CodeNoReply          = "NO_REPLY"
+	CodeRPFilter         = "RP_FILTER"
+	CodeEventsLost       = "EVENTS_LOST"
+)
+
+// Config configures a Diagnoser.
+type Config struct {
+	ServiceCIDR netip.Prefix
+	Logger      *zap.Logger
+}
+
+// Diagnoser adds findings to journeys.
+type Diagnoser struct {
+	cfg Config
+}
+
+// New returns a Diagnoser.
+func New(cfg Config) *Diagnoser {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	return &Diagnoser{cfg: cfg}
+}
+
+// Prepare reads the node state that must be known before packets flow.
+func (d *Diagnoser) Prepare(ctx context.Context) error { return nil }
+
+func flowText(p journey.Packet) string {
+	s := p.Src
+	if p.Sport != 0 {
+		s += fmt.Sprintf(":%d", p.Sport)
+	}
+	s += " -> " + p.Dst
+	if p.Dport != 0 {
+		s += fmt.Sprintf(":%d", p.Dport)
+	}
+	return s
+}
+
+// Diagnose adds the findings the journey supports.
+func (d *Diagnoser) Diagnose(j *journey.Journey) {
+	if j.LostEvents > 0 {
+		j.AddFinding(journey.Finding{
+			Code: CodeEventsLost, Severity: journey.SeverityWarning,
+			Message: fmt.Sprintf("%d trace events were lost (ring buffer or channel full); the journey may be incomplete", j.LostEvents),
+			Advice:  "narrow the filter or trace when the node is less busy",
+		})
+	}
+	d.serviceNotDNATed(j)
+	v := j.Verdict
+	switch v.Reason {
+	case "IP_INNOROUTES", "IP_OUTNOROUTES":
+		j.AddFinding(journey.Finding{
+			Code: CodeNoRoute, Severity: journey.SeverityError, Netns: v.Netns,
+			Message: fmt.Sprintf("no route in %s for %s (dropped %s at %s)", v.Netns, flowText(j.Packet), v.Reason, v.Device),
+			Advice:  "add the missing route (ip route) in " + v.Netns,
+		})
+	case "IP_RPFILTER":
+		j.AddFinding(journey.Finding{
+			Code: CodeRPFilter, Severity: journey.SeverityError, Netns: v.Netns,
+			Message: fmt.Sprintf("reverse-path filter in %s dropped %s arriving on %s", v.Netns, flowText(j.Packet), v.Device),
+			Advice:  "fix the return route, or set net.ipv4.conf." + v.Device + ".rp_filter=2 (loose)",
+		})
+	}
+}
+
+// serviceNotDNATed: a packet to the service range left a node still
+// addressed to the ClusterIP: sent by a namespace other than the one it
+// started in (the pod's), with the Service address as destination.
+func (d *Diagnoser) serviceNotDNATed(j *journey.Journey) {
+	if !d.cfg.ServiceCIDR.IsValid() || len(j.Events) == 0 {
+		return
+	}
+	origin := j.Events[0].Netns
+	for _, e := range j.Events {
+		if e.Kind != journey.KindTx || e.Netns == origin || !d.cfg.ServiceCIDR.Contains(e.Pkt.Dst) {
+			continue
+		}
+		ns := j.NetnsName(e.Netns)
+		j.AddFinding(journey.Finding{
+			Code: CodeServiceNotDNATed, Severity: journey.SeverityError, Netns: ns,
+			Message: fmt.Sprintf("%s left %s through %s still addressed to the Service IP %s: no DNAT to an endpoint happened", flowText(j.Packet), ns, e.Ifname, e.Pkt.Dst),
+			Advice:  "check kube-proxy on this node: the Service needs KUBE-SERVICES/KUBE-SVC-*/KUBE-SEP-* DNAT rules (iptables-save -t nat | grep " + e.Pkt.Dst.String() + ") and at least one ready endpoint",
+		})
+		return
+	}
+}

@@ -1,0 +1,502 @@
+package journey
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// NFStages are the priorities of the netfilter observers, in kernel stage
+// order: stage i of the kernel programs is attached at NFStages[i]. They sit
+// around the iptables tables (raw -300, conntrack -200, mangle -150, DNAT
+// -100, filter 0, security 50, SNAT 100) without colliding with them.
+var NFStages = []int32{-301, -101, -99, 1, 99, 101}
+
+// TableAfterStage names the netfilter tables that run between observer stage
+// i and stage i+1 (what decided when a packet seen at stage i never reached
+// stage i+1).
+func TableAfterStage(hook uint8, stage uint8) string {
+	switch stage {
+	case 0:
+		if hook == HookPreRouting || hook == HookLocalOut {
+			return "raw/mangle"
+		}
+		return "mangle"
+	case 1:
+		return "nat"
+	case 2:
+		return "filter"
+	case 3:
+		return "security"
+	case 4:
+		return "nat"
+	}
+	return ""
+}
+
+// Options configure a Builder.
+type Options struct {
+	// NetnsName names a netns inode (contract naming); nil: "ino:<n>".
+	NetnsName func(ino uint32) string
+	// ReasonName names a kernel drop reason; nil: the number.
+	ReasonName func(reason uint32) string
+	// Grace is how long a journey stays open after its packet ended, to
+	// collect replies and late events. Default 300ms.
+	Grace time.Duration
+	// Idle closes a journey that saw no event for this long. Default 2s.
+	Idle time.Duration
+	// MaxOpen bounds the open journeys; the oldest closes first. Default 4096.
+	MaxOpen int
+}
+
+// Builder groups events into journeys. It is not safe for concurrent use:
+// one processor goroutine owns it.
+type Builder struct {
+	opts   Options
+	open   map[uint64]*openJourney
+	closed map[uint64]struct{}
+	names  map[uint32]string
+	ready  []*Journey
+	// Late counts events that arrived for journeys already closed.
+	Late uint64
+	// LostTotal counts all events the kernel or a channel could not deliver.
+	LostTotal uint64
+}
+
+type openJourney struct {
+	id      uint64
+	fwd     []Event
+	rev     []Event
+	primary uint64
+	endNs   uint64
+	lastNs  uint64
+	lost    uint64
+	seq     uint64
+}
+
+// NewBuilder returns an empty builder.
+func NewBuilder(opts Options) *Builder {
+	if opts.Grace == 0 {
+		opts.Grace = 300 * time.Millisecond
+	}
+	if opts.Idle == 0 {
+		opts.Idle = 2 * time.Second
+	}
+	if opts.MaxOpen == 0 {
+		opts.MaxOpen = 4096
+	}
+	return &Builder{
+		opts:   opts,
+		open:   map[uint64]*openJourney{},
+		closed: map[uint64]struct{}{},
+		names:  map[uint32]string{},
+	}
+}
+
+// NetnsName names a namespace inode, remembering the first name seen so a
+// namespace that disappears keeps its name in journeys.
+func (b *Builder) NetnsName(ino uint32) string {
+	if n, ok := b.names[ino]; ok {
+		return n
+	}
+	n := fmt.Sprintf("ino:%d", ino)
+	if b.opts.NetnsName != nil {
+		n = b.opts.NetnsName(ino)
+	}
+	b.names[ino] = n
+	return n
+}
+
+// ReasonName names a drop reason.
+func (b *Builder) ReasonName(r uint32) string {
+	if b.opts.ReasonName != nil {
+		return b.opts.ReasonName(r)
+	}
+	return fmt.Sprintf("REASON_%d", r)
+}
+
+// Add feeds one event.
+func (b *Builder) Add(e Event) {
+	b.NetnsName(e.Netns)
+	if e.Journey == 0 {
+		// an untracked drop reported by the drop monitor: a journey of one event
+		o := &openJourney{fwd: []Event{e}, primary: e.Skb, endNs: e.TimeNs, lastNs: e.TimeNs}
+		b.ready = append(b.ready, b.finish(o))
+		return
+	}
+	id := e.Journey &^ 1
+	o := b.open[id]
+	if o == nil {
+		if _, done := b.closed[id]; done || e.Journey&1 == 1 {
+			b.Late++
+			return
+		}
+		if len(b.open) >= b.opts.MaxOpen {
+			b.closeOldest()
+		}
+		o = &openJourney{id: id}
+		b.open[id] = o
+	}
+	if e.Journey&1 == 1 {
+		o.rev = append(o.rev, e)
+	} else {
+		if len(o.fwd) == 0 {
+			o.primary = e.Skb
+		}
+		o.fwd = append(o.fwd, e)
+		if e.Skb == o.primary && (e.Kind == KindDrop || e.Kind == KindConsume) && o.endNs == 0 {
+			o.endNs = e.TimeNs
+		}
+	}
+	if e.TimeNs > o.lastNs {
+		o.lastNs = e.TimeNs
+	}
+}
+
+// AddLost records n events the kernel (or a full channel) could not deliver.
+// Every open journey may be missing some of them and says so.
+func (b *Builder) AddLost(n uint64) {
+	if n == 0 {
+		return
+	}
+	b.LostTotal += n
+	for _, o := range b.open {
+		o.lost += n
+	}
+}
+
+// Open is the number of journeys still collecting events.
+func (b *Builder) Open() int { return len(b.open) }
+
+// Expire closes journeys whose packet ended more than Grace ago, or that saw
+// nothing for Idle, and returns every journey closed since the last call.
+func (b *Builder) Expire(nowNs uint64) []*Journey {
+	grace, idle := uint64(b.opts.Grace), uint64(b.opts.Idle)
+	for id, o := range b.open {
+		if (o.endNs != 0 && nowNs >= o.endNs+grace) || nowNs >= o.lastNs+idle {
+			b.ready = append(b.ready, b.finish(o))
+			b.markClosed(id)
+		}
+	}
+	return b.takeReady()
+}
+
+// Close closes every open journey (end of a trace) and returns them.
+func (b *Builder) Close() []*Journey {
+	for id, o := range b.open {
+		b.ready = append(b.ready, b.finish(o))
+		b.markClosed(id)
+	}
+	return b.takeReady()
+}
+
+func (b *Builder) takeReady() []*Journey {
+	r := b.ready
+	b.ready = nil
+	sort.SliceStable(r, func(i, k int) bool { return firstNs(r[i]) < firstNs(r[k]) })
+	return r
+}
+
+func firstNs(j *Journey) uint64 {
+	if len(j.Events) == 0 {
+		return 0
+	}
+	return j.Events[0].TimeNs
+}
+
+func (b *Builder) markClosed(id uint64) {
+	delete(b.open, id)
+	if len(b.closed) > 4*b.opts.MaxOpen {
+		b.closed = map[uint64]struct{}{}
+	}
+	b.closed[id] = struct{}{}
+}
+
+func (b *Builder) closeOldest() {
+	var oldest *openJourney
+	for _, o := range b.open {
+		if oldest == nil || o.lastNs < oldest.lastNs {
+			oldest = o
+		}
+	}
+	if oldest != nil {
+		b.ready = append(b.ready, b.finish(oldest))
+		b.markClosed(oldest.id)
+	}
+}
+
+func tupleJSON(t Tuple) TupleJSON {
+	return TupleJSON{Src: t.Src.String(), Sport: t.Sport, Dst: t.Dst.String(), Dport: t.Dport}
+}
+
+// PacketOf renders a tuple as the contract's packet object.
+func PacketOf(t Tuple) Packet {
+	p := Packet{Proto: ProtoName(t.Proto), Src: t.Src.String(), Dst: t.Dst.String()}
+	switch t.Proto {
+	case ProtoTCP:
+		p.Sport, p.Dport = t.Sport, t.Dport
+		p.TCPFlags = TCPFlagsString(t.TCPFlags)
+	case ProtoUDP:
+		p.Sport, p.Dport = t.Sport, t.Dport
+	}
+	return p
+}
+
+func (b *Builder) finish(o *openJourney) *Journey {
+	sort.SliceStable(o.fwd, func(i, k int) bool { return o.fwd[i].TimeNs < o.fwd[k].TimeNs })
+	sort.SliceStable(o.rev, func(i, k int) bool { return o.rev[i].TimeNs < o.rev[k].TimeNs })
+	fwd, rev := firstLife(o.fwd), firstLife(o.rev)
+	j := &Journey{
+		Schema:      Schema,
+		ID:          o.id,
+		Events:      fwd,
+		ReplyEvents: rev,
+		LostEvents:  o.lost,
+		Rewrites:    []Rewrite{},
+		Encaps:      []Encap{},
+		Hops:        []Hop{},
+		Findings:    []Finding{},
+		Names:       map[uint32]string{},
+	}
+	for _, list := range [][]Event{o.fwd, o.rev} {
+		for _, e := range list {
+			j.Names[e.Netns] = b.NetnsName(e.Netns)
+		}
+	}
+	if len(fwd) == 0 {
+		j.Verdict = Verdict{Kind: Unknown}
+		if len(rev) > 0 {
+			j.Packet = PacketOf(rev[0].Pkt)
+		}
+		return j
+	}
+	j.Packet = PacketOf(fwd[0].Pkt)
+	j.Hops = b.hops(fwd)
+	j.Rewrites = b.rewrites(fwd)
+	j.Encaps = b.encaps(fwd)
+	j.Verdict = b.verdict(fwd)
+	if len(rev) > 0 {
+		r := &Reply{Packet: PacketOf(rev[0].Pkt)}
+		v := b.verdict(rev)
+		if last := rev[len(rev)-1]; v.Kind == Unknown && last.Kind != KindTx && last.Netns == fwd[0].Netns {
+			v.Kind = Delivered // back in the namespace the request came from
+		}
+		r.Verdict, r.Netns, r.Device, r.Reason = v.Kind, v.Netns, v.Device, v.Reason
+		j.Reply = r
+		if (j.Verdict.Kind == Dropped || j.Verdict.Kind == Lost) && isRejection(o.rev) {
+			j.Verdict.Kind = Rejected
+		}
+	}
+	return j
+}
+
+// isRejection reports whether the reverse direction carried a TCP RST or an
+// ICMP destination-unreachable: the packet was answered with an error.
+func isRejection(rev []Event) bool {
+	for _, e := range rev {
+		if e.Pkt.Proto == ProtoTCP && e.Pkt.TCPFlags&0x04 != 0 {
+			return true
+		}
+		if e.Pkt.Proto == ProtoICMP && e.Pkt.ICMPType == 3 {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *Builder) hops(evs []Event) []Hop {
+	hops := make([]Hop, 0, len(evs))
+	t0 := evs[0].TimeNs
+	var last *Event
+	for i := range evs {
+		e := &evs[i]
+		name := e.Kind.String()
+		if e.Kind == KindNF {
+			// one hop per visit of a hook, not one per observer stage
+			if last != nil && last.Kind == KindNF && last.Netns == e.Netns && last.Hook == e.Hook && last.Skb == e.Skb {
+				last = e
+				continue
+			}
+			name = "nf:" + HookName(e.Hook)
+		}
+		last = e
+		hops = append(hops, Hop{
+			TUs:    (e.TimeNs - t0) / 1000,
+			Netns:  b.NetnsName(e.Netns),
+			Device: e.Ifname,
+			Event:  name,
+		})
+	}
+	return hops
+}
+
+func (b *Builder) rewrites(evs []Event) []Rewrite {
+	out := []Rewrite{}
+	prev := map[uint64]*Event{}
+	for i := range evs {
+		e := &evs[i]
+		p := prev[e.Skb]
+		prev[e.Skb] = e
+		if p == nil || p.Pkt.Proto != e.Pkt.Proto || p.Pkt.SameFlow(e.Pkt) {
+			continue
+		}
+		before, after := tupleJSON(p.Pkt), tupleJSON(e.Pkt)
+		dnat := p.Pkt.Dst != e.Pkt.Dst || p.Pkt.Dport != e.Pkt.Dport
+		snat := p.Pkt.Src != e.Pkt.Src || p.Pkt.Sport != e.Pkt.Sport
+		for _, kind := range []string{"DNAT", "SNAT"} {
+			if (kind == "DNAT" && !dnat) || (kind == "SNAT" && !snat) {
+				continue
+			}
+			rw := Rewrite{Kind: kind, Netns: b.NetnsName(e.Netns), Before: before, After: after}
+			switch {
+			case e.Kind == KindNF && p.Kind == KindNF && p.Netns == e.Netns && p.Hook == e.Hook:
+				rw.Hook = HookName(e.Hook) // seen changing between two observers of one hook
+			case kind == "SNAT":
+				rw.Hook = "POSTROUTING"
+				rw.Between = fmt.Sprintf("%s %s -> %s", p.Kind, p.Ifname, e.Ifname)
+			case p.Netns == e.Netns && p.Kind == KindRx:
+				rw.Hook = "PREROUTING"
+				rw.Between = fmt.Sprintf("rx %s -> %s %s", p.Ifname, e.Kind, e.Ifname)
+			default:
+				rw.Hook = "OUTPUT"
+				rw.Between = fmt.Sprintf("%s %s -> %s %s", p.Kind, p.Ifname, e.Kind, e.Ifname)
+			}
+			out = append(out, rw)
+		}
+	}
+	return out
+}
+
+func (b *Builder) encaps(evs []Event) []Encap {
+	out := []Encap{}
+	prev := map[uint64]*Event{}
+	lastTx := map[uint32]string{} // netns -> last device a plain packet was sent to
+	for i := range evs {
+		e := &evs[i]
+		p := prev[e.Skb]
+		prev[e.Skb] = e
+		if !e.Encap {
+			if e.Kind == KindTx {
+				lastTx[e.Netns] = e.Ifname
+			}
+			continue
+		}
+		if p != nil && p.Encap {
+			if e.Kind == KindTx && len(out) > 0 && out[len(out)-1].Underlay == "" && out[len(out)-1].NetnsInode == e.Netns {
+				out[len(out)-1].Underlay = e.Ifname
+			}
+			continue
+		}
+		enc := Encap{
+			Kind:       "vxlan",
+			Netns:      b.NetnsName(e.Netns),
+			Device:     lastTx[e.Netns],
+			VNI:        e.VNI,
+			OuterSrc:   e.Outer.Src.String(),
+			OuterDst:   e.Outer.Dst.String(),
+			OuterDport: e.Outer.Dport,
+			NetnsInode: e.Netns,
+		}
+		if e.Kind == KindTx {
+			enc.Underlay = e.Ifname
+		}
+		out = append(out, enc)
+	}
+	return out
+}
+
+// firstLife returns the events of the first skb from its first event up to
+// the event that freed it. The kernel reuses skb addresses: what comes after
+// the free is another packet (later packets of the same flow join a journey
+// through the flow map and are not part of this packet's path).
+func firstLife(evs []Event) []Event {
+	if len(evs) == 0 {
+		return nil
+	}
+	first := evs[0]
+	var out []Event
+	for _, e := range evs {
+		if e.Skb != first.Skb {
+			continue
+		}
+		if !samePacket(first.Pkt, e.Pkt) {
+			break // the address was reused by another packet whose free we did not see
+		}
+		if e.Netns == 0 && len(out) > 0 {
+			// freed after the stack let go of device and socket: it is
+			// still where it was last seen
+			e.Netns = out[len(out)-1].Netns
+			if e.Ifname == "" {
+				e.Ifname, e.Ifindex = out[len(out)-1].Ifname, out[len(out)-1].Ifindex
+			}
+		}
+		out = append(out, e)
+		if e.Kind == KindDrop || e.Kind == KindConsume {
+			break
+		}
+	}
+	return out
+}
+
+// samePacket reports whether b can be packet a after NAT: TCP flags never
+// change on the way, and NAT rewrites one side, never swaps the two.
+func samePacket(a, b Tuple) bool {
+	if a.Proto != b.Proto {
+		return false
+	}
+	if a.Proto == ProtoTCP && a.TCPFlags&0x3f != b.TCPFlags&0x3f {
+		return false
+	}
+	if a.Proto == ProtoICMP && a.ICMPType != b.ICMPType {
+		return false
+	}
+	swapped := a.Src == b.Dst && a.Dst == b.Src && a.Sport == b.Dport && a.Dport == b.Sport
+	return !swapped || a.SameFlow(b)
+}
+
+// verdict reads the fate of one skb's life (see firstLife).
+func (b *Builder) verdict(evs []Event) Verdict {
+	end := &evs[len(evs)-1]
+	if end.Kind != KindDrop && end.Kind != KindConsume {
+		last := &evs[len(evs)-1]
+		v := Verdict{Kind: Unknown, Netns: b.NetnsName(last.Netns), Device: last.Ifname, NetnsInode: last.Netns, Ifindex: last.Ifindex}
+		if last.Kind == KindTx {
+			v.Kind = Lost
+		}
+		return v
+	}
+	v := Verdict{Netns: b.NetnsName(end.Netns), Device: end.Ifname, NetnsInode: end.Netns, Ifindex: end.Ifindex}
+	if end.Kind == KindConsume {
+		v.Kind = Delivered
+		if v.Device == "" {
+			// a socket consumed it: name the device it arrived on
+			for i := len(evs) - 1; i >= 0; i-- {
+				if evs[i].Kind == KindRx && evs[i].Netns == end.Netns {
+					v.Device, v.Ifindex = evs[i].Ifname, evs[i].Ifindex
+					break
+				}
+			}
+		}
+		return v
+	}
+	v.Kind = Dropped
+	v.Reason = b.ReasonName(end.Reason)
+	// the last netfilter observer that saw the packet before it was freed
+	// pins the hook; the stage tells which tables ran after it
+	if v.Reason != "NETFILTER_DROP" {
+		return v
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		e := &evs[i]
+		if e == end || e.Skb != end.Skb || e.TimeNs > end.TimeNs {
+			continue
+		}
+		if e.Kind != KindNF || e.Netns != end.Netns {
+			break
+		}
+		v.Hook = HookName(e.Hook)
+		v.Table = TableAfterStage(e.Hook, e.Stage)
+		break
+	}
+	return v
+}

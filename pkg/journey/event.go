@@ -1,0 +1,154 @@
+// Package journey turns kernel events about skbs into journeys: the path one
+// packet took across namespaces and devices, its rewrites, encapsulations and
+// fate. It knows nothing about the kernel: tests feed it recorded events.
+package journey
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Kind says what happened to an skb at one event.
+type Kind uint8
+
+// Event kinds (the values of the kernel's enum event_kind).
+const (
+	KindRx        Kind = 1 // entered a device's receive path
+	KindTx        Kind = 2 // handed to a device for transmit
+	KindDrop      Kind = 3 // freed with a drop reason
+	KindConsume   Kind = 4 // freed normally
+	KindNF        Kind = 5 // seen by a netfilter observer
+	KindTunnel    Kind = 6 // tunnel transmit function (kprobe backend)
+	KindNFVerdict Kind = 7 // nf_hook_slow verdict (kprobe backend)
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRx:
+		return "rx"
+	case KindTx:
+		return "tx"
+	case KindDrop:
+		return "drop"
+	case KindConsume:
+		return "consume"
+	case KindNF:
+		return "nf"
+	case KindTunnel:
+		return "tunnel"
+	case KindNFVerdict:
+		return "nf-verdict"
+	}
+	return fmt.Sprintf("kind%d", uint8(k))
+}
+
+// Source says which kernel mechanism reported an event.
+type Source uint8
+
+// Event sources (the kernel's enum event_source).
+const (
+	SourceTracepoint Source = 1
+	SourceNetfilter  Source = 2
+	SourceKprobe     Source = 3
+)
+
+// IP protocol numbers.
+const (
+	ProtoICMP uint8 = 1
+	ProtoTCP  uint8 = 6
+	ProtoUDP  uint8 = 17
+)
+
+// Tuple is one IPv4 header's view of a packet.
+type Tuple struct {
+	Proto    uint8
+	Src, Dst netip.Addr
+	Sport    uint16
+	Dport    uint16
+	TCPFlags uint8
+	ICMPType uint8
+	ICMPCode uint8
+}
+
+// SameFlow reports whether two tuples name the same addresses and ports.
+func (t Tuple) SameFlow(o Tuple) bool {
+	return t.Proto == o.Proto && t.Src == o.Src && t.Dst == o.Dst && t.Sport == o.Sport && t.Dport == o.Dport
+}
+
+// Event is one observation of one skb, as the tracer decoded it.
+type Event struct {
+	TimeNs  uint64 // CLOCK_MONOTONIC
+	Skb     uint64
+	Journey uint64 // bit 0 set: reverse direction of the journey Journey&^1
+	Netns   uint32 // netns inode
+	Ifindex uint32
+	Ifname  string
+	Kind    Kind
+	Source  Source
+	Hook    uint8 // NF_INET_* for KindNF
+	Stage   uint8 // observer priority index for KindNF
+	Reason  uint32
+	Len     uint32
+	MTU     uint32
+	Pkt     Tuple // innermost header
+	Encap   bool
+	Outer   Tuple // outer header when Encap
+	VNI     uint32
+}
+
+// Netfilter hook numbers of the kernel (enum nf_inet_hooks).
+const (
+	HookPreRouting  = 0
+	HookLocalIn     = 1
+	HookForward     = 2
+	HookLocalOut    = 3
+	HookPostRouting = 4
+)
+
+// HookName is the iptables name of a netfilter hook.
+func HookName(h uint8) string {
+	switch h {
+	case HookPreRouting:
+		return "PREROUTING"
+	case HookLocalIn:
+		return "INPUT"
+	case HookForward:
+		return "FORWARD"
+	case HookLocalOut:
+		return "OUTPUT"
+	case HookPostRouting:
+		return "POSTROUTING"
+	}
+	return fmt.Sprintf("HOOK%d", h)
+}
+
+// ProtoName is the contract's name of an IP protocol.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	case ProtoICMP:
+		return "icmp"
+	}
+	return "other"
+}
+
+// TCPFlagsString renders TCP flags as "SYN", "SYN|ACK", ...
+func TCPFlagsString(f uint8) string {
+	names := []struct {
+		bit  uint8
+		name string
+	}{{0x02, "SYN"}, {0x10, "ACK"}, {0x01, "FIN"}, {0x04, "RST"}, {0x08, "PSH"}, {0x20, "URG"}}
+	s := ""
+	for _, n := range names {
+		if f&n.bit != 0 {
+			if s != "" {
+				s += "|"
+			}
+			s += n.name
+		}
+	}
+	return s
+}

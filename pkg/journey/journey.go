@@ -1,0 +1,160 @@
+package journey
+
+import "fmt"
+
+// Schema is the value of every journey's "schema" field.
+const Schema = "skbtrail.journey/v1"
+
+// Verdict kinds.
+const (
+	Delivered = "delivered"
+	Dropped   = "dropped"
+	Rejected  = "rejected"
+	Lost      = "lost"
+	Unknown   = "unknown"
+)
+
+// Journey is what happened to one packet (and its replies), in the form of
+// the contract's JSON object.
+type Journey struct {
+	Schema     string    `json:"schema"`
+	Packet     Packet    `json:"packet"`
+	Verdict    Verdict   `json:"verdict"`
+	Rewrites   []Rewrite `json:"rewrites"`
+	Encaps     []Encap   `json:"encaps"`
+	Hops       []Hop     `json:"hops"`
+	Findings   []Finding `json:"findings"`
+	LostEvents uint64    `json:"lost_events"`
+	// Reply summarises the reverse direction when it was seen.
+	Reply *Reply `json:"reply,omitempty"`
+
+	// ID is the tracer's journey id; Events the raw observations behind the
+	// journey (forward direction) and ReplyEvents the reverse direction.
+	ID          uint64  `json:"-"`
+	Events      []Event `json:"-"`
+	ReplyEvents []Event `json:"-"`
+	// Names are the netns names of the inodes in Events and ReplyEvents.
+	Names map[uint32]string `json:"-"`
+}
+
+// NetnsName names a netns inode of this journey's events.
+func (j *Journey) NetnsName(ino uint32) string {
+	if n, ok := j.Names[ino]; ok {
+		return n
+	}
+	return fmt.Sprintf("ino:%d", ino)
+}
+
+// Packet is the packet as first seen.
+type Packet struct {
+	Proto    string `json:"proto"`
+	Src      string `json:"src"`
+	Sport    uint16 `json:"sport,omitempty"`
+	Dst      string `json:"dst"`
+	Dport    uint16 `json:"dport,omitempty"`
+	TCPFlags string `json:"tcp_flags,omitempty"`
+}
+
+// Verdict is where and how the journey ended.
+type Verdict struct {
+	Kind   string `json:"kind"`
+	Netns  string `json:"netns,omitempty"`
+	Device string `json:"device,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Hook   string `json:"hook,omitempty"`
+	Table  string `json:"table,omitempty"`
+	Chain  string `json:"chain,omitempty"`
+	Rule   string `json:"rule,omitempty"`
+	Pod    string `json:"pod,omitempty"`
+
+	// Ifindex and NetnsInode locate the verdict for diagnosis.
+	Ifindex    uint32 `json:"-"`
+	NetnsInode uint32 `json:"-"`
+}
+
+// TupleJSON is an address/port pair in a rewrite.
+type TupleJSON struct {
+	Src   string `json:"src"`
+	Sport uint16 `json:"sport,omitempty"`
+	Dst   string `json:"dst"`
+	Dport uint16 `json:"dport,omitempty"`
+}
+
+// Rewrite is one address/port rewrite (NAT).
+type Rewrite struct {
+	Kind   string    `json:"kind"`
+	Netns  string    `json:"netns"`
+	Hook   string    `json:"hook,omitempty"`
+	Before TupleJSON `json:"before"`
+	After  TupleJSON `json:"after"`
+	// Devices around the rewrite when the hook is inferred, not observed.
+	Between string `json:"between,omitempty"`
+}
+
+// Encap is one encapsulation with its outer headers.
+type Encap struct {
+	Kind       string `json:"kind"`
+	Netns      string `json:"netns"`
+	Device     string `json:"device"`
+	VNI        uint32 `json:"vni"`
+	OuterSrc   string `json:"outer_src"`
+	OuterDst   string `json:"outer_dst"`
+	OuterDport uint16 `json:"outer_dport,omitempty"`
+	// Underlay is the device the encapsulated packet left through.
+	Underlay   string `json:"underlay,omitempty"`
+	NetnsInode uint32 `json:"-"`
+}
+
+// Hop is one step of the journey.
+type Hop struct {
+	TUs    uint64 `json:"t_us"`
+	Netns  string `json:"netns"`
+	Device string `json:"device,omitempty"`
+	Event  string `json:"event"`
+	Pod    string `json:"pod,omitempty"`
+}
+
+// Severities of findings.
+const (
+	SeverityError   = "error"
+	SeverityWarning = "warning"
+	SeverityInfo    = "info"
+)
+
+// Finding is one diagnosis with its evidence and a fix.
+type Finding struct {
+	Code     string `json:"code"`
+	Severity string `json:"severity"`
+	Netns    string `json:"netns,omitempty"`
+	Message  string `json:"message"`
+	Advice   string `json:"advice,omitempty"`
+}
+
+// Reply summarises the reverse direction of the flow.
+type Reply struct {
+	Packet  Packet `json:"packet"`
+	Verdict string `json:"verdict"`
+	Netns   string `json:"netns,omitempty"`
+	Device  string `json:"device,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// HasError reports whether any finding is an error.
+func (j *Journey) HasError() bool {
+	for _, f := range j.Findings {
+		if f.Severity == SeverityError {
+			return true
+		}
+	}
+	return false
+}
+
+// AddFinding appends a finding unless one with the same code exists.
+func (j *Journey) AddFinding(f Finding) {
+	for _, g := range j.Findings {
+		if g.Code == f.Code {
+			return
+		}
+	}
+	j.Findings = append(j.Findings, f)
+}

@@ -1,0 +1,166 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// FaultInfo names and describes a fault that ApplyFault can inject.
+type FaultInfo struct {
+	Name        string
+	Description string
+}
+
+type fault struct {
+	desc  string
+	apply func(ctx context.Context, l *Lab) error
+}
+
+// nftFaultJSON is the native nftables ruleset of "forward-drop-rule-nft" in
+// libnftables JSON form. It is loaded as JSON because older nft releases
+// (e.g. 1.0.6) reject "fwd" as a chain name in the text syntax, where it is
+// a keyword.
+const nftFaultJSON = `{"nftables": [
+  {"table": {"family": "inet", "name": "sbt_fault"}},
+  {"chain": {"family": "inet", "table": "sbt_fault", "name": "fwd",
+             "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+  {"rule": {"family": "inet", "table": "sbt_fault", "chain": "fwd", "expr": [
+    {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.244.1.2"}},
+    {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+    {"drop": null}]}}
+]}
+`
+
+// nftFaultTable is the same ruleset in nft text syntax, used when nft has
+// no JSON support.
+const nftFaultTable = `table inet sbt_fault {
+	chain fwd {
+		type filter hook forward priority 0; policy accept;
+		ip daddr 10.244.1.2 tcp dport 80 drop
+	}
+}
+`
+
+var faults = map[string]fault{
+	"forward-drop": {
+		desc: "node-b: iptables FORWARD policy DROP (Docker-style), so flannel.1 -> cni0 traffic is dropped",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ipt(ctx, l.NodeB, "-P", "FORWARD", "DROP")
+		},
+	},
+	"forward-drop-rule-nft": {
+		desc: "node-b: native nftables table inet sbt_fault drops forwarded tcp to 10.244.1.2:80",
+		apply: func(ctx context.Context, l *Lab) error {
+			_, jerr := l.nsExec(ctx, l.NodeB, strings.NewReader(nftFaultJSON), "nft", "-j", "-f", "-")
+			if jerr == nil {
+				return nil
+			}
+			if _, err := l.nsExec(ctx, l.NodeB, strings.NewReader(nftFaultTable), "nft", "-f", "-"); err != nil {
+				return errors.Join(jerr, err)
+			}
+			return nil
+		},
+	},
+	"reject-rst": {
+		desc: "node-b: iptables FORWARD rule rejects tcp to 10.244.1.2:80 with a TCP reset",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ipt(ctx, l.NodeB, "-A", "FORWARD", "-d", PodBIP+"/32", "-p", "tcp", "-m", "tcp", "--dport", "80",
+				"-j", "REJECT", "--reject-with", "tcp-reset")
+		},
+	},
+	"no-dnat": {
+		desc: "node-a: kube-proxy rules for 10.96.0.100:80 removed (KUBE-SERVICES jump deleted, KUBE-SEP flushed); packets leave unNATed and die at the router",
+		apply: func(ctx context.Context, l *Lab) error {
+			s := l.WebService
+			if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
+				return err
+			}
+			return l.ipt(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
+		},
+	},
+	"wrong-vtep": {
+		desc: "node-a: VXLAN fdb entry for node-b's flannel.1 MAC points at 203.0.113.20, which the router cannot route",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "del", FlannelMACB, "dev", VXLANDevice, "dst", NodeBIP); err != nil {
+				return err
+			}
+			return l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMACB, "dev", VXLANDevice, "dst", BogusVTEP)
+		},
+	},
+	"no-listener": {
+		desc: "pod-b: the tcp/80 listener is closed, so the pod answers SYNs with RST",
+		apply: func(ctx context.Context, l *Lab) error {
+			if !l.StopServer("tcp", 80) {
+				return fmt.Errorf("lab: no tcp/80 server running in %s", l.PodB)
+			}
+			return nil
+		},
+	},
+	"no-route": {
+		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "route", "del", "10.244.1.0/24", "via", "10.244.1.0", "dev", VXLANDevice)
+		},
+	},
+	"small-mtu": {
+		desc: "router rb and node-b eth0 MTU 1400 (< 1450 overlay + 50 VXLAN), df set on node-a flannel.1: handshake works, full-sized segments pod-a -> pod-b are black-holed",
+		apply: func(ctx context.Context, l *Lab) error {
+			mtu := fmt.Sprint(SmallMTU)
+			if err := l.ip(ctx, l.Router, "link", "set", "rb", "mtu", mtu); err != nil {
+				return err
+			}
+			if err := l.ip(ctx, l.NodeB, "link", "set", "eth0", "mtu", mtu); err != nil {
+				return err
+			}
+			// Without "df set" the outer header carries DF=0 and the router
+			// simply fragments the outer packet, so nothing would break.
+			if err := l.ip(ctx, l.NodeA, "link", "set", VXLANDevice, "type", "vxlan", "df", "set"); err != nil {
+				l.logf("lab: small-mtu: could not set df on %s in %s (outer packets will be fragmented instead of dropped): %v", VXLANDevice, l.NodeA, err)
+			}
+			return nil
+		},
+	},
+}
+
+// Faults lists the faults ApplyFault knows, sorted by name.
+func Faults() []FaultInfo {
+	out := make([]FaultInfo, 0, len(faults))
+	for name, f := range faults {
+		out = append(out, FaultInfo{Name: name, Description: f.desc})
+	}
+	slices.SortFunc(out, func(a, b FaultInfo) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// FaultNames returns the fault names, sorted.
+func FaultNames() []string {
+	var names []string
+	for _, f := range Faults() {
+		names = append(names, f.Name)
+	}
+	return names
+}
+
+// ApplyFault injects the named fault into the running lab (see Faults).
+// Faults are not undone except by tearing the lab down.
+func (l *Lab) ApplyFault(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return l.ApplyFaultContext(ctx, name)
+}
+
+// ApplyFaultContext is ApplyFault with a context.
+func (l *Lab) ApplyFaultContext(ctx context.Context, name string) error {
+	f, ok := faults[name]
+	if !ok {
+		return fmt.Errorf("lab: unknown fault %q (known: %s)", name, strings.Join(FaultNames(), ", "))
+	}
+	if err := f.apply(ctx, l); err != nil {
+		return fmt.Errorf("lab: fault %s: %w", name, err)
+	}
+	return nil
+}

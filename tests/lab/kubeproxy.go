@@ -1,0 +1,90 @@
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"strings"
+)
+
+// chainHash returns 16 characters of the base32 encoded SHA-256 of parts,
+// the way kube-proxy derives its per-service and per-endpoint chain names
+// (the characters are A-Z and 2-7).
+func chainHash(parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "")))
+	return base32.StdEncoding.EncodeToString(sum[:])[:16]
+}
+
+func newService(name, proto, clusterIP string, port int, endpoint string) Service {
+	return Service{
+		Name:      name,
+		Protocol:  proto,
+		ClusterIP: clusterIP,
+		Port:      port,
+		Endpoint:  endpoint,
+		SvcChain:  "KUBE-SVC-" + chainHash(name, proto),
+		SepChain:  "KUBE-SEP-" + chainHash(name, proto, endpoint),
+	}
+}
+
+// clusterCIDR is the pod network; traffic to a service from outside it is
+// marked for masquerading, like kube-proxy does with --cluster-cidr.
+const clusterCIDR = "10.244.0.0/16"
+
+// serviceJump is the KUBE-SERVICES rule (without "-A KUBE-SERVICES") that
+// sends traffic for s to its KUBE-SVC chain.
+func serviceJump(s Service) []string {
+	return []string{"-d", s.ClusterIP + "/32", "-p", s.Protocol,
+		"-m", "comment", "--comment", s.Name + " cluster IP",
+		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", s.SvcChain}
+}
+
+// dnatRule is the KUBE-SEP rule that rewrites the destination to the endpoint.
+func dnatRule(s Service) []string {
+	return []string{"-p", s.Protocol, "-m", s.Protocol, "-j", "DNAT", "--to-destination", s.Endpoint}
+}
+
+// kubeProxyRules returns the nat table rules as (chain, rule args) pairs.
+func (l *Lab) kubeProxyRules() (chains []string, rules [][]string) {
+	chains = []string{"KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"}
+	portals := []string{"-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"}
+	rules = [][]string{
+		append([]string{"PREROUTING"}, portals...),
+		append([]string{"OUTPUT"}, portals...),
+		{"POSTROUTING", "-m", "comment", "--comment", "kubernetes postrouting rules", "-j", "KUBE-POSTROUTING"},
+		{"KUBE-MARK-MASQ", "-j", "MARK", "--or-mark", KubeMarkMasq},
+		{"KUBE-POSTROUTING", "-m", "mark", "!", "--mark", KubeMarkMasq + "/" + KubeMarkMasq, "-j", "RETURN"},
+		{"KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", KubeMarkMasq},
+		{"KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j", "MASQUERADE"},
+	}
+	for _, s := range l.Services() {
+		chains = append(chains, s.SvcChain, s.SepChain)
+		epIP, _, _ := strings.Cut(s.Endpoint, ":")
+		rules = append(rules,
+			append([]string{"KUBE-SERVICES"}, serviceJump(s)...),
+			[]string{s.SvcChain, "!", "-s", clusterCIDR, "-d", s.ClusterIP + "/32", "-p", s.Protocol,
+				"-m", "comment", "--comment", s.Name + " cluster IP",
+				"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "KUBE-MARK-MASQ"},
+			[]string{s.SvcChain, "-m", "comment", "--comment", s.Name + " -> " + s.Endpoint, "-j", s.SepChain},
+			[]string{s.SepChain, "-s", epIP + "/32", "-m", "comment", "--comment", s.Name, "-j", "KUBE-MARK-MASQ"},
+			append([]string{s.SepChain}, dnatRule(s)...),
+		)
+	}
+	return chains, rules
+}
+
+func (l *Lab) programKubeProxy(ctx context.Context) error {
+	chains, rules := l.kubeProxyRules()
+	for _, c := range chains {
+		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-N", c); err != nil {
+			return fmt.Errorf("lab: kube-proxy rules: %w", err)
+		}
+	}
+	for _, r := range rules {
+		if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-A"}, r...)...); err != nil {
+			return fmt.Errorf("lab: kube-proxy rules: %w", err)
+		}
+	}
+	return nil
+}

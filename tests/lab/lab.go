@@ -1,0 +1,560 @@
+// Package lab builds a small, self-contained Kubernetes-node-like network out
+// of Linux network namespaces so that skbtrail can be exercised end to end.
+//
+// The topology mimics two flannel (VXLAN backend) nodes joined by a router:
+//
+//	<p>-pod-a ──veth── <p>-node-a ──veth── <p>-router ──veth── <p>-node-b ──veth── <p>-pod-b
+//	10.244.0.5     cni0 10.244.0.1     ra 192.0.2.1        rb 198.51.100.1   cni0 10.244.1.1     10.244.1.2
+//	               eth0 192.0.2.10                                          eth0 198.51.100.20
+//	               flannel.1 (VNI 1, UDP 8472) <──── encapsulated ────> flannel.1
+//
+// Node A carries kube-proxy style iptables NAT rules that translate the
+// ClusterIP 10.96.0.100:80/tcp to pod B (10.244.1.2:80) and the DNS ClusterIP
+// 10.96.0.10:53/udp to pod B (10.244.1.2:53).
+//
+// Everything lives in namespaces created by the lab (named with a per-run
+// prefix); the initial network namespace is never modified. Underlay
+// addresses are TEST-NET only. A TCP echo server bound inside pod B is run
+// in-process, so no helper processes are started.
+//
+// The lab requires root (CAP_NET_ADMIN and CAP_SYS_ADMIN), iproute2 (ip,
+// bridge), sysctl, the configured iptables binary and, for one fault, nft.
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Roles of the lab namespaces. The netns name of a role is Prefix + "-" + role.
+const (
+	RolePodA   = "pod-a"
+	RoleNodeA  = "node-a"
+	RoleRouter = "router"
+	RoleNodeB  = "node-b"
+	RolePodB   = "pod-b"
+)
+
+// Roles returns the namespace roles in path order (pod-a ... pod-b).
+func Roles() []string {
+	return []string{RolePodA, RoleNodeA, RoleRouter, RoleNodeB, RolePodB}
+}
+
+// NetnsDir is where iproute2 keeps the named network namespaces.
+const NetnsDir = "/run/netns"
+
+// Addresses and names used by the topology.
+const (
+	PodAIP       = "10.244.0.5"
+	PodBIP       = "10.244.1.2"
+	ClusterIP    = "10.96.0.100"
+	DNSClusterIP = "10.96.0.10"
+	NodeAIP      = "192.0.2.10"
+	NodeBIP      = "198.51.100.20"
+	RouterAIP    = "192.0.2.1"
+	RouterBIP    = "198.51.100.1"
+
+	// BogusVTEP is the underlay address the "wrong-vtep" fault points the
+	// VXLAN forwarding entry at; nothing routes it.
+	BogusVTEP = "203.0.113.20"
+
+	PodMTU       = 1450 // pod eth0, host-side veth and flannel.1
+	UnderlayMTU  = 1500
+	SmallMTU     = 1400 // underlay MTU set by the "small-mtu" fault
+	VXLANPort    = 8472 // flannel's default (Linux legacy) VXLAN port
+	VXLANID      = 1
+	VXLANDevice  = "flannel.1"
+	BridgeDevice = "cni0"
+
+	// FlannelMACA and FlannelMACB are the fixed MACs of flannel.1 on node A
+	// and node B (0a:58 + the node's flannel.1 IPv4 address).
+	FlannelMACA = "0a:58:0a:f4:00:00"
+	FlannelMACB = "0a:58:0a:f4:01:00"
+
+	// KubeMarkMasq is the mark kube-proxy uses to request SNAT.
+	KubeMarkMasq = "0x4000"
+)
+
+// Config configures a lab.
+type Config struct {
+	// Prefix names every namespace (Prefix + "-" + role). It must be unique
+	// on the host and at most 10 characters of [A-Za-z0-9_-] starting with
+	// a letter or digit. Empty means "st" followed by 6 random hex digits.
+	Prefix string
+	// Iptables is the iptables binary used for the kube-proxy rules and the
+	// iptables based faults: "iptables-nft" (default) or "iptables-legacy".
+	Iptables string
+	// Logf, if set, receives notes (e.g. optional features that were not
+	// available). It is not used for a per-command trace.
+	Logf func(format string, args ...any)
+
+	// testHook, if set, is called at named stages of Up; an error aborts Up.
+	testHook func(stage string) error
+}
+
+// Service describes one kube-proxy style service programmed on node A.
+type Service struct {
+	Name      string // service port name, e.g. "default/web:http"
+	Protocol  string // "tcp" or "udp"
+	ClusterIP string
+	Port      int
+	Endpoint  string // "ip:port" the service is DNAT'd to
+	SvcChain  string // KUBE-SVC-XXXXXXXXXXXXXXXX
+	SepChain  string // KUBE-SEP-XXXXXXXXXXXXXXXX
+}
+
+// Addr returns "ClusterIP:Port".
+func (s Service) Addr() string { return fmt.Sprintf("%s:%d", s.ClusterIP, s.Port) }
+
+// Lab is a running lab. Create it with Up (or NewForTest) and destroy it with
+// Down.
+type Lab struct {
+	Prefix string
+
+	// Network namespace names as `ip netns list` shows them.
+	PodA, NodeA, Router, NodeB, PodB string
+
+	PodAIP, PodBIP, ClusterIP, DNSClusterIP, NodeAIP, NodeBIP string
+
+	// Iptables is the iptables binary used in the lab.
+	Iptables string
+
+	// WebService is 10.96.0.100:80/tcp -> 10.244.1.2:80, DNSService is
+	// 10.96.0.10:53/udp -> 10.244.1.2:53. Both are programmed on node A.
+	WebService, DNSService Service
+
+	logf     func(format string, args ...any)
+	testHook func(stage string) error
+
+	mu      sync.Mutex
+	created []string // netns names this lab created, in creation order
+	servers map[string]*server
+	down    bool
+	wg      sync.WaitGroup
+}
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,9}$`)
+
+// ValidatePrefix reports whether p is usable as a lab prefix.
+func ValidatePrefix(p string) error {
+	if !prefixRE.MatchString(p) {
+		return fmt.Errorf("lab: invalid prefix %q: want 1-10 characters of [A-Za-z0-9_-] starting with a letter or digit", p)
+	}
+	return nil
+}
+
+// RandomPrefix returns "st" followed by 6 random hex digits.
+func RandomPrefix() string {
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		// crypto/rand does not fail on Linux; keep a usable fallback anyway.
+		return fmt.Sprintf("st%06x", time.Now().UnixNano()&0xffffff)
+	}
+	return "st" + hex.EncodeToString(b[:])
+}
+
+// NetnsName returns the namespace name of role in a lab with prefix.
+func NetnsName(prefix, role string) string { return prefix + "-" + role }
+
+// NetnsNames returns the namespace names of a lab with prefix, in path order.
+func NetnsNames(prefix string) []string {
+	var out []string
+	for _, r := range Roles() {
+		out = append(out, NetnsName(prefix, r))
+	}
+	return out
+}
+
+// NetnsPath returns the bind-mount path of a named network namespace.
+func NetnsPath(name string) string { return NetnsDir + "/" + name }
+
+func netnsExists(name string) bool {
+	_, err := os.Lstat(NetnsPath(name))
+	return err == nil
+}
+
+var supportedIptables = []string{"iptables-nft", "iptables-legacy"}
+
+// Up builds the lab and starts the TCP echo server on 10.244.1.2:80 in pod
+// B. On failure everything created so far is torn down again.
+func Up(ctx context.Context, cfg Config) (*Lab, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = RandomPrefix()
+	}
+	if err := ValidatePrefix(cfg.Prefix); err != nil {
+		return nil, err
+	}
+	if cfg.Iptables == "" {
+		cfg.Iptables = "iptables-nft"
+	}
+	if !slices.Contains(supportedIptables, cfg.Iptables) {
+		return nil, fmt.Errorf("lab: unsupported iptables binary %q (want one of %s)", cfg.Iptables, strings.Join(supportedIptables, ", "))
+	}
+	for _, bin := range []string{"ip", "bridge", "sysctl", cfg.Iptables} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return nil, fmt.Errorf("lab: required tool missing: %w", err)
+		}
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("lab: must run as root (needs CAP_NET_ADMIN and CAP_SYS_ADMIN)")
+	}
+
+	l := newLab(cfg)
+	for _, name := range l.Namespaces() {
+		if netnsExists(name) {
+			return nil, fmt.Errorf("lab: network namespace %q already exists; choose another prefix or remove it (skbtrail-lab down --prefix %s)", name, l.Prefix)
+		}
+	}
+	if err := l.build(ctx); err != nil {
+		if derr := l.Down(); derr != nil {
+			err = errors.Join(err, fmt.Errorf("lab: teardown after failed Up: %w", derr))
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+func newLab(cfg Config) *Lab {
+	l := &Lab{
+		Prefix:       cfg.Prefix,
+		PodA:         NetnsName(cfg.Prefix, RolePodA),
+		NodeA:        NetnsName(cfg.Prefix, RoleNodeA),
+		Router:       NetnsName(cfg.Prefix, RoleRouter),
+		NodeB:        NetnsName(cfg.Prefix, RoleNodeB),
+		PodB:         NetnsName(cfg.Prefix, RolePodB),
+		PodAIP:       PodAIP,
+		PodBIP:       PodBIP,
+		ClusterIP:    ClusterIP,
+		DNSClusterIP: DNSClusterIP,
+		NodeAIP:      NodeAIP,
+		NodeBIP:      NodeBIP,
+		Iptables:     cfg.Iptables,
+		WebService:   newService("default/web:http", "tcp", ClusterIP, 80, PodBIP+":80"),
+		DNSService:   newService("kube-system/kube-dns:dns", "udp", DNSClusterIP, 53, PodBIP+":53"),
+		logf:         cfg.Logf,
+		testHook:     cfg.testHook,
+		servers:      map[string]*server{},
+	}
+	if l.logf == nil {
+		l.logf = func(string, ...any) {}
+	}
+	return l
+}
+
+// Namespaces returns the lab's namespace names in path order
+// (pod-a, node-a, router, node-b, pod-b).
+func (l *Lab) Namespaces() []string {
+	return []string{l.PodA, l.NodeA, l.Router, l.NodeB, l.PodB}
+}
+
+// Netns returns the namespace name for a role (see Roles) or "" if unknown.
+func (l *Lab) Netns(role string) string {
+	if slices.Contains(Roles(), role) {
+		return NetnsName(l.Prefix, role)
+	}
+	return ""
+}
+
+// Services returns the services programmed on node A.
+func (l *Lab) Services() []Service { return []Service{l.WebService, l.DNSService} }
+
+// resolveNetns maps a lab namespace name (or a bare role name) to the lab
+// namespace name, refusing anything that is not part of this lab.
+func (l *Lab) resolveNetns(ns string) (string, error) {
+	if slices.Contains(l.Namespaces(), ns) {
+		return ns, nil
+	}
+	if n := l.Netns(ns); n != "" {
+		return n, nil
+	}
+	return "", fmt.Errorf("lab: %q is not a namespace of lab %s (have %s)", ns, l.Prefix, strings.Join(l.Namespaces(), ", "))
+}
+
+// String summarises the lab in one line.
+func (l *Lab) String() string {
+	return fmt.Sprintf("lab %s: pod-a=%s(%s) node-a=%s(%s) router=%s node-b=%s(%s) pod-b=%s(%s) service=%s->%s dns=%s->%s iptables=%s",
+		l.Prefix, l.PodA, l.PodAIP, l.NodeA, l.NodeAIP, l.Router, l.NodeB, l.NodeBIP, l.PodB, l.PodBIP,
+		l.WebService.Addr(), l.WebService.Endpoint, l.DNSService.Addr(), l.DNSService.Endpoint, l.Iptables)
+}
+
+// Describe returns a multi-line human readable description of the lab.
+func (l *Lab) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "lab prefix: %s (iptables: %s)\n", l.Prefix, l.Iptables)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.0.1\n", l.PodA, l.PodAIP, PodMTU)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.0.1/24, flannel.1 10.244.0.0/32 (%s)\n", l.NodeA, l.NodeAIP, FlannelMACA)
+	fmt.Fprintf(&b, "  %-16s ra %s/24, rb %s/24\n", l.Router, RouterAIP, RouterBIP)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.1.1/24, flannel.1 10.244.1.0/32 (%s)\n", l.NodeB, l.NodeBIP, FlannelMACB)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.1.1, tcp/80 echo server\n", l.PodB, l.PodBIP, PodMTU)
+	for _, s := range l.Services() {
+		fmt.Fprintf(&b, "  service %-24s %s/%s -> %s (%s, %s) on %s\n", s.Name, s.Addr(), s.Protocol, s.Endpoint, s.SvcChain, s.SepChain, l.NodeA)
+	}
+	return b.String()
+}
+
+// Run runs `ip netns exec ns args...` and returns the combined output. On
+// failure the error includes the command and its output. ns must be one of
+// the lab's namespaces (a bare role name such as "node-a" is accepted too).
+func (l *Lab) Run(ns string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return l.RunContext(ctx, ns, args...)
+}
+
+// RunContext is Run with a context.
+func (l *Lab) RunContext(ctx context.Context, ns string, args ...string) (string, error) {
+	name, err := l.resolveNetns(ns)
+	if err != nil {
+		return "", err
+	}
+	return l.nsExec(ctx, name, nil, args...)
+}
+
+func (l *Lab) nsExec(ctx context.Context, ns string, stdin io.Reader, args ...string) (string, error) {
+	return runCmd(ctx, stdin, "ip", append([]string{"netns", "exec", ns}, args...)...)
+}
+
+func runCmd(ctx context.Context, stdin io.Reader, bin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdin = stdin
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		msg := strings.TrimSpace(string(out))
+		if msg == "" {
+			msg = "(no output)"
+		}
+		return string(out), fmt.Errorf("%s %s: %w: %s", bin, strings.Join(args, " "), err, msg)
+	}
+	return string(out), nil
+}
+
+// ip runs `ip -n ns args...`.
+func (l *Lab) ip(ctx context.Context, ns string, args ...string) error {
+	_, err := runCmd(ctx, nil, "ip", append([]string{"-n", ns}, args...)...)
+	return err
+}
+
+// bridgeCmd runs `bridge -n ns args...`.
+func (l *Lab) bridgeCmd(ctx context.Context, ns string, args ...string) error {
+	_, err := runCmd(ctx, nil, "bridge", append([]string{"-n", ns}, args...)...)
+	return err
+}
+
+// ipt runs the lab's iptables binary in ns (waiting for the xtables lock).
+func (l *Lab) ipt(ctx context.Context, ns string, args ...string) error {
+	_, err := l.nsExec(ctx, ns, nil, append([]string{l.Iptables, "-w", "10"}, args...)...)
+	return err
+}
+
+func (l *Lab) build(ctx context.Context) error {
+	// 1. Namespaces.
+	for _, name := range l.Namespaces() {
+		if _, err := runCmd(ctx, nil, "ip", "netns", "add", name); err != nil {
+			return fmt.Errorf("lab: create netns: %w", err)
+		}
+		l.mu.Lock()
+		l.created = append(l.created, name)
+		l.mu.Unlock()
+	}
+
+	// 2. sysctls (before any interface exists, so "default" applies to all
+	// interfaces created later) and loopback.
+	for _, name := range l.Namespaces() {
+		sysctls := []string{
+			"net.ipv6.conf.all.disable_ipv6=1",
+			"net.ipv6.conf.default.disable_ipv6=1",
+			"net.ipv4.conf.all.rp_filter=0",
+			"net.ipv4.conf.default.rp_filter=0",
+		}
+		if name == l.NodeA || name == l.NodeB || name == l.Router {
+			sysctls = append(sysctls, "net.ipv4.ip_forward=1")
+		}
+		if _, err := l.nsExec(ctx, name, nil, append([]string{"sysctl", "-q", "-w"}, sysctls...)...); err != nil {
+			return fmt.Errorf("lab: sysctl in %s: %w", name, err)
+		}
+		if err := l.ip(ctx, name, "link", "set", "lo", "up"); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+
+	// 3. Underlay: node-a eth0 <-> router ra, node-b eth0 <-> router rb.
+	type step struct {
+		ns   string
+		args []string
+	}
+	mtu := fmt.Sprint(PodMTU)
+	steps := []step{
+		{l.NodeA, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "ra", "netns", l.Router}},
+		{l.NodeB, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "rb", "netns", l.Router}},
+		{l.Router, []string{"addr", "add", RouterAIP + "/24", "dev", "ra"}},
+		{l.Router, []string{"addr", "add", RouterBIP + "/24", "dev", "rb"}},
+		{l.Router, []string{"link", "set", "ra", "up"}},
+		{l.Router, []string{"link", "set", "rb", "up"}},
+		{l.NodeA, []string{"addr", "add", NodeAIP + "/24", "dev", "eth0"}},
+		{l.NodeA, []string{"link", "set", "eth0", "up"}},
+		{l.NodeA, []string{"route", "add", "default", "via", RouterAIP, "dev", "eth0"}},
+		{l.NodeB, []string{"addr", "add", NodeBIP + "/24", "dev", "eth0"}},
+		{l.NodeB, []string{"link", "set", "eth0", "up"}},
+		{l.NodeB, []string{"route", "add", "default", "via", RouterBIP, "dev", "eth0"}},
+
+		// Pod networks: cni0 bridge per node, pod veth enslaved to it.
+		{l.NodeA, []string{"link", "add", BridgeDevice, "address", "0a:58:0a:f4:00:01", "type", "bridge"}},
+		{l.NodeA, []string{"addr", "add", "10.244.0.1/24", "dev", BridgeDevice}},
+		{l.NodeA, []string{"link", "set", BridgeDevice, "up"}},
+		{l.PodA, []string{"link", "add", "eth0", "address", "0a:58:0a:f4:00:05", "mtu", mtu, "type", "veth", "peer", "name", "vethpoda", "netns", l.NodeA}},
+		{l.NodeA, []string{"link", "set", "vethpoda", "mtu", mtu, "master", BridgeDevice}},
+		{l.NodeA, []string{"link", "set", "vethpoda", "up"}},
+		{l.PodA, []string{"addr", "add", PodAIP + "/24", "dev", "eth0"}},
+		{l.PodA, []string{"link", "set", "eth0", "up"}},
+		{l.PodA, []string{"route", "add", "default", "via", "10.244.0.1", "dev", "eth0"}},
+
+		{l.NodeB, []string{"link", "add", BridgeDevice, "address", "0a:58:0a:f4:01:01", "type", "bridge"}},
+		{l.NodeB, []string{"addr", "add", "10.244.1.1/24", "dev", BridgeDevice}},
+		{l.NodeB, []string{"link", "set", BridgeDevice, "up"}},
+		{l.PodB, []string{"link", "add", "eth0", "address", "0a:58:0a:f4:01:02", "mtu", mtu, "type", "veth", "peer", "name", "vethpodb", "netns", l.NodeB}},
+		{l.NodeB, []string{"link", "set", "vethpodb", "mtu", mtu, "master", BridgeDevice}},
+		{l.NodeB, []string{"link", "set", "vethpodb", "up"}},
+		{l.PodB, []string{"addr", "add", PodBIP + "/24", "dev", "eth0"}},
+		{l.PodB, []string{"link", "set", "eth0", "up"}},
+		{l.PodB, []string{"route", "add", "default", "via", "10.244.1.1", "dev", "eth0"}},
+
+		// Overlay: flannel.1 VXLAN devices with the static state flanneld
+		// would program (route via the remote flannel.1 address onlink, a
+		// permanent neighbour entry and an fdb entry to the remote VTEP).
+		{l.NodeA, vxlanAdd(FlannelMACA, NodeAIP)},
+		{l.NodeA, []string{"addr", "add", "10.244.0.0/32", "dev", VXLANDevice}},
+		{l.NodeA, []string{"link", "set", VXLANDevice, "up"}},
+		{l.NodeA, []string{"route", "add", "10.244.1.0/24", "via", "10.244.1.0", "dev", VXLANDevice, "onlink"}},
+		{l.NodeA, []string{"neigh", "add", "10.244.1.0", "lladdr", FlannelMACB, "dev", VXLANDevice, "nud", "permanent"}},
+
+		{l.NodeB, vxlanAdd(FlannelMACB, NodeBIP)},
+		{l.NodeB, []string{"addr", "add", "10.244.1.0/32", "dev", VXLANDevice}},
+		{l.NodeB, []string{"link", "set", VXLANDevice, "up"}},
+		{l.NodeB, []string{"route", "add", "10.244.0.0/24", "via", "10.244.0.0", "dev", VXLANDevice, "onlink"}},
+		{l.NodeB, []string{"neigh", "add", "10.244.0.0", "lladdr", FlannelMACA, "dev", VXLANDevice, "nud", "permanent"}},
+	}
+	for _, s := range steps {
+		if err := l.ip(ctx, s.ns, s.args...); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMACB, "dev", VXLANDevice, "dst", NodeBIP); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if err := l.bridgeCmd(ctx, l.NodeB, "fdb", "append", FlannelMACA, "dev", VXLANDevice, "dst", NodeAIP); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+
+	// 4. kube-proxy style NAT rules on node A.
+	if err := l.programKubeProxy(ctx); err != nil {
+		return err
+	}
+
+	if err := l.hook("before-server"); err != nil {
+		return err
+	}
+	// 5. The in-process TCP echo server in pod B.
+	if err := l.StartTCPEcho(80); err != nil {
+		return err
+	}
+	if err := l.hook("done"); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+func (l *Lab) hook(stage string) error {
+	if l.testHook == nil {
+		return nil
+	}
+	return l.testHook(stage)
+}
+
+func vxlanAdd(mac, local string) []string {
+	return []string{"link", "add", VXLANDevice, "address", mac, "mtu", fmt.Sprint(PodMTU),
+		"type", "vxlan", "id", fmt.Sprint(VXLANID), "local", local, "dev", "eth0",
+		"dstport", fmt.Sprint(VXLANPort), "nolearning"}
+}
+
+// Down closes the in-process servers and deletes the lab's namespaces. It is
+// idempotent and safe to call after a partially failed Up.
+func (l *Lab) Down() error {
+	l.mu.Lock()
+	l.down = true
+	servers := l.servers
+	l.servers = map[string]*server{}
+	created := slices.Clone(l.created)
+	l.mu.Unlock()
+
+	var errs []error
+	for _, s := range servers {
+		s.close()
+	}
+	// Sockets hold a reference on pod B's namespace; wait for the server
+	// goroutines so that the namespace can really go away.
+	l.wg.Wait()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var remaining []string
+	for i := len(created) - 1; i >= 0; i-- {
+		name := created[i]
+		if !netnsExists(name) {
+			continue
+		}
+		if _, err := runCmd(ctx, nil, "ip", "netns", "del", name); err != nil && netnsExists(name) {
+			errs = append(errs, fmt.Errorf("lab: delete netns: %w", err))
+			remaining = append(remaining, name)
+		}
+	}
+	l.mu.Lock()
+	l.created = remaining
+	l.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// DownPrefix deletes leftover namespaces of a lab with the given prefix (the
+// five role names Prefix-pod-a ... Prefix-pod-b; nothing else is touched) and
+// returns the names it deleted. It is meant for cleaning up after a process
+// that died without calling Down.
+func DownPrefix(ctx context.Context, prefix string) ([]string, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	var deleted []string
+	var errs []error
+	for _, name := range NetnsNames(prefix) {
+		if !netnsExists(name) {
+			continue
+		}
+		if _, err := runCmd(ctx, nil, "ip", "netns", "del", name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		deleted = append(deleted, name)
+	}
+	return deleted, errors.Join(errs...)
+}
+
+// ExistingNetns returns the lab namespaces of prefix that currently exist.
+func ExistingNetns(prefix string) []string {
+	var out []string
+	for _, name := range NetnsNames(prefix) {
+		if netnsExists(name) {
+			out = append(out, name)
+		}
+	}
+	return out
+}

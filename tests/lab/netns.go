@@ -1,0 +1,259 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// InNetns runs fn on a dedicated OS thread that has been switched into the
+// named network namespace. Sockets created by fn stay in that namespace
+// after InNetns returns. The thread is switched back afterwards; if that
+// fails the thread stays locked so that the Go runtime discards it when the
+// goroutine exits, and the error is reported.
+func InNetns(name string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- func() error {
+			orig, err := netns.Get()
+			if err != nil {
+				runtime.UnlockOSThread()
+				return fmt.Errorf("lab: get current netns: %w", err)
+			}
+			defer orig.Close()
+			target, err := netns.GetFromName(name)
+			if err != nil {
+				runtime.UnlockOSThread()
+				return fmt.Errorf("lab: open netns %q: %w", name, err)
+			}
+			defer target.Close()
+			if err := netns.Set(target); err != nil {
+				// setns failed, so the thread is still in its original netns.
+				runtime.UnlockOSThread()
+				return fmt.Errorf("lab: enter netns %q: %w", name, err)
+			}
+			ferr := fn()
+			if err := netns.Set(orig); err != nil {
+				// Leave the thread locked: it dies with this goroutine.
+				return errors.Join(ferr, fmt.Errorf("lab: restore netns after %q: %w", name, err))
+			}
+			runtime.UnlockOSThread()
+			return ferr
+		}()
+	}()
+	return <-errc
+}
+
+// server is an in-process socket living in a lab namespace.
+type server struct {
+	closeOnce sync.Once
+	closer    io.Closer
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+}
+
+func (s *server) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		return false // closed
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *server) untrack(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.conns, c)
+}
+
+func (s *server) close() {
+	s.closeOnce.Do(func() {
+		s.closer.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.conns = nil
+		s.mu.Unlock()
+	})
+}
+
+func serverKey(proto string, port int) string { return proto + "/" + strconv.Itoa(port) }
+
+func (l *Lab) addServer(key string, s *server) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.down {
+		return errors.New("lab: lab is down")
+	}
+	if _, ok := l.servers[key]; ok {
+		return fmt.Errorf("lab: %s server already running in %s", key, l.PodB)
+	}
+	l.servers[key] = s
+	return nil
+}
+
+// StartTCPEcho starts a TCP echo server on PodBIP:port inside pod B. Each
+// connection echoes what it receives until the peer closes or 30s pass. Up
+// starts one on port 80.
+func (l *Lab) StartTCPEcho(port int) error {
+	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	var ln net.Listener
+	err := InNetns(l.PodB, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", addr)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: tcp listener %s in %s: %w", addr, l.PodB, err)
+	}
+	s := &server{closer: ln, conns: map[net.Conn]struct{}{}}
+	if err := l.addServer(serverKey("tcp", port), s); err != nil {
+		ln.Close()
+		return err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !s.track(c) {
+				c.Close()
+				return
+			}
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				defer s.untrack(c)
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return nil
+}
+
+// StartSilentUDP binds a UDP socket on PodBIP:port inside pod B that reads
+// and discards every datagram without ever answering (a "silent DNS"
+// backend when port is 53).
+func (l *Lab) StartSilentUDP(port int) error {
+	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	var pc net.PacketConn
+	err := InNetns(l.PodB, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
+	}
+	s := &server{closer: pc}
+	if err := l.addServer(serverKey("udp", port), s); err != nil {
+		pc.Close()
+		return err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// StopServer closes the in-process server for proto ("tcp" or "udp") and
+// port. It reports whether such a server was running.
+func (l *Lab) StopServer(proto string, port int) bool {
+	key := serverKey(proto, port)
+	l.mu.Lock()
+	s, ok := l.servers[key]
+	delete(l.servers, key)
+	l.mu.Unlock()
+	if ok {
+		s.close()
+	}
+	return ok
+}
+
+// Dial opens a TCP connection to addr from inside namespace from (a lab
+// namespace name or a role such as "pod-a") and closes it again. It returns
+// nil once the three-way handshake completed.
+func (l *Lab) Dial(ctx context.Context, from string, addr string, timeout time.Duration) error {
+	c, err := l.DialConn(ctx, from, addr, timeout)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// DialConn is like Dial but returns the connection. The socket belongs to
+// namespace from; the caller must close it.
+func (l *Lab) DialConn(ctx context.Context, from string, addr string, timeout time.Duration) (net.Conn, error) {
+	ns, err := l.resolveNetns(from)
+	if err != nil {
+		return nil, err
+	}
+	var c net.Conn
+	err = InNetns(ns, func() error {
+		d := net.Dialer{Timeout: timeout}
+		var err error
+		c, err = d.DialContext(ctx, "tcp4", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab: dial %s from %s: %w", addr, ns, err)
+	}
+	return c, nil
+}
+
+// Echo connects from namespace from to addr (which must lead to an echo
+// server such as the one on pod B port 80), sends payload and checks that
+// the same bytes come back, all within timeout. It is useful to exercise
+// full-sized segments (MTU problems) rather than just the handshake.
+func (l *Lab) Echo(ctx context.Context, from, addr string, payload []byte, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	c, err := l.DialConn(ctx, from, addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(deadline)
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(payload)
+		werr <- err
+	}()
+	got := make([]byte, len(payload))
+	_, rerr := io.ReadFull(c, got)
+	if err := <-werr; err != nil {
+		return fmt.Errorf("lab: echo via %s from %s: write: %w", addr, from, err)
+	}
+	if rerr != nil {
+		return fmt.Errorf("lab: echo via %s from %s: read: %w", addr, from, rerr)
+	}
+	if !bytes.Equal(got, payload) {
+		return fmt.Errorf("lab: echo via %s from %s: payload mismatch", addr, from)
+	}
+	return nil
+}

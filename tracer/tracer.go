@@ -1,0 +1,244 @@
+// Package tracer loads skbtrail's kernel programs, attaches them, and reads
+// their events: one reader goroutine decodes the ring buffer into a bounded
+// channel and counts what did not fit.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+)
+
+// tracepointPrograms are the primary backend: tp_btf programs.
+type tracepointPrograms struct {
+	NetifReceiveSkb *ebpf.Program `ebpf:"tp_netif_receive_skb"`
+	NetDevStartXmit *ebpf.Program `ebpf:"tp_net_dev_start_xmit"`
+	KfreeSkb        *ebpf.Program `ebpf:"tp_kfree_skb"`
+	ConsumeSkb      *ebpf.Program `ebpf:"tp_consume_skb"`
+}
+
+// netfilterPrograms observe each hook at the priorities of journey.NFStages.
+type netfilterPrograms struct {
+	Stage0 *ebpf.Program `ebpf:"nf_stage_0"`
+	Stage1 *ebpf.Program `ebpf:"nf_stage_1"`
+	Stage2 *ebpf.Program `ebpf:"nf_stage_2"`
+	Stage3 *ebpf.Program `ebpf:"nf_stage_3"`
+	Stage4 *ebpf.Program `ebpf:"nf_stage_4"`
+	Stage5 *ebpf.Program `ebpf:"nf_stage_5"`
+}
+
+func (n *netfilterPrograms) stages() []*ebpf.Program {
+	return []*ebpf.Program{n.Stage0, n.Stage1, n.Stage2, n.Stage3, n.Stage4, n.Stage5}
+}
+
+// Tracer owns the loaded programs, their links and the ring buffer reader.
+type Tracer struct {
+	spec   *ebpf.CollectionSpec
+	maps   bpfMaps
+	tp     tracepointPrograms
+	nf     *netfilterPrograms
+	links  []link.Link
+	nfMu   sync.Mutex
+	nfNS   map[uint32][]link.Link // netns inode -> netfilter links
+	reader *ringbuf.Reader
+
+	overflow  atomic.Uint64 // events that did not fit the channel
+	malformed atomic.Uint64 // records that did not decode
+	closeOnce sync.Once
+}
+
+// New loads the programs and maps with the filter in place. Nothing is
+// attached yet.
+func New(f Filter) (*Tracer, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded BPF object: %w", err)
+	}
+	t := &Tracer{spec: spec, nfNS: map[uint32][]link.Link{}}
+	if err := spec.LoadAndAssign(&t.maps, nil); err != nil {
+		return nil, fmt.Errorf("create BPF maps: %w", err)
+	}
+	if err := t.loadPrograms(&t.tp); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("load tracepoint programs: %w", verifierDetail(err))
+	}
+	if err := t.SetFilter(f); err != nil {
+		t.Close()
+		return nil, err
+	}
+	r, err := ringbuf.NewReader(t.maps.Events)
+	if err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	t.reader = r
+	return t, nil
+}
+
+// loadPrograms loads the programs named in dst, sharing this tracer's maps.
+func (t *Tracer) loadPrograms(dst any) error {
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		bpfMapEvents:         t.maps.Events,
+		bpfMapFilters:        t.maps.Filters,
+		bpfMapFlows:          t.maps.Flows,
+		bpfMapIgnoredReasons: t.maps.IgnoredReasons,
+		bpfMapScratch:        t.maps.Scratch,
+		bpfMapStats:          t.maps.Stats,
+		bpfMapTracked:        t.maps.Tracked,
+	}}
+	return t.spec.LoadAndAssign(dst, opts)
+}
+
+func verifierDetail(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		return fmt.Errorf("%w (verifier: %+v)", err, ve)
+	}
+	return err
+}
+
+// SetFilter replaces the kernel filter.
+func (t *Tracer) SetFilter(f Filter) error {
+	k, err := f.kernel()
+	if err != nil {
+		return fmt.Errorf("filter: %w", err)
+	}
+	if err := t.maps.Filters.Put(uint32(0), &k); err != nil {
+		return fmt.Errorf("write filter map: %w", err)
+	}
+	return nil
+}
+
+// IgnoreDropReasons sets the drop reasons the drop monitor does not report.
+func (t *Tracer) IgnoreDropReasons(reasons []uint32) error {
+	for _, r := range reasons {
+		if err := t.maps.IgnoredReasons.Put(r, uint8(1)); err != nil {
+			return fmt.Errorf("ignore drop reason %d: %w", r, err)
+		}
+	}
+	return nil
+}
+
+// AttachTracepoints attaches the tp_btf programs.
+func (t *Tracer) AttachTracepoints() error {
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{
+		{"netif_receive_skb", t.tp.NetifReceiveSkb},
+		{"net_dev_start_xmit", t.tp.NetDevStartXmit},
+		{"kfree_skb", t.tp.KfreeSkb},
+		{"consume_skb", t.tp.ConsumeSkb},
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attach tp_btf/%s: %w", p.name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
+}
+
+// Stats are the counters of events that never reached a journey.
+type Stats struct {
+	RingbufFull uint64 // the kernel could not reserve ring buffer space
+	TrackedFull uint64 // the tracked-skb map refused an insert
+	Overflow    uint64 // the channel to the processor was full
+	Malformed   uint64 // records that did not decode
+}
+
+// Lost is the number of events that were lost on the way.
+func (s Stats) Lost() uint64 { return s.RingbufFull + s.Overflow + s.Malformed }
+
+// Stats reads the kernel's per-CPU counters and the reader's own.
+func (t *Tracer) Stats() (Stats, error) {
+	s := Stats{Overflow: t.overflow.Load(), Malformed: t.malformed.Load()}
+	for idx, dst := range map[uint32]*uint64{
+		uint32(bpfStatIndexSTAT_RINGBUF_FULL): &s.RingbufFull,
+		uint32(bpfStatIndexSTAT_TRACKED_FULL): &s.TrackedFull,
+	} {
+		var perCPU []uint64
+		if err := t.maps.Stats.Lookup(idx, &perCPU); err != nil {
+			return s, fmt.Errorf("read stats map: %w", err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// Run reads the ring buffer until ctx ends or the tracer closes, decoding
+// into out without ever blocking the reader: what does not fit is counted.
+func (t *Tracer) Run(ctx context.Context, out chan<- journey.Event) error {
+	stop := context.AfterFunc(ctx, func() { t.reader.Close() })
+	defer stop()
+	var rec ringbuf.Record
+	for {
+		if err := t.reader.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		var ev journey.Event
+		if err := Decode(rec.RawSample, &ev); err != nil {
+			t.malformed.Add(1)
+			continue
+		}
+		select {
+		case out <- ev:
+		default:
+			t.overflow.Add(1)
+		}
+	}
+}
+
+// Close detaches every link and frees programs and maps.
+func (t *Tracer) Close() error {
+	var errs []error
+	t.closeOnce.Do(func() {
+		if t.reader != nil {
+			errs = append(errs, t.reader.Close())
+		}
+		t.nfMu.Lock()
+		for ino, ls := range t.nfNS {
+			for _, l := range ls {
+				errs = append(errs, l.Close())
+			}
+			delete(t.nfNS, ino)
+		}
+		t.nfMu.Unlock()
+		for _, l := range t.links {
+			errs = append(errs, l.Close())
+		}
+		t.links = nil
+		if t.nf != nil {
+			for _, p := range t.nf.stages() {
+				if p != nil {
+					errs = append(errs, p.Close())
+				}
+			}
+		}
+		for _, p := range []*ebpf.Program{t.tp.NetifReceiveSkb, t.tp.NetDevStartXmit, t.tp.KfreeSkb, t.tp.ConsumeSkb} {
+			if p != nil {
+				errs = append(errs, p.Close())
+			}
+		}
+		errs = append(errs, t.maps.Close())
+	})
+	return errors.Join(errs...)
+}
