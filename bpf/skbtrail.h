@@ -5,6 +5,7 @@
 
 #define SKBTRAIL_IFNAMSIZ 16
 #define SKBTRAIL_MAX_TUNNEL_PORTS 4
+#define SKBTRAIL_MAX_FILTERS 8
 
 /* What happened to the skb at this event. */
 enum event_kind {
@@ -67,7 +68,8 @@ struct event {
 	char ifname[SKBTRAIL_IFNAMSIZ];
 };
 
-/* What starts a journey. Zero fields match anything. */
+/* What starts a journey (one slot per concurrent trace). Zero fields match
+ * anything. */
 struct filter {
 	__u32 saddr;      /* network byte order */
 	__u32 smask;
@@ -76,11 +78,18 @@ struct filter {
 	__u32 netns;      /* only packets first seen in this netns inode */
 	__u16 sport;
 	__u16 dport;
-	__u16 tunnel_ports[SKBTRAIL_MAX_TUNNEL_PORTS]; /* UDP ports carrying VXLAN */
 	__u8 proto;
 	__u8 syn_only;
-	__u8 enabled;      /* 0: nothing starts a journey (tracked skbs still report) */
-	__u8 drop_monitor; /* 1: report every drop whose reason is not ignored */
+	__u8 enabled;     /* 0: this slot is free */
+	__u8 pad;
+};
+
+/* Settings of all programs. */
+struct settings {
+	__u32 active_filters; /* bit i set: filter slot i is enabled */
+	__u16 tunnel_ports[SKBTRAIL_MAX_TUNNEL_PORTS]; /* UDP ports carrying VXLAN */
+	__u8 drop_monitor;    /* 1: report every drop whose reason is not ignored */
+	__u8 pad[3];
 };
 
 /* Per-CPU counters read by Go. */

@@ -56,19 +56,18 @@ const (
 )
 
 type bpfFilter struct {
-	_           structs.HostLayout
-	Saddr       uint32
-	Smask       uint32
-	Daddr       uint32
-	Dmask       uint32
-	Netns       uint32
-	Sport       uint16
-	Dport       uint16
-	TunnelPorts [4]uint16
-	Proto       uint8
-	SynOnly     uint8
-	Enabled     uint8
-	DropMonitor uint8
+	_       structs.HostLayout
+	Saddr   uint32
+	Smask   uint32
+	Daddr   uint32
+	Dmask   uint32
+	Netns   uint32
+	Sport   uint16
+	Dport   uint16
+	Proto   uint8
+	SynOnly uint8
+	Enabled uint8
+	Pad     uint8
 }
 
 type bpfFlowKey struct {
@@ -79,6 +78,14 @@ type bpfFlowKey struct {
 	Dport uint16
 	Proto uint8
 	Pad   [3]uint8
+}
+
+type bpfSettings struct {
+	_             structs.HostLayout
+	ActiveFilters uint32
+	TunnelPorts   [4]uint16
+	DropMonitor   uint8
+	Pad           [3]uint8
 }
 
 type bpfSkbTrack struct {
@@ -116,6 +123,7 @@ const (
 	bpfMapFlows              = "flows"
 	bpfMapIgnoredReasons     = "ignored_reasons"
 	bpfMapScratch            = "scratch"
+	bpfMapSettingsMap        = "settings_map"
 	bpfMapStats              = "stats"
 	bpfMapTracked            = "tracked"
 	bpfProgNfStage0          = "nf_stage_0"
@@ -133,6 +141,7 @@ const (
 	bpfVarUnusedEventSource  = "unused_event_source"
 	bpfVarUnusedFilter       = "unused_filter"
 	bpfVarUnusedFlowKey      = "unused_flow_key"
+	bpfVarUnusedSettings     = "unused_settings"
 	bpfVarUnusedStatIndex    = "unused_stat_index"
 )
 
@@ -199,6 +208,7 @@ type bpfMapSpecs struct {
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	IgnoredReasons *ebpf.MapSpec `ebpf:"ignored_reasons"`
 	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
+	SettingsMap    *ebpf.MapSpec `ebpf:"settings_map"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Tracked        *ebpf.MapSpec `ebpf:"tracked"`
 }
@@ -212,6 +222,7 @@ type bpfVariableSpecs struct {
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.VariableSpec `ebpf:"unused_filter"`
 	UnusedFlowKey     *ebpf.VariableSpec `ebpf:"unused_flow_key"`
+	UnusedSettings    *ebpf.VariableSpec `ebpf:"unused_settings"`
 	UnusedStatIndex   *ebpf.VariableSpec `ebpf:"unused_stat_index"`
 }
 
@@ -240,6 +251,7 @@ type bpfMaps struct {
 	Flows          *ebpf.Map `ebpf:"flows"`
 	IgnoredReasons *ebpf.Map `ebpf:"ignored_reasons"`
 	Scratch        *ebpf.Map `ebpf:"scratch"`
+	SettingsMap    *ebpf.Map `ebpf:"settings_map"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Tracked        *ebpf.Map `ebpf:"tracked"`
 }
@@ -251,6 +263,7 @@ func (m *bpfMaps) Close() error {
 		m.Flows,
 		m.IgnoredReasons,
 		m.Scratch,
+		m.SettingsMap,
 		m.Stats,
 		m.Tracked,
 	)
@@ -265,6 +278,7 @@ type bpfVariables struct {
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.Variable `ebpf:"unused_filter"`
 	UnusedFlowKey     *ebpf.Variable `ebpf:"unused_flow_key"`
+	UnusedSettings    *ebpf.Variable `ebpf:"unused_settings"`
 	UnusedStatIndex   *ebpf.Variable `ebpf:"unused_stat_index"`
 }
 

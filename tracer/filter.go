@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
 )
 
 // DefaultTunnelPorts are the UDP ports parsed as VXLAN: flannel (8472) and
@@ -17,12 +19,40 @@ type Filter struct {
 	Proto        uint8
 	SYNOnly      bool
 	Netns        uint32 // netns inode where the packet must first appear
-	TunnelPorts  []uint16
-	// Enabled: packets matching the filter start journeys. When false only
-	// the drop monitor (if on) reports.
-	Enabled bool
-	// DropMonitor: report every drop whose reason is not ignored.
+}
+
+// Settings apply to all programs.
+type Settings struct {
+	// TunnelPorts are the UDP ports parsed as VXLAN (nil: DefaultTunnelPorts).
+	TunnelPorts []uint16
+	// DropMonitor reports every drop whose reason is not ignored, tracked
+	// or not.
 	DropMonitor bool
+}
+
+// Match reports whether a packet (as first seen, in netns) matches the
+// filter: the same test the kernel makes, for telling concurrent traces'
+// journeys apart.
+func (f Filter) Match(t journey.Tuple, netns uint32) bool {
+	if f.Netns != 0 && f.Netns != netns {
+		return false
+	}
+	if f.Proto != 0 && f.Proto != t.Proto {
+		return false
+	}
+	if f.Src.IsValid() && !f.Src.Contains(t.Src) {
+		return false
+	}
+	if f.Dst.IsValid() && !f.Dst.Contains(t.Dst) {
+		return false
+	}
+	if (f.Sport != 0 && f.Sport != t.Sport) || (f.Dport != 0 && f.Dport != t.Dport) {
+		return false
+	}
+	if f.SYNOnly && (t.Proto != journey.ProtoTCP || t.TCPFlags&0x12 != 0x02) {
+		return false
+	}
+	return true
 }
 
 // be32 returns the IPv4 address as the kernel's __be32 read on this host.
@@ -65,13 +95,16 @@ func (f Filter) kernel() (bpfFilter, error) {
 	if f.SYNOnly {
 		k.SynOnly = 1
 	}
-	if f.Enabled {
-		k.Enabled = 1
-	}
-	if f.DropMonitor {
+	k.Enabled = 1
+	return k, nil
+}
+
+func (s Settings) kernel(active uint32) (bpfSettings, error) {
+	k := bpfSettings{ActiveFilters: active}
+	if s.DropMonitor {
 		k.DropMonitor = 1
 	}
-	ports := f.TunnelPorts
+	ports := s.TunnelPorts
 	if ports == nil {
 		ports = DefaultTunnelPorts
 	}

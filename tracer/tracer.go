@@ -52,14 +52,24 @@ type Tracer struct {
 	nfNS   map[uint32][]link.Link // netns inode -> netfilter links
 	reader *ringbuf.Reader
 
+	filterMu sync.Mutex
+	settings Settings
+	active   uint32 // bit i: filter slot i in use
+
 	overflow  atomic.Uint64 // events that did not fit the channel
 	malformed atomic.Uint64 // records that did not decode
 	closeOnce sync.Once
 }
 
-// New loads the programs and maps with the filter in place. Nothing is
-// attached yet.
-func New(f Filter) (*Tracer, error) {
+// MaxFilters is the number of concurrent traces the kernel filter holds.
+const MaxFilters = 8
+
+// ErrNoFilterSlot: every filter slot is in use.
+var ErrNoFilterSlot = errors.New("all filter slots are in use")
+
+// New loads the programs and maps with the settings in place and no filter.
+// Nothing is attached yet.
+func New(s Settings) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
@@ -75,7 +85,7 @@ func New(f Filter) (*Tracer, error) {
 		t.Close()
 		return nil, fmt.Errorf("load tracepoint programs: %w", verifierDetail(err))
 	}
-	if err := t.SetFilter(f); err != nil {
+	if err := t.SetSettings(s); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -93,6 +103,7 @@ func (t *Tracer) loadPrograms(dst any) error {
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
 		bpfMapEvents:         t.maps.Events,
 		bpfMapFilters:        t.maps.Filters,
+		bpfMapSettingsMap:    t.maps.SettingsMap,
 		bpfMapFlows:          t.maps.Flows,
 		bpfMapIgnoredReasons: t.maps.IgnoredReasons,
 		bpfMapScratch:        t.maps.Scratch,
@@ -110,14 +121,64 @@ func verifierDetail(err error) error {
 	return err
 }
 
-// SetFilter replaces the kernel filter.
-func (t *Tracer) SetFilter(f Filter) error {
+// SetSettings replaces the settings (tunnel ports, drop monitor).
+func (t *Tracer) SetSettings(s Settings) error {
+	t.filterMu.Lock()
+	defer t.filterMu.Unlock()
+	t.settings = s
+	return t.writeSettingsLocked()
+}
+
+func (t *Tracer) writeSettingsLocked() error {
+	k, err := t.settings.kernel(t.active)
+	if err != nil {
+		return fmt.Errorf("settings: %w", err)
+	}
+	if err := t.maps.SettingsMap.Put(uint32(0), &k); err != nil {
+		return fmt.Errorf("write settings map: %w", err)
+	}
+	return nil
+}
+
+// AddFilter installs a filter in a free slot: matching packets start
+// journeys from now on. It returns the slot for RemoveFilter.
+func (t *Tracer) AddFilter(f Filter) (int, error) {
 	k, err := f.kernel()
 	if err != nil {
-		return fmt.Errorf("filter: %w", err)
+		return -1, fmt.Errorf("filter: %w", err)
 	}
-	if err := t.maps.Filters.Put(uint32(0), &k); err != nil {
-		return fmt.Errorf("write filter map: %w", err)
+	t.filterMu.Lock()
+	defer t.filterMu.Unlock()
+	for slot := 0; slot < MaxFilters; slot++ {
+		if t.active&(1<<slot) != 0 {
+			continue
+		}
+		if err := t.maps.Filters.Put(uint32(slot), &k); err != nil {
+			return -1, fmt.Errorf("write filter slot %d: %w", slot, err)
+		}
+		t.active |= 1 << slot
+		if err := t.writeSettingsLocked(); err != nil {
+			t.active &^= 1 << slot
+			return -1, err
+		}
+		return slot, nil
+	}
+	return -1, ErrNoFilterSlot
+}
+
+// RemoveFilter frees a slot returned by AddFilter.
+func (t *Tracer) RemoveFilter(slot int) error {
+	if slot < 0 || slot >= MaxFilters {
+		return fmt.Errorf("filter slot %d out of range", slot)
+	}
+	t.filterMu.Lock()
+	defer t.filterMu.Unlock()
+	t.active &^= 1 << slot
+	if err := t.writeSettingsLocked(); err != nil {
+		return err
+	}
+	if err := t.maps.Filters.Put(uint32(slot), &bpfFilter{}); err != nil {
+		return fmt.Errorf("clear filter slot %d: %w", slot, err)
 	}
 	return nil
 }

@@ -83,13 +83,12 @@ func Run(ctx context.Context, o Options, emit func(*journey.Journey) error) (Res
 		}
 		fromPath = path
 	}
-	o.Filter.Enabled = true
 
 	reasons, err := tracer.LoadDropReasons()
 	if err != nil {
 		return res, fmt.Errorf("%w: %v", ErrEnvironment, err)
 	}
-	tr, err := tracer.New(o.Filter)
+	tr, err := tracer.New(tracer.Settings{})
 	if err != nil {
 		return res, fmt.Errorf("%w: %v", ErrEnvironment, err)
 	}
@@ -112,6 +111,9 @@ func Run(ctx context.Context, o Options, emit func(*journey.Journey) error) (Res
 		NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
 		ReasonName: reasons.Name,
 	})
+	if _, err := tr.AddFilter(o.Filter); err != nil {
+		return res, err
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events := make(chan journey.Event, 16384)

@@ -34,6 +34,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -125,6 +126,8 @@ type Lab struct {
 	// Network namespace names as `ip netns list` shows them.
 	PodA, NodeA, Router, NodeB, PodB string
 
+	// Addresses: pod A, pod B, the web and DNS ClusterIPs and the node
+	// underlay addresses (see the package constants of the same names).
 	PodAIP, PodBIP, ClusterIP, DNSClusterIP, NodeAIP, NodeBIP string
 
 	// Iptables is the iptables binary used in the lab.
@@ -138,7 +141,7 @@ type Lab struct {
 	testHook func(stage string) error
 
 	mu      sync.Mutex
-	created []string // netns names this lab created, in creation order
+	created []nsID // namespaces this lab created, in creation order
 	servers map[string]*server
 	down    bool
 	wg      sync.WaitGroup
@@ -157,10 +160,7 @@ func ValidatePrefix(p string) error {
 // RandomPrefix returns "st" followed by 6 random hex digits.
 func RandomPrefix() string {
 	var b [3]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		// crypto/rand does not fail on Linux; keep a usable fallback anyway.
-		return fmt.Sprintf("st%06x", time.Now().UnixNano()&0xffffff)
-	}
+	_, _ = rand.Read(b[:]) // never returns an error since Go 1.24
 	return "st" + hex.EncodeToString(b[:])
 }
 
@@ -178,6 +178,21 @@ func NetnsNames(prefix string) []string {
 
 // NetnsPath returns the bind-mount path of a named network namespace.
 func NetnsPath(name string) string { return NetnsDir + "/" + name }
+
+// nsID identifies a named network namespace by the nsfs device and inode
+// its /run/netns entry is bound to.
+type nsID struct {
+	name     string
+	dev, ino uint64
+}
+
+func statNetns(name string) (nsID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(NetnsPath(name), &st); err != nil {
+		return nsID{}, err
+	}
+	return nsID{name: name, dev: uint64(st.Dev), ino: st.Ino}, nil
+}
 
 func netnsExists(name string) bool {
 	_, err := os.Lstat(NetnsPath(name))
@@ -364,19 +379,29 @@ func (l *Lab) build(ctx context.Context) error {
 		if _, err := runCmd(ctx, nil, "ip", "netns", "add", name); err != nil {
 			return fmt.Errorf("lab: create netns: %w", err)
 		}
+		id, err := statNetns(name)
+		if err != nil {
+			return fmt.Errorf("lab: created netns %s: %w", name, err)
+		}
 		l.mu.Lock()
-		l.created = append(l.created, name)
+		l.created = append(l.created, id)
 		l.mu.Unlock()
 	}
+
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	haveIPv6 := err == nil
 
 	// 2. sysctls (before any interface exists, so "default" applies to all
 	// interfaces created later) and loopback.
 	for _, name := range l.Namespaces() {
 		sysctls := []string{
-			"net.ipv6.conf.all.disable_ipv6=1",
-			"net.ipv6.conf.default.disable_ipv6=1",
 			"net.ipv4.conf.all.rp_filter=0",
 			"net.ipv4.conf.default.rp_filter=0",
+		}
+		if haveIPv6 {
+			sysctls = append(sysctls,
+				"net.ipv6.conf.all.disable_ipv6=1",
+				"net.ipv6.conf.default.disable_ipv6=1")
 		}
 		if name == l.NodeA || name == l.NodeB || name == l.Router {
 			sysctls = append(sysctls, "net.ipv4.ip_forward=1")
@@ -508,15 +533,23 @@ func (l *Lab) Down() error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var remaining []string
+	var remaining []nsID
 	for i := len(created) - 1; i >= 0; i-- {
-		name := created[i]
-		if !netnsExists(name) {
+		id := created[i]
+		cur, err := statNetns(id.name)
+		if err != nil {
+			continue // already gone
+		}
+		if cur != id {
+			// Someone deleted our namespace and created another one with
+			// the same name (e.g. `skbtrail-lab down` plus a new lab):
+			// not ours to delete.
+			l.logf("lab: not deleting netns %s: it is no longer the namespace this lab created", id.name)
 			continue
 		}
-		if _, err := runCmd(ctx, nil, "ip", "netns", "del", name); err != nil && netnsExists(name) {
+		if _, err := runCmd(ctx, nil, "ip", "netns", "del", id.name); err != nil && netnsExists(id.name) {
 			errs = append(errs, fmt.Errorf("lab: delete netns: %w", err))
-			remaining = append(remaining, name)
+			remaining = append(remaining, id)
 		}
 	}
 	l.mu.Lock()

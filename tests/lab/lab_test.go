@@ -344,6 +344,31 @@ func TestUpFailureCleansUp(t *testing.T) {
 	}
 }
 
+// TestDownLeavesReplacedNetns checks that Down does not delete a namespace
+// that was removed behind the lab's back and re-created under the same name
+// by someone else.
+func TestDownLeavesReplacedNetns(t *testing.T) {
+	prefix := RandomPrefix()
+	first := NewForTest(t, Config{Prefix: prefix})
+	if _, err := DownPrefix(t.Context(), prefix); err != nil {
+		t.Fatal(err)
+	}
+	second := NewForTest(t, Config{Prefix: prefix})
+	if err := first.Down(); err != nil {
+		t.Fatalf("down of first lab: %v", err)
+	}
+	if got := ExistingNetns(prefix); len(got) != len(Roles()) {
+		t.Fatalf("first.Down removed namespaces of the second lab; left: %v", got)
+	}
+	if err := second.Verify(t.Context(), 5*time.Second); err != nil {
+		t.Fatalf("second lab broken after first.Down: %v", err)
+	}
+	if err := second.Down(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, second)
+}
+
 // TestSilentUDP checks that the silent DNS backend swallows queries sent to
 // the DNS ClusterIP without answering.
 func TestSilentUDP(t *testing.T) {

@@ -21,9 +21,9 @@ func RequirePrivileged(t testing.TB) {
 		return
 	}
 	if os.Getenv(RequirePrivilegedEnv) == "1" {
-		t.Fatalf("lab: test needs root (euid %d) and %s=1", os.Geteuid(), RequirePrivilegedEnv)
+		t.Fatalf("lab: test needs root but runs as euid %d (%s=1 makes this a failure instead of a skip)", os.Geteuid(), RequirePrivilegedEnv)
 	}
-	t.Skipf("lab: test needs root (euid %d); set %s=1 to make this a failure", os.Geteuid(), RequirePrivilegedEnv)
+	t.Skipf("lab: test needs root but runs as euid %d (set %s=1 to make this a failure)", os.Geteuid(), RequirePrivilegedEnv)
 }
 
 // NewForTest brings a lab up for a test and registers Down with t.Cleanup.

@@ -1,0 +1,400 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * skbtrail: the logic every kernel program shares (maps, parsing, filter,
+ * tracking). Each backend's .c file includes it once.
+ *
+ * Every program funnels into observe(): an skb already tracked reports an
+ * event; an untracked skb is parsed and started as a journey only if it
+ * matches the filter (or belongs to a flow of an existing journey). The
+ * common path for an untracked packet while no trace is active is one array
+ * lookup and one hash lookup.
+ */
+#ifndef SKBTRAIL_OBSERVE_H
+#define SKBTRAIL_OBSERVE_H
+
+#include "headers/vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "skbtrail.h"
+
+char __license[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
+#define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define IPPROTO_ICMP_ 1
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
+#define VXLAN_HLEN 8
+#define ETH_HLEN_ 14
+
+/* Force the generation of Go types for the shared structs. */
+const struct event *unused_event __attribute__((unused));
+const struct filter *unused_filter __attribute__((unused));
+const struct settings *unused_settings __attribute__((unused));
+const struct flow_key *unused_flow_key __attribute__((unused));
+const enum event_kind *unused_event_kind __attribute__((unused));
+const enum event_source *unused_event_source __attribute__((unused));
+const enum stat_index *unused_stat_index __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} settings_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SKBTRAIL_MAX_FILTERS);
+	__type(key, __u32);
+	__type(value, struct filter);
+} filters SEC(".maps");
+
+struct skb_track {
+	__u64 journey;
+	struct flow_key last;
+};
+
+/* skb pointer -> journey: later events of the same skb need no matching. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct skb_track);
+} tracked SEC(".maps");
+
+/* flow -> journey (bit 0 set: the reverse direction). New skbs of a tracked
+ * flow (clones, retransmits, replies) join through this map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct flow_key);
+	__type(value, __u64);
+} flows SEC(".maps");
+
+/* Drop reasons the drop monitor does not report. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u8);
+} ignored_reasons SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 netns_of(struct sk_buff *skb, struct net_device *dev)
+{
+	if (dev)
+		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	if (sk)
+		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	return 0;
+}
+
+/* Read the L4 part of a tuple at l4. */
+static __always_inline void parse_l4(void *l4, struct tuple *t)
+{
+	if (t->proto == IPPROTO_TCP_) {
+		__u8 hdr[14];
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4))
+			return;
+		t->sport = ((__u16)hdr[0] << 8) | hdr[1];
+		t->dport = ((__u16)hdr[2] << 8) | hdr[3];
+		t->tcp_flags = hdr[13];
+	} else if (t->proto == IPPROTO_UDP_) {
+		__u8 hdr[4];
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4))
+			return;
+		t->sport = ((__u16)hdr[0] << 8) | hdr[1];
+		t->dport = ((__u16)hdr[2] << 8) | hdr[3];
+	} else if (t->proto == IPPROTO_ICMP_) {
+		__u8 hdr[6];
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4))
+			return;
+		t->icmp_type = hdr[0];
+		t->icmp_code = hdr[1];
+		/* echo id as the "port" so echo flows can be told apart */
+		t->sport = ((__u16)hdr[4] << 8) | hdr[5];
+	}
+}
+
+/* Parse an IPv4 header at l3. Returns a pointer to L4 or NULL. */
+static __always_inline void *parse_ip(void *l3, struct tuple *t)
+{
+	struct iphdr ip;
+	if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+		return NULL;
+	if (ip.version != 4)
+		return NULL;
+	t->saddr = ip.saddr;
+	t->daddr = ip.daddr;
+	t->proto = ip.protocol;
+	/* only the first fragment carries ports */
+	if (ip.frag_off & bpf_htons(0x1fff))
+		return NULL;
+	void *l4 = l3 + (ip.ihl * 4);
+	parse_l4(l4, t);
+	return l4;
+}
+
+static __always_inline int is_tunnel_port(struct settings *f, __u16 port)
+{
+#pragma unroll
+	for (int i = 0; i < SKBTRAIL_MAX_TUNNEL_PORTS; i++) {
+		if (f->tunnel_ports[i] && f->tunnel_ports[i] == port)
+			return 1;
+	}
+	return 0;
+}
+
+/* Fill e->pkt (and e->outer when VXLAN-encapsulated). rx: the skb is on the
+ * receive path and skb->data points at the network header. */
+static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, struct event *e, int rx)
+{
+	void *head = BPF_CORE_READ(skb, head);
+	void *l3;
+	if (rx) {
+		if (BPF_CORE_READ(skb, protocol) != ETH_P_IP_BE)
+			return -1;
+		l3 = BPF_CORE_READ(skb, data);
+	} else {
+		__u16 nh = BPF_CORE_READ(skb, network_header);
+		if (nh == (__u16)~0U)
+			return -1;
+		l3 = head + nh;
+	}
+	void *l4 = parse_ip(l3, &e->pkt);
+	if (!l4)
+		return e->pkt.proto ? 0 : -1;
+	if (e->pkt.proto != IPPROTO_UDP_ || !is_tunnel_port(f, e->pkt.dport))
+		return 0;
+
+	/* VXLAN: udp(8) vxlan(8) eth(14) ip */
+	__u8 vx[8];
+	if (bpf_probe_read_kernel(vx, sizeof(vx), l4 + 8))
+		return 0;
+	if (!(vx[0] & 0x08)) /* I flag: VNI valid */
+		return 0;
+	__u16 inner_proto;
+	if (bpf_probe_read_kernel(&inner_proto, sizeof(inner_proto), l4 + 8 + VXLAN_HLEN + 12))
+		return 0;
+	if (inner_proto != ETH_P_IP_BE)
+		return 0;
+	struct tuple inner = {};
+	parse_ip(l4 + 8 + VXLAN_HLEN + ETH_HLEN_, &inner);
+	if (!inner.proto)
+		return 0;
+	e->outer = e->pkt;
+	e->pkt = inner;
+	e->encap = 1;
+	e->vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+	return 0;
+}
+
+static __always_inline int filter_match(struct filter *f, struct tuple *t, __u32 netns)
+{
+	if (!f->enabled)
+		return 0;
+	if (f->netns && f->netns != netns)
+		return 0;
+	if (f->proto && f->proto != t->proto)
+		return 0;
+	if (f->smask && (t->saddr & f->smask) != f->saddr)
+		return 0;
+	if (f->dmask && (t->daddr & f->dmask) != f->daddr)
+		return 0;
+	if (f->sport && f->sport != t->sport)
+		return 0;
+	if (f->dport && f->dport != t->dport)
+		return 0;
+	if (f->syn_only && (t->proto != IPPROTO_TCP_ ||
+			    (t->tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN))
+		return 0;
+	return 1;
+}
+
+/* Does any active filter slot match? */
+static __always_inline int match_any(__u32 active, struct tuple *t, __u32 netns)
+{
+	for (__u32 i = 0; i < SKBTRAIL_MAX_FILTERS; i++) {
+		if (!(active & (1U << i)))
+			continue;
+		__u32 key = i;
+		struct filter *fl = bpf_map_lookup_elem(&filters, &key);
+		if (fl && filter_match(fl, t, netns))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void flow_of(struct tuple *t, struct flow_key *k, int reverse)
+{
+	k->proto = t->proto;
+	if (!reverse) {
+		k->saddr = t->saddr;
+		k->daddr = t->daddr;
+		k->sport = t->sport;
+		k->dport = t->dport;
+	} else {
+		k->saddr = t->daddr;
+		k->daddr = t->saddr;
+		k->sport = t->dport;
+		k->dport = t->sport;
+	}
+	if (t->proto == IPPROTO_ICMP_) {
+		/* echo request and reply share the id; the type differs */
+		k->sport = t->sport;
+		k->dport = 0;
+	}
+}
+
+/* Remember both directions of the skb's current tuple for its journey. */
+static __always_inline void remember_flow(struct tuple *t, __u64 journey)
+{
+	struct flow_key k = {};
+	__u64 rev = journey ^ 1;
+	flow_of(t, &k, 0);
+	bpf_map_update_elem(&flows, &k, &journey, BPF_ANY);
+	flow_of(t, &k, 1);
+	bpf_map_update_elem(&flows, &k, &rev, BPF_NOEXIST);
+}
+
+static __always_inline int emit(struct event *src)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_RINGBUF_FULL);
+		return -1;
+	}
+	__builtin_memcpy(e, src, sizeof(*e));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+struct observe_args {
+	struct sk_buff *skb;
+	struct net_device *dev;
+	__u32 reason;
+	__u8 kind;
+	__u8 source;
+	__u8 hook;
+	__u8 stage;
+	__u8 rx;
+};
+
+/* The event scratch space: too big for the 512-byte stack with everything else. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event);
+} scratch SEC(".maps");
+
+static __always_inline int observe(struct observe_args *a)
+{
+	__u32 zero = 0;
+	/* a local copy: CO-RE reads must start from a kernel type, not observe_args */
+	struct sk_buff *skb = a->skb;
+	__u64 key = (__u64)skb;
+	struct settings *f = bpf_map_lookup_elem(&settings_map, &zero);
+	if (!f)
+		return 0;
+	struct skb_track *tr = bpf_map_lookup_elem(&tracked, &key);
+	if (!tr && !f->active_filters && !(f->drop_monitor && a->kind == EVENT_DROP))
+		return 0;
+
+	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+
+	struct net_device *dev = a->dev;
+	if (!dev)
+		dev = BPF_CORE_READ(skb, dev);
+	e->netns = netns_of(skb, dev);
+
+	int parsed = parse_skb(skb, f, e, a->rx);
+
+	__u64 journey = 0;
+	int end = a->kind == EVENT_DROP || a->kind == EVENT_CONSUME;
+	if (tr) {
+		journey = tr->journey;
+	} else {
+		if (parsed < 0) {
+			if (!(f->drop_monitor && a->kind == EVENT_DROP))
+				return 0;
+		} else if (f->active_filters) {
+			struct flow_key k = {};
+			flow_of(&e->pkt, &k, 0);
+			__u64 *j = bpf_map_lookup_elem(&flows, &k);
+			if (j)
+				journey = *j;
+			else if (match_any(f->active_filters, &e->pkt, e->netns))
+				journey = (bpf_ktime_get_ns() | 2) & ~1ULL;
+		}
+		if (!journey) {
+			if (!(f->drop_monitor && a->kind == EVENT_DROP))
+				return 0;
+			__u32 reason = a->reason;
+			if (bpf_map_lookup_elem(&ignored_reasons, &reason))
+				return 0;
+		} else if (!end) {
+			struct skb_track nt = {.journey = journey};
+			flow_of(&e->pkt, &nt.last, 0);
+			if (bpf_map_update_elem(&tracked, &key, &nt, BPF_ANY))
+				count(STAT_TRACKED_FULL);
+			remember_flow(&e->pkt, journey);
+		}
+	}
+	if (tr && parsed >= 0) {
+		struct flow_key now = {};
+		flow_of(&e->pkt, &now, 0);
+		if (now.saddr != tr->last.saddr || now.daddr != tr->last.daddr ||
+		    now.sport != tr->last.sport || now.dport != tr->last.dport) {
+			tr->last = now;
+			remember_flow(&e->pkt, journey);
+		}
+	}
+
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skb = key;
+	e->journey = journey;
+	e->kind = a->kind;
+	e->source = a->source;
+	e->hook = a->hook;
+	e->stage = a->stage;
+	e->reason = a->reason;
+	e->len = BPF_CORE_READ(skb, len);
+	if (dev) {
+		e->ifindex = BPF_CORE_READ(dev, ifindex);
+		e->mtu = BPF_CORE_READ(dev, mtu);
+		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
+	}
+	emit(e);
+	if (tr && end)
+		bpf_map_delete_elem(&tracked, &key);
+	return 0;
+}
+
+#endif
