@@ -71,7 +71,6 @@ type openJourney struct {
 	endNs   uint64
 	lastNs  uint64
 	lost    uint64
-	seq     uint64
 }
 
 // NewBuilder returns an empty builder.

@@ -1,0 +1,162 @@
+// Package e2e runs the skbtrail binary against lab namespaces and asserts on
+// the journeys it prints. Every test here needs root; CI sets
+// SKBTRAIL_REQUIRE_PRIVILEGED=1 so a skip becomes a failure.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/tests/lab"
+)
+
+var skbtrailBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "skbtrail-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	skbtrailBin = filepath.Join(dir, "skbtrail")
+	out, err := exec.Command("go", "build", "-o", skbtrailBin, "../../cmd/skbtrail").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build skbtrail: %v\n%s", err, out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var schema = func() *jsonschema.Schema {
+	c := jsonschema.NewCompiler()
+	s, err := c.Compile("journey.schema.json")
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
+
+// traceResult is one run of `skbtrail trace`.
+type traceResult struct {
+	journeys []journey.Journey
+	exit     int
+	stderr   string
+	stdout   string
+}
+
+// runTrace runs skbtrail with args (plus --json) and decodes and validates
+// every output line against the contract's schema.
+func runTrace(t *testing.T, args ...string) traceResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, skbtrailBin, append([]string{"trace", "--json"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	res := traceResult{stderr: stderr.String(), stdout: stdout.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		res.exit = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run skbtrail: %v", err)
+	}
+	sc := bufio.NewScanner(&stdout)
+	sc.Buffer(make([]byte, 1<<20), 1<<24)
+	for sc.Scan() {
+		line := sc.Bytes()
+		inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(line))
+		if err != nil {
+			t.Fatalf("output line is not JSON: %v\n%s", err, line)
+		}
+		if err := schema.Validate(inst); err != nil {
+			t.Fatalf("journey does not match the contract schema: %v\n%s", err, line)
+		}
+		var j journey.Journey
+		if err := json.Unmarshal(line, &j); err != nil {
+			t.Fatalf("decode journey: %v", err)
+		}
+		res.journeys = append(res.journeys, j)
+	}
+	t.Logf("skbtrail %s -> exit %d\nstderr: %s\nstdout: %s", strings.Join(args, " "), res.exit, res.stderr, res.stdout)
+	return res
+}
+
+// probeService traces one probe SYN from pod A to the web ClusterIP.
+func probeService(t *testing.T, l *lab.Lab, extra ...string) (journey.Journey, traceResult) {
+	t.Helper()
+	args := append([]string{"--from-netns", l.PodA, "--to", l.WebService.Addr(), "--probe", "--timeout", "5s"}, extra...)
+	res := runTrace(t, args...)
+	if len(res.journeys) != 1 {
+		t.Fatalf("want 1 journey, got %d (exit %d)", len(res.journeys), res.exit)
+	}
+	return res.journeys[0], res
+}
+
+func hopIndex(j journey.Journey, netns, device, event string) int {
+	for i, h := range j.Hops {
+		if h.Netns == netns && (device == "" || h.Device == device) && (event == "" || h.Event == event) {
+			return i
+		}
+	}
+	return -1
+}
+
+// requireOrderedHops asserts that the hops visit these (netns, device) in order.
+func requireOrderedHops(t *testing.T, j journey.Journey, steps ...[2]string) {
+	t.Helper()
+	pos := -1
+	for _, s := range steps {
+		found := -1
+		for i := pos + 1; i < len(j.Hops); i++ {
+			if j.Hops[i].Netns == s[0] && (s[1] == "" || j.Hops[i].Device == s[1]) {
+				found = i
+				break
+			}
+		}
+		if found < 0 {
+			t.Fatalf("no hop %s/%s after hop %d; hops: %+v", s[0], s[1], pos, j.Hops)
+		}
+		pos = found
+	}
+}
+
+func findingCodes(j journey.Journey) []string {
+	var c []string
+	for _, f := range j.Findings {
+		c = append(c, f.Code)
+	}
+	return c
+}
+
+func hasFinding(j journey.Journey, code string) bool {
+	for _, f := range j.Findings {
+		if f.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+func errorFindings(j journey.Journey) []string {
+	var c []string
+	for _, f := range j.Findings {
+		if f.Severity == journey.SeverityError {
+			c = append(c, f.Code)
+		}
+	}
+	return c
+}
