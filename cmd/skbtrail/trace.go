@@ -192,7 +192,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		opts.Event = func(e journey.Event) { fmt.Fprintf(stderr, "event %+v\n", e) }
 	}
 	opts.Ready = func(desc string) { fmt.Fprintln(stderr, "skbtrail: "+desc) }
-	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, Logger: log})
+	reg := netnsutil.NewRegistry()
+	if err := reg.Refresh(); err != nil {
+		log.Warn("listing namespaces", zap.Error(err))
+	}
+	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, Logger: log, Registry: reg})
 	opts.Diagnose = diag.Diagnose
 	if opts.FromNetns != "" {
 		if _, _, err := netnsutil.ResolveName(opts.FromNetns); err != nil {

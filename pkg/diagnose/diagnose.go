@@ -10,6 +10,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/nfrules"
+
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
 
@@ -34,11 +37,15 @@ const (
 type Config struct {
 	ServiceCIDR netip.Prefix
 	Logger      *zap.Logger
+	// Registry names and opens the namespaces whose state is read; nil:
+	// only what the journey itself shows is diagnosed.
+	Registry *netnsutil.Registry
 }
 
 // Diagnoser adds findings to journeys.
 type Diagnoser struct {
-	cfg Config
+	cfg    Config
+	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
 }
 
 // New returns a Diagnoser.
@@ -46,11 +53,14 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Diagnoser{cfg: cfg}
+	return &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}}
 }
 
-// Prepare reads the node state that must be known before packets flow.
-func (d *Diagnoser) Prepare(ctx context.Context) error { return nil }
+// Prepare reads the node state that must be known before packets flow
+// (netfilter counters, to tell later which rule counted the packet).
+func (d *Diagnoser) Prepare(ctx context.Context) error {
+	return d.prepareRules(ctx)
+}
 
 func flowText(p journey.Packet) string {
 	s := p.Src
@@ -74,6 +84,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 		})
 	}
 	d.serviceNotDNATed(j)
+	d.netfilterDecision(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":

@@ -96,11 +96,8 @@ func (t *Text) Write(j *journey.Journey) error {
 		fmt.Fprintf(&b, "  warning: %d trace events were lost; this journey may be incomplete\n", j.LostEvents)
 	}
 	if len(j.Hops) > 0 {
-		b.WriteString("  path:\n")
-		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintf(tw, "    t(us)\t \t\t\t\n")
-		tw.Flush()
-		tw = tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+		b.WriteString("  path (t in µs):\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		for _, h := range j.Hops {
 			dev := h.Device
 			if dev == "" {

@@ -1,0 +1,196 @@
+package diagnose
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/nfrules"
+)
+
+// prepareRules snapshots every namespace's rules and counters, so a drop can
+// later be pinned to the rule whose counter rose.
+func (d *Diagnoser) prepareRules(ctx context.Context) error {
+	if d.cfg.Registry == nil {
+		return nil
+	}
+	entries := d.cfg.Registry.All()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	var mu sync.Mutex
+	var firstErr error
+	for _, e := range entries {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(e netnsutil.Entry) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s, err := nfrules.Take(ctx, e.Path)
+			mu.Lock()
+			defer mu.Unlock()
+			if s != nil {
+				d.before[uint32(e.Inode)] = s
+			}
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}(e)
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// lastNF is the last netfilter observation of the packet before it was freed.
+func lastNF(j *journey.Journey) (journey.Event, bool) {
+	evs := j.Events
+	for i := len(evs) - 1; i >= 0; i-- {
+		switch evs[i].Kind {
+		case journey.KindNF:
+			return evs[i], true
+		case journey.KindDrop, journey.KindConsume:
+			continue
+		default:
+			return journey.Event{}, false
+		}
+	}
+	return journey.Event{}, false
+}
+
+// outDevice asks the namespace's routing table where dst would go.
+func outDevice(nsPath string, dst net.IP) string {
+	h, err := netnsutil.NewHandle(nsPath)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	routes, err := h.RouteGet(dst)
+	if err != nil || len(routes) == 0 {
+		return ""
+	}
+	l, err := h.LinkByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return ""
+	}
+	return l.Attrs().Name
+}
+
+// netfilterDecision pins a NETFILTER_DROP to its table, chain and rule.
+func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
+	v := &j.Verdict
+	if v.Reason != "NETFILTER_DROP" || (v.Kind != journey.Dropped && v.Kind != journey.Rejected) || d.cfg.Registry == nil {
+		return
+	}
+	ev, ok := lastNF(j)
+	if !ok {
+		return
+	}
+	path, ok := d.cfg.Registry.Path(netnsutil.Inode(v.NetnsInode))
+	if !ok {
+		d.cfg.Logger.Warn("netns of the drop is gone; rules not read", zap.String("netns", v.Netns))
+		return
+	}
+	after, err := nfrules.Take(context.Background(), path)
+	if err != nil {
+		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
+	}
+	pkt := nfrules.Packet{Tuple: ev.Pkt, Iif: ev.Ifname}
+	if ev.Hook == journey.HookForward || ev.Hook == journey.HookLocalOut || ev.Hook == journey.HookPostRouting {
+		pkt.Oif = outDevice(path, ev.Pkt.Dst.AsSlice())
+	}
+	if ev.Hook == journey.HookLocalOut {
+		pkt.Iif = ""
+	}
+	dec, ok := nfrules.Decide(d.before[v.NetnsInode], after, ev.Hook, ev.Stage, pkt)
+	if !ok {
+		return
+	}
+	v.Table, v.Chain, v.Rule = dec.Table, dec.Chain, dec.Rule
+	if dec.Source == "nft" {
+		v.Table = dec.Family + " " + dec.Table
+	}
+	flow := fmt.Sprintf("%s:%d -> %s:%d", ev.Pkt.Src, ev.Pkt.Sport, ev.Pkt.Dst, ev.Pkt.Dport)
+	if ev.Pkt.Proto == journey.ProtoICMP {
+		flow = fmt.Sprintf("icmp %s -> %s", ev.Pkt.Src, ev.Pkt.Dst)
+	}
+	where := ""
+	if pkt.Iif != "" {
+		where += " from " + pkt.Iif
+	}
+	if pkt.Oif != "" {
+		where += " to " + pkt.Oif
+	}
+	loc := v.Table + "/" + v.Chain
+	f := journey.Finding{Severity: journey.SeverityError, Netns: v.Netns}
+	switch {
+	case dec.CTInvalid():
+		f.Code = CodeCTInvalid
+		f.Message = fmt.Sprintf("conntrack marked %s INVALID and the rule %q in %s dropped it (%s)", flow, dec.Rule, loc, v.Netns)
+		f.Advice = "find why conntrack has no valid state for this flow (asymmetric routing, a missed SYN, conntrack table full: conntrack -S), or exempt the flow from the INVALID rule"
+	case dec.IsPolicy():
+		f.Code = CodeNFPolicyDrop
+		f.Message = fmt.Sprintf("%s policy DROP dropped %s%s", loc, flow, where)
+		f.Advice = policyAdvice(dec, pkt)
+	case dec.IsReject():
+		f.Code = CodeNFReject
+		f.Message = fmt.Sprintf("rule %q in %s rejected %s%s", dec.Rule, loc, flow, where)
+		f.Advice = "remove or narrow the REJECT rule" + deleteHint(dec)
+	default:
+		f.Code = CodeNFRuleDrop
+		f.Message = fmt.Sprintf("rule %q in %s dropped %s%s", dec.Rule, loc, flow, where)
+		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
+	}
+	if dec.IsReject() && v.Kind == journey.Dropped && j.Reply == nil {
+		v.Kind = journey.Rejected
+	}
+	j.AddFinding(f)
+}
+
+func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet) string {
+	if dec.Source == "nft" {
+		return fmt.Sprintf("add an accept rule before the policy in chain %s %s %s, or change its policy to accept", dec.Family, dec.Table, dec.Chain)
+	}
+	ipt := dec.Source
+	if ipt == "iptables-nft" {
+		ipt = "iptables"
+	}
+	var match []string
+	if pkt.Iif != "" && dec.Chain != "OUTPUT" && dec.Chain != "POSTROUTING" {
+		match = append(match, "-i "+pkt.Iif)
+	}
+	if pkt.Oif != "" && dec.Chain != "INPUT" && dec.Chain != "PREROUTING" {
+		match = append(match, "-o "+pkt.Oif)
+	}
+	what := "this traffic"
+	if len(match) == 2 {
+		what = fmt.Sprintf("forwarding from %s to %s", pkt.Iif, pkt.Oif)
+	}
+	if len(match) == 0 {
+		match = append(match, "-d "+pkt.Tuple.Dst.String())
+	}
+	tbl := ""
+	if dec.Table != "filter" {
+		tbl = " -t " + dec.Table
+	}
+	return fmt.Sprintf("allow %s (e.g. %s%s -I %s %s -j ACCEPT)", what, ipt, tbl, dec.Chain, strings.Join(match, " "))
+}
+
+func deleteHint(dec nfrules.Decision) string {
+	if dec.Source == "nft" {
+		return fmt.Sprintf(" (nft delete rule %s %s %s handle %d)", dec.Family, dec.Table, dec.Chain, dec.Handle)
+	}
+	ipt := dec.Source
+	if ipt == "iptables-nft" {
+		ipt = "iptables"
+	}
+	tbl := ""
+	if dec.Table != "filter" {
+		tbl = " -t " + dec.Table
+	}
+	return fmt.Sprintf(" (%s%s %s)", ipt, tbl, strings.Replace(dec.Rule, "-A ", "-D ", 1))
+}

@@ -1,0 +1,158 @@
+package nfrules
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/journey"
+)
+
+// Snapshot is a namespace's rules (and counters) at one moment.
+type Snapshot struct {
+	Legacy *IptRuleset // iptables-legacy-save -c (nil: not installed or empty)
+	NFT    *IptRuleset // iptables-nft-save -c
+	Nft    *NftRuleset // nft -j list ruleset
+	Errs   []error     // tools that failed (the snapshot is partial)
+}
+
+func output(ctx context.Context, name string, args ...string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err != nil {
+		return "", nil // not installed: nothing of that kind here
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
+// Take reads the rules of the namespace at nsPath. The tools run inside the
+// namespace (a locked thread in it forks them).
+func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s := &Snapshot{}
+	err := netnsutil.Do(nsPath, func() error {
+		if out, err := output(ctx, "iptables-legacy-save", "-c"); err != nil {
+			s.Errs = append(s.Errs, err)
+		} else if strings.Contains(out, "*") {
+			if s.Legacy, err = ParseIptablesSave("legacy", out); err != nil {
+				s.Errs = append(s.Errs, err)
+			}
+		}
+		if out, err := output(ctx, "iptables-nft-save", "-c"); err != nil {
+			s.Errs = append(s.Errs, err)
+		} else if strings.Contains(out, "*") {
+			if s.NFT, err = ParseIptablesSave("nft", out); err != nil {
+				s.Errs = append(s.Errs, err)
+			}
+		}
+		js, err := output(ctx, "nft", "-j", "list", "ruleset")
+		if err != nil {
+			s.Errs = append(s.Errs, err)
+			return nil
+		}
+		if js == "" {
+			return nil
+		}
+		text, err := output(ctx, "nft", "-a", "list", "ruleset")
+		if err != nil {
+			s.Errs = append(s.Errs, err)
+		}
+		if s.Nft, err = ParseNftJSON([]byte(js), text); err != nil {
+			s.Errs = append(s.Errs, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read netfilter rules in %s: %w", nsPath, err)
+	}
+	return s, errors.Join(s.Errs...)
+}
+
+var nftHooks = map[uint8]string{
+	journey.HookPreRouting: "prerouting", journey.HookLocalIn: "input", journey.HookForward: "forward",
+	journey.HookLocalOut: "output", journey.HookPostRouting: "postrouting",
+}
+
+// iptTables are the iptables tables whose priority lies after each observer stage.
+func iptTables(hook, stage uint8) []string {
+	switch t := journey.TableAfterStage(hook, stage); t {
+	case "raw/mangle":
+		return []string{"raw", "mangle"}
+	case "":
+		return nil
+	default:
+		return []string{t}
+	}
+}
+
+// Decide explains a netfilter drop at hook, after observer stage (the last
+// observer that saw the packet), from the rules and counters before and after.
+func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, bool) {
+	if after == nil {
+		return Decision{}, false
+	}
+	chain := journey.HookName(hook)
+	var policies []Decision
+	for _, pair := range []struct{ b, a *IptRuleset }{{pick(before, true), after.Legacy}, {pick(before, false), after.NFT}} {
+		if pair.a == nil {
+			continue
+		}
+		for _, table := range iptTables(hook, stage) {
+			if d, ok := DropByCounters(pair.b, pair.a, table, chain); ok {
+				if !d.IsPolicy() {
+					return d, true
+				}
+				policies = append(policies, d)
+			}
+		}
+	}
+	if after.Nft != nil {
+		lo, hi := stageRange(stage)
+		skip := map[string]bool{}
+		if after.NFT != nil {
+			for t := range after.NFT.Tables {
+				skip["ip/"+t] = true
+			}
+		}
+		if d, ok := after.Nft.DropAt(nftHooks[hook], lo, hi, pkt, skip); ok {
+			if !d.IsPolicy() {
+				return d, true
+			}
+			policies = append(policies, d)
+		}
+	}
+	if len(policies) > 0 {
+		return policies[0], true
+	}
+	return Decision{}, false
+}
+
+func pick(s *Snapshot, legacy bool) *IptRuleset {
+	if s == nil {
+		return nil
+	}
+	if legacy {
+		return s.Legacy
+	}
+	return s.NFT
+}
+
+func stageRange(stage uint8) (int, int) {
+	st := journey.NFStages
+	if int(stage)+1 >= len(st) {
+		return int(st[len(st)-1]), 1 << 31
+	}
+	return int(st[stage]), int(st[stage+1])
+}
