@@ -150,6 +150,7 @@ static __always_inline void *parse_ip(void *l3, struct tuple *t)
 	t->saddr = ip.saddr;
 	t->daddr = ip.daddr;
 	t->proto = ip.protocol;
+	t->tot_len = bpf_ntohs(ip.tot_len);
 	/* only the first fragment carries ports */
 	if (ip.frag_off & bpf_htons(0x1fff))
 		return NULL;

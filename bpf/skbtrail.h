@@ -35,6 +35,8 @@ struct tuple {
 	__u8 tcp_flags;
 	__u8 icmp_type;
 	__u8 icmp_code;
+	__u16 tot_len;    /* IP total length */
+	__u16 pad;
 };
 
 /* Key of the flow map: the part of a tuple that names a flow. */

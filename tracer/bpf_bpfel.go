@@ -112,6 +112,8 @@ type bpfTuple struct {
 	TcpFlags uint8
 	IcmpType uint8
 	IcmpCode uint8
+	TotLen   uint16
+	Pad      uint16
 }
 
 // Names of all BPF objects in the ELF.

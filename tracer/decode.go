@@ -28,6 +28,7 @@ func tupleOf(t *bpfTuple) journey.Tuple {
 		TCPFlags: t.TcpFlags,
 		ICMPType: t.IcmpType,
 		ICMPCode: t.IcmpCode,
+		IPLen:    t.TotLen,
 	}
 }
 

@@ -29,6 +29,9 @@ type traceFlags struct {
 	count                               int
 	serviceCIDR                         string
 	debugEvents                         bool
+	probeSize                           int
+	replyWait                           time.Duration
+	nodeIPs                             []string
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {
@@ -118,6 +121,13 @@ func buildTraceOptions(f *traceFlags) (trace.Options, error) {
 		return o, fmt.Errorf("--pod is not supported yet: use --from-netns with the pod's network namespace")
 	}
 	o.FromNetns, o.Timeout, o.Count = f.fromNetns, f.timeout, f.count
+	if f.probeSize < 0 || f.probeSize > 65000 {
+		return o, fmt.Errorf("--probe-size must be 0-65000")
+	}
+	if f.replyWait <= 0 {
+		return o, fmt.Errorf("--reply-wait must be positive")
+	}
+	o.ProbeSize, o.ReplyWait = f.probeSize, f.replyWait
 	o.Netfilter = !f.noNetfilter
 	if f.probe {
 		o.Probe = true
@@ -160,6 +170,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&f.json, "json", false, "print one JSON journey per line")
 	fs.BoolVar(&f.noNetfilter, "no-netfilter", false, "do not attach netfilter hook observers")
 	fs.StringVar(&f.serviceCIDR, "service-cidr", "10.96.0.0/12", "the cluster's Service (ClusterIP) range")
+	fs.IntVar(&f.probeSize, "probe-size", 0, "payload bytes of a UDP/ICMP probe (sent with DF set, to test the path MTU)")
+	fs.DurationVar(&f.replyWait, "reply-wait", time.Second, "how long a delivered request waits for its reply before NO_REPLY")
+	fs.StringSliceVar(&f.nodeIPs, "node-ip", nil, "address(es) peers know this node's VTEP by (flannel public-ip), for single-node diagnosis")
 	fs.BoolVar(&f.debugEvents, "debug-events", false, "print every raw kernel event on stderr")
 	_ = fs.MarkHidden("debug-events")
 	fs.BoolVarP(&f.verb, "verbose", "v", false, "log what skbtrail does")
@@ -196,7 +209,15 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := reg.Refresh(); err != nil {
 		log.Warn("listing namespaces", zap.Error(err))
 	}
-	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, Logger: log, Registry: reg})
+	var nodeIPs []netip.Addr
+	for _, s := range f.nodeIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return usageErr("trace: --node-ip %q: want an IP address", s)
+		}
+		nodeIPs = append(nodeIPs, a)
+	}
+	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, Logger: log, Registry: reg, NodeIPs: nodeIPs})
 	opts.Diagnose = diag.Diagnose
 	if opts.FromNetns != "" {
 		if _, _, err := netnsutil.ResolveName(opts.FromNetns); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
+	"github.com/skbtrail/skbtrail/pkg/nodestate"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
@@ -40,13 +41,20 @@ type Config struct {
 	// Registry names and opens the namespaces whose state is read; nil:
 	// only what the journey itself shows is diagnosed.
 	Registry *netnsutil.Registry
+	// NodeIPs are the addresses peers know this node by (flannel's
+	// public-ip), for single nodes where no peer FDB can be read.
+	NodeIPs []netip.Addr
 }
 
 // Diagnoser adds findings to journeys.
 type Diagnoser struct {
 	cfg    Config
 	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
+	state  *nodestate.State             // devices, VXLAN, FDB, routes
 }
+
+// add appends a finding (one per code).
+func (d *Diagnoser) add(j *journey.Journey, f journey.Finding) { j.AddFinding(f) }
 
 // New returns a Diagnoser.
 func New(cfg Config) *Diagnoser {
@@ -59,7 +67,15 @@ func New(cfg Config) *Diagnoser {
 // Prepare reads the node state that must be known before packets flow
 // (netfilter counters, to tell later which rule counted the packet).
 func (d *Diagnoser) Prepare(ctx context.Context) error {
-	return d.prepareRules(ctx)
+	if d.cfg.Registry == nil {
+		return nil
+	}
+	st, err := nodestate.Read(d.cfg.Registry)
+	d.state = st
+	if rerr := d.prepareRules(ctx); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
 }
 
 func flowText(p journey.Packet) string {
@@ -85,13 +101,16 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	}
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
+	d.underlay(j)
+	d.endpoint(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
+		dst, what := droppedDst(j)
 		j.AddFinding(journey.Finding{
 			Code: CodeNoRoute, Severity: journey.SeverityError, Netns: v.Netns,
-			Message: fmt.Sprintf("no route in %s for %s (dropped %s at %s)", v.Netns, flowText(j.Packet), v.Reason, v.Device),
-			Advice:  "add the missing route (ip route) in " + v.Netns,
+			Message: fmt.Sprintf("%s has no route to %s (%s of %s); dropped %s at %s", v.Netns, dst, what, flowText(j.Packet), v.Reason, v.Device),
+			Advice:  fmt.Sprintf("add a route to %s in %s (ip route get %s shows what is missing)", dst, v.Netns, dst),
 		})
 	case "IP_RPFILTER":
 		j.AddFinding(journey.Finding{
@@ -100,6 +119,23 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 			Advice:  "fix the return route, or set net.ipv4.conf." + v.Device + ".rp_filter=2 (loose)",
 		})
 	}
+}
+
+// droppedDst is the destination the kernel failed to route: the outer one
+// for an encapsulated packet.
+func droppedDst(j *journey.Journey) (string, string) {
+	for i := len(j.Events) - 1; i >= 0; i-- {
+		e := j.Events[i]
+		if e.Kind == journey.KindDrop || e.Kind == journey.KindNF {
+			if e.Encap {
+				return e.Outer.Dst.String(), "the VXLAN outer destination"
+			}
+			if e.Kind == journey.KindDrop {
+				return e.Pkt.Dst.String(), "the destination"
+			}
+		}
+	}
+	return j.Packet.Dst, "the destination"
 }
 
 // serviceNotDNATed: a packet to the service range left a node still

@@ -47,6 +47,9 @@ type Options struct {
 	Idle time.Duration
 	// MaxOpen bounds the open journeys; the oldest closes first. Default 4096.
 	MaxOpen int
+	// ReplyWait keeps a delivered TCP/UDP journey open this long for its
+	// reply (so "no reply" can be told). Default 1s.
+	ReplyWait time.Duration
 }
 
 // Builder groups events into journeys. It is not safe for concurrent use:
@@ -69,6 +72,7 @@ type openJourney struct {
 	rev     []Event
 	primary uint64
 	endNs   uint64
+	awaits  bool // delivered request that expects a reply
 	lastNs  uint64
 	lost    uint64
 }
@@ -83,6 +87,9 @@ func NewBuilder(opts Options) *Builder {
 	}
 	if opts.MaxOpen == 0 {
 		opts.MaxOpen = 4096
+	}
+	if opts.ReplyWait == 0 {
+		opts.ReplyWait = time.Second
 	}
 	return &Builder{
 		opts:   opts,
@@ -145,6 +152,7 @@ func (b *Builder) Add(e Event) {
 		o.fwd = append(o.fwd, e)
 		if e.Skb == o.primary && (e.Kind == KindDrop || e.Kind == KindConsume) && o.endNs == 0 {
 			o.endNs = e.TimeNs
+			o.awaits = e.Kind == KindConsume && (e.Pkt.Proto == ProtoTCP || e.Pkt.Proto == ProtoUDP)
 		}
 	}
 	if e.TimeNs > o.lastNs {
@@ -170,9 +178,13 @@ func (b *Builder) Open() int { return len(b.open) }
 // Expire closes journeys whose packet ended more than Grace ago, or that saw
 // nothing for Idle, and returns every journey closed since the last call.
 func (b *Builder) Expire(nowNs uint64) []*Journey {
-	grace, idle := uint64(b.opts.Grace), uint64(b.opts.Idle)
+	grace, idle, wait := uint64(b.opts.Grace), uint64(b.opts.Idle), uint64(b.opts.ReplyWait)
 	for id, o := range b.open {
-		if (o.endNs != 0 && nowNs >= o.endNs+grace) || nowNs >= o.lastNs+idle {
+		ended := o.endNs != 0 && nowNs >= o.endNs+grace
+		if ended && o.awaits && len(o.rev) == 0 && nowNs < o.endNs+wait {
+			continue // delivered: give the reply its chance
+		}
+		if ended || nowNs >= o.lastNs+max(idle, wait) {
 			b.ready = append(b.ready, b.finish(o))
 			b.markClosed(id)
 		}

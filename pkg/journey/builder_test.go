@@ -253,3 +253,32 @@ func TestTCPFlagsString(t *testing.T) {
 		}
 	}
 }
+
+func TestDeliveredWaitsForReply(t *testing.T) {
+	udp := Tuple{Proto: ProtoUDP, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr("10.244.1.2"), Sport: 5000, Dport: 53}
+	r := &recorder{t: 1000, skb: 0x77, jid: 0x3000}
+	r.add(KindTx, nsPodA, "eth0", udp).add(KindRx, nsPodB, "eth0", udp).add(KindConsume, nsPodB, "", udp)
+	b := NewBuilder(Options{Grace: 100 * time.Millisecond, ReplyWait: time.Second})
+	for _, e := range r.evts {
+		b.Add(e)
+	}
+	if js := b.Expire(r.t + uint64(500*time.Millisecond)); len(js) != 0 {
+		t.Fatal("delivered request closed before its reply could come")
+	}
+	js := b.Expire(r.t + uint64(1100*time.Millisecond))
+	if len(js) != 1 || js[0].Reply != nil || js[0].Verdict.Kind != Delivered {
+		t.Fatalf("journeys %+v, want one delivered without reply", js)
+	}
+
+	// a reply closes it after the grace period
+	b = NewBuilder(Options{Grace: 100 * time.Millisecond, ReplyWait: time.Second})
+	for _, e := range r.evts {
+		b.Add(e)
+	}
+	rep := udp
+	rep.Src, rep.Dst, rep.Sport, rep.Dport = udp.Dst, udp.Src, udp.Dport, udp.Sport
+	b.Add(Event{TimeNs: r.t + 1000, Skb: 0x88, Journey: r.jid | 1, Netns: nsPodB, Kind: KindTx, Pkt: rep})
+	if js := b.Expire(r.t + uint64(200*time.Millisecond)); len(js) != 1 || js[0].Reply == nil {
+		t.Fatalf("journeys %+v, want one with a reply", js)
+	}
+}

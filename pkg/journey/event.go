@@ -68,6 +68,7 @@ type Tuple struct {
 	TCPFlags uint8
 	ICMPType uint8
 	ICMPCode uint8
+	IPLen    uint16 // IP total length
 }
 
 // SameFlow reports whether two tuples name the same addresses and ports.

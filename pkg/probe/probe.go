@@ -19,7 +19,7 @@ import (
 // netns at nsPath and returns once it left (TCP: when the connect attempt
 // ended, at most timeout). The outcome of a connect is not an error: the
 // trace tells what happened to the packet.
-func Send(ctx context.Context, nsPath, proto string, dst netip.AddrPort, timeout time.Duration) error {
+func Send(ctx context.Context, nsPath, proto string, dst netip.AddrPort, size int, timeout time.Duration) error {
 	return netnsutil.Do(nsPath, func() error {
 		switch proto {
 		case "tcp", "":
@@ -35,7 +35,10 @@ func Send(ctx context.Context, nsPath, proto string, dst netip.AddrPort, timeout
 				return fmt.Errorf("udp probe to %s: %w", dst, err)
 			}
 			defer c.Close()
-			if _, err := c.Write([]byte("skbtrail probe")); err != nil {
+			if err := setDF(c.(*net.UDPConn)); err != nil {
+				return err
+			}
+			if _, err := c.Write(payload(size)); err != nil {
 				return fmt.Errorf("udp probe to %s: %w", dst, err)
 			}
 			// keep the socket briefly so a reply is received, not refused
@@ -44,20 +47,23 @@ func Send(ctx context.Context, nsPath, proto string, dst netip.AddrPort, timeout
 			_, _ = c.Read(buf)
 			return nil
 		case "icmp":
-			return echo(dst.Addr())
+			return echo(dst.Addr(), size)
 		}
 		return fmt.Errorf("unknown probe protocol %q (tcp, udp or icmp)", proto)
 	})
 }
 
 // echo sends one ICMP echo request through a raw socket.
-func echo(dst netip.Addr) error {
+func echo(dst netip.Addr, size int) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP)
 	if err != nil {
 		return fmt.Errorf("icmp probe socket: %w", err)
 	}
 	defer unix.Close(fd)
-	msg := []byte{8, 0, 0, 0, 0x53, 0x54, 0, 1, 's', 'k', 'b', 't', 'r', 'a', 'i', 'l'}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO); err != nil {
+		return fmt.Errorf("icmp probe: set DF: %w", err)
+	}
+	msg := append([]byte{8, 0, 0, 0, 0x53, 0x54, 0, 1}, payload(size)...)
 	sum := checksum(msg)
 	msg[2], msg[3] = byte(sum>>8), byte(sum)
 	sa := &unix.SockaddrInet4{Addr: dst.As4()}
@@ -79,4 +85,37 @@ func checksum(b []byte) uint16 {
 		s = s&0xffff + s>>16
 	}
 	return ^uint16(s)
+}
+
+// payload is the probe's data: "skbtrail probe" repeated to size bytes
+// (size 0: just the words).
+func payload(size int) []byte {
+	const word = "skbtrail probe "
+	if size <= 0 {
+		return []byte(word[:len(word)-1])
+	}
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = word[i%len(word)]
+	}
+	return b
+}
+
+// setDF forbids fragmentation, so a datagram too big for the path is
+// refused instead of silently fragmented (how MTU trouble shows).
+func setDF(c *net.UDPConn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("udp probe: %w", err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+	}); err != nil {
+		return fmt.Errorf("udp probe: %w", err)
+	}
+	if serr != nil {
+		return fmt.Errorf("udp probe: set DF: %w", serr)
+	}
+	return nil
 }

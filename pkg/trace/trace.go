@@ -29,6 +29,9 @@ type Options struct {
 	Probe      bool
 	ProbeProto string
 	ProbeDst   netip.AddrPort
+	ProbeSize  int // UDP/ICMP payload bytes (DF set)
+	// ReplyWait: how long a delivered request waits for its reply.
+	ReplyWait time.Duration
 	// Netfilter attaches the netfilter observers to every namespace.
 	Netfilter bool
 	// Ready is called once tracing is attached, with a description.
@@ -110,6 +113,7 @@ func Run(ctx context.Context, o Options, emit func(*journey.Journey) error) (Res
 	b := journey.NewBuilder(journey.Options{
 		NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
 		ReasonName: reasons.Name,
+		ReplyWait:  o.ReplyWait,
 	})
 	if _, err := tr.AddFilter(o.Filter); err != nil {
 		return res, err
@@ -129,7 +133,7 @@ func Run(ctx context.Context, o Options, emit func(*journey.Journey) error) (Res
 	}
 	if o.Probe {
 		go func() {
-			if err := probe.Send(runCtx, fromPath, o.ProbeProto, o.ProbeDst, o.Timeout); err != nil {
+			if err := probe.Send(runCtx, fromPath, o.ProbeProto, o.ProbeDst, o.ProbeSize, o.Timeout); err != nil {
 				log.Warn("probe failed", zap.Error(err))
 			}
 		}()

@@ -1,0 +1,65 @@
+package diagnose
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+)
+
+// endpoint: what the destination did with a delivered request, and what
+// happened to the reply.
+func (d *Diagnoser) endpoint(j *journey.Journey) {
+	v := j.Verdict
+	p := j.Packet
+	dst := endpointOf(j)
+	if v.Reason == "NO_SOCKET" || (v.Kind == journey.Rejected && v.Reason != "NETFILTER_DROP") {
+		d.add(j, journey.Finding{Code: CodeNoListener, Severity: journey.SeverityError, Netns: v.Netns,
+			Message: fmt.Sprintf("nothing listens on %s %s in %s: the request was refused (%s)", p.Proto, dst, v.Netns, replyWord(j)),
+			Advice:  "check the server runs and listens on that port on all addresses (ss -lntu in the pod: 0.0.0.0, not 127.0.0.1), and that the Service targetPort matches"})
+		return
+	}
+	if v.Kind == journey.Delivered && j.Reply == nil && (p.Proto == "tcp" || p.Proto == "udp") {
+		d.add(j, journey.Finding{Code: CodeNoReply, Severity: journey.SeverityError, Netns: v.Netns,
+			Message: fmt.Sprintf("%s was delivered to %s (%s) but no reply came back before the trace ended", flowText(p), dst, v.Netns),
+			Advice:  "the destination received the request and did not answer: check the server process (for DNS: CoreDNS logs, its upstreams, `kubectl -n kube-system logs -l k8s-app=kube-dns`) and its load"})
+		return
+	}
+	if r := j.Reply; r != nil && r.Verdict == journey.Dropped {
+		code := CodeNFRuleDrop
+		switch {
+		case r.Reason == "IP_INNOROUTES" || r.Reason == "IP_OUTNOROUTES":
+			code = CodeNoRoute
+		case r.Reason == "IP_RPFILTER":
+			code = CodeRPFilter
+		case strings.Contains(r.Reason, "TOO_BIG") || strings.Contains(r.Reason, "FRAG"):
+			code = CodeMTUExceeded
+		case r.Reason != "NETFILTER_DROP":
+			code = ""
+		}
+		if code != "" {
+			d.add(j, journey.Finding{Code: code, Severity: journey.SeverityError, Netns: r.Netns,
+				Message: fmt.Sprintf("the request reached %s but the reply %s was dropped on the way back in %s at %s (%s)", dst, flowText(r.Packet), r.Netns, r.Device, r.Reason),
+				Advice:  "trace the reverse direction (skbtrail trace --src " + r.Packet.Src + ") and fix the return path in " + r.Netns})
+		}
+	}
+}
+
+func endpointOf(j *journey.Journey) string {
+	// the destination after NAT: the tuple of the last event
+	if n := len(j.Events); n > 0 {
+		t := j.Events[n-1].Pkt
+		if t.Dport != 0 {
+			return fmt.Sprintf("%s:%d", t.Dst, t.Dport)
+		}
+		return t.Dst.String()
+	}
+	return j.Packet.Dst
+}
+
+func replyWord(j *journey.Journey) string {
+	if j.Reply != nil && j.Reply.Packet.TCPFlags != "" {
+		return "answered " + j.Reply.Packet.TCPFlags
+	}
+	return "dropped " + j.Verdict.Reason
+}

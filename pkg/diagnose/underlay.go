@@ -1,0 +1,284 @@
+package diagnose
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/nodestate"
+)
+
+// vxlanOverhead is what VXLAN adds in front of the inner IP packet: outer
+// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+const vxlanOverhead = 50
+
+func knownVTEPs(st *nodestate.State, except uint32) (map[netip.Addr]string, string) {
+	m := map[netip.Addr]string{}
+	var list []string
+	for _, v := range st.VTEPs() {
+		if !v.Addr.IsValid() || v.Netns.Inode == except {
+			continue
+		}
+		if _, dup := m[v.Addr]; !dup {
+			list = append(list, fmt.Sprintf("%s (%s %s)", v.Addr, v.Netns.Name, v.Device.Name))
+		}
+		m[v.Addr] = v.Netns.Name
+	}
+	sort.Strings(list)
+	return m, strings.Join(list, ", ")
+}
+
+// diedEncapsulated: the journey ended while the packet was encapsulated.
+func diedEncapsulated(j *journey.Journey) (journey.Event, bool) {
+	if j.Verdict.Kind != journey.Dropped && j.Verdict.Kind != journey.Lost || len(j.Events) == 0 {
+		return journey.Event{}, false
+	}
+	for i := len(j.Events) - 1; i >= 0; i-- {
+		e := j.Events[i]
+		if e.Kind == journey.KindDrop || e.Kind == journey.KindConsume || e.Kind == journey.KindNF {
+			continue
+		}
+		return e, e.Encap
+	}
+	return journey.Event{}, false
+}
+
+func fate(j *journey.Journey) string {
+	v := j.Verdict
+	switch v.Kind {
+	case journey.Dropped:
+		return fmt.Sprintf("the outer packet was dropped in %s at %s (%s)", v.Netns, v.Device, v.Reason)
+	case journey.Lost:
+		return fmt.Sprintf("the outer packet left %s through %s and was never seen again", v.Netns, v.Device)
+	}
+	return ""
+}
+
+// underlay checks each encapsulation's outer headers against what the
+// nodes' VXLAN devices and FDBs say.
+func (d *Diagnoser) underlay(j *journey.Journey) {
+	st := d.state
+	if st == nil {
+		return
+	}
+	for _, enc := range j.Encaps {
+		ns := st.Namespaces[enc.NetnsInode]
+		if ns == nil {
+			continue
+		}
+		dev, _ := ns.Link(enc.Device)
+		dst, _ := netip.ParseAddr(enc.OuterDst)
+		src, _ := netip.ParseAddr(enc.OuterSrc)
+		vteps, list := knownVTEPs(st, enc.NetnsInode)
+		_, died := diedEncapsulated(j)
+		peer, known := vteps[dst]
+		devName := enc.Device
+		if devName == "" {
+			devName = "the VXLAN device"
+		}
+		switch {
+		case !known:
+			msg := fmt.Sprintf("%s in %s sent the packet to VTEP %s, which is not the underlay address of any known node (known VTEPs: %s)", devName, enc.Netns, dst, orNone(list))
+			if dev != nil && dev.VXLAN != nil {
+				for _, f := range dev.VXLAN.FDB {
+					if f.Dst == dst {
+						msg += fmt.Sprintf("; its FDB maps %s to %s", f.MAC, dst)
+						if owner := vtepByMAC(st, f.MAC); owner != nil {
+							msg += fmt.Sprintf(", but that MAC is %s's %s at %s", owner.Netns.Name, owner.Device.Name, owner.Addr)
+						}
+						break
+					}
+				}
+			}
+			if died {
+				msg += "; " + fate(j)
+			}
+			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg,
+				Advice: "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with flannel.alpha.coreos.com/public-ip-overwrite=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"})
+		case died && j.Verdict.Reason != "" && isRouteReason(j.Verdict.Reason) || died && j.Verdict.Kind == journey.Lost:
+			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns,
+				Message: fmt.Sprintf("VTEP %s is %s's, but it is unreachable from %s: %s", dst, peer, enc.Netns, fate(j)),
+				Advice:  fmt.Sprintf("fix the underlay route to %s (ip route get %s in %s), or have the peer announce a reachable address", dst, dst, enc.Netns)})
+		}
+		if dev != nil && src.IsValid() {
+			knownAs := st.KnownAs(dev.MAC, enc.NetnsInode)
+			if len(knownAs) > 0 && knownAs[src] == nil {
+				var addrs []string
+				for a, who := range knownAs {
+					addrs = append(addrs, fmt.Sprintf("%s (FDB of %s)", a, strings.Join(who, ", ")))
+				}
+				sort.Strings(addrs)
+				msg := fmt.Sprintf("%s in %s sends with outer source %s, but its peers know this VTEP (%s) as %s", devName, enc.Netns, src, dev.MAC, strings.Join(addrs, ", "))
+				if died {
+					msg += "; " + fate(j)
+				}
+				d.add(j, journey.Finding{Code: CodeVXLANSrcMismatch, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg,
+					Advice: fmt.Sprintf("the node has several addresses and VXLAN uses the wrong one (local %s): make flannel use the address peers know (--iface / --public-ip, or the public-ip-overwrite annotation) and restart it, or remove the extra address", src)})
+			} else if len(knownAs) == 0 && len(d.cfg.NodeIPs) > 0 && !containsAddr(d.cfg.NodeIPs, src) {
+				d.add(j, journey.Finding{Code: CodeVXLANSrcMismatch, Severity: journey.SeverityError, Netns: enc.Netns,
+					Message: fmt.Sprintf("%s in %s sends with outer source %s, not the node's public IP %v", devName, enc.Netns, src, d.cfg.NodeIPs),
+					Advice:  "make flannel use the node's public IP (--iface / --public-ip or the public-ip-overwrite annotation) and restart it"})
+			}
+		}
+	}
+	d.missingPodRoute(j)
+	d.mtu(j)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
+}
+
+func containsAddr(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+func isRouteReason(r string) bool {
+	return r == "IP_INNOROUTES" || r == "IP_OUTNOROUTES" || strings.HasPrefix(r, "NEIGH_")
+}
+
+func vtepByMAC(st *nodestate.State, mac string) *nodestate.VTEP {
+	for _, v := range st.VTEPs() {
+		if v.Device.MAC == mac {
+			v := v
+			return &v
+		}
+	}
+	return nil
+}
+
+// missingPodRoute: a packet for another node's pod CIDR left a node
+// unencapsulated through a device other than the overlay.
+func (d *Diagnoser) missingPodRoute(j *journey.Journey) {
+	if len(j.Events) == 0 || j.Verdict.Kind == journey.Delivered {
+		return
+	}
+	origin := j.Events[0].Netns
+	for _, e := range j.Events {
+		if e.Kind != journey.KindTx || e.Encap || e.Netns == origin {
+			continue
+		}
+		ns := d.state.Namespaces[e.Netns]
+		owner, cidr, ok := d.state.PodCIDROf(e.Pkt.Dst)
+		if ns == nil || !ok || owner.Inode == e.Netns {
+			continue
+		}
+		overlay := ""
+		for _, l := range ns.Links {
+			if l.VXLAN != nil {
+				overlay = l.Name
+			}
+		}
+		if overlay == "" || e.Ifname == overlay {
+			return
+		}
+		d.add(j, journey.Finding{Code: CodeNoRoute, Severity: journey.SeverityError, Netns: ns.Name,
+			Message: fmt.Sprintf("%s has no route for %s (%s's pod CIDR) via %s: %s -> %s left through %s unencapsulated", ns.Name, cidr, owner.Name, overlay, j.Packet.Src, e.Pkt.Dst, e.Ifname),
+			Advice:  fmt.Sprintf("restore the pod-CIDR route in %s (flannel writes `ip route add %s via <peer VTEP IP> dev %s onlink` for every node; restart flanneld if it is missing)", ns.Name, cidr, overlay)})
+		return
+	}
+}
+
+// mtu: the packet plus encapsulation did not fit a device on its way.
+func (d *Diagnoser) mtu(j *journey.Journey) {
+	if j.Verdict.Kind != journey.Dropped && j.Verdict.Kind != journey.Lost {
+		return
+	}
+	var inner uint16
+	var overlayMTU uint32
+	var overlayDev string
+	for _, e := range j.Events {
+		if e.Pkt.IPLen > inner {
+			inner = e.Pkt.IPLen
+		}
+		if e.Kind == journey.KindTx && !e.Encap && isOverlay(d.state, e.Netns, e.Ifname) {
+			overlayMTU, overlayDev = e.MTU, e.Ifname
+		}
+	}
+	if inner == 0 {
+		return
+	}
+	encapsulated := len(j.Encaps) > 0 || overlayDev != ""
+	size := uint32(inner)
+	if encapsulated {
+		size += vxlanOverhead
+	}
+	// the smallest MTU of the underlay devices the journey touched, and of
+	// the device the drop point would have sent it through
+	var limit uint32
+	var limitDev, limitNS string
+	consider := func(mtu uint32, dev, ns string) {
+		if mtu != 0 && (limit == 0 || mtu < limit) {
+			limit, limitDev, limitNS = mtu, dev, ns
+		}
+	}
+	for _, e := range j.Events {
+		if e.Encap && e.MTU != 0 {
+			consider(e.MTU, e.Ifname, j.NetnsName(e.Netns))
+		}
+	}
+	if ns := d.state.Namespaces[j.Verdict.NetnsInode]; ns != nil && encapsulated {
+		if enc := lastEncap(j); enc != nil {
+			if dev := routeDevice(ns, enc.Outer.Dst); dev != nil {
+				consider(uint32(dev.MTU), dev.Name, ns.Name)
+			}
+		}
+	}
+	if limit == 0 || size <= limit {
+		return
+	}
+	msg := fmt.Sprintf("a %d-byte packet", inner)
+	if encapsulated {
+		msg += fmt.Sprintf(" + %d bytes of VXLAN = %d bytes", vxlanOverhead, size)
+	}
+	msg += fmt.Sprintf(" does not fit the MTU %d of %s in %s", limit, limitDev, limitNS)
+	if overlayMTU != 0 {
+		msg += fmt.Sprintf(" (the overlay %s allows %d, so the underlay needs %d)", overlayDev, overlayMTU, overlayMTU+vxlanOverhead)
+	}
+	msg += fmt.Sprintf("; %s in %s (%s)", j.Verdict.Kind, j.Verdict.Netns, orNone(j.Verdict.Reason))
+	d.add(j, journey.Finding{Code: CodeMTUExceeded, Severity: journey.SeverityError, Netns: limitNS, Message: msg,
+		Advice: fmt.Sprintf("make the overlay MTU at most %d (pod and %s MTU), or raise the underlay MTU to at least %d on every hop", limit-vxlanOverhead, orNone(overlayDev), size)})
+}
+
+func lastEncap(j *journey.Journey) *journey.Event {
+	for i := len(j.Events) - 1; i >= 0; i-- {
+		if j.Events[i].Encap {
+			return &j.Events[i]
+		}
+	}
+	return nil
+}
+
+func isOverlay(st *nodestate.State, ino uint32, dev string) bool {
+	ns := st.Namespaces[ino]
+	if ns == nil {
+		return false
+	}
+	l, ok := ns.Link(dev)
+	return ok && l.VXLAN != nil
+}
+
+// routeDevice is the device of the longest-prefix route for dst.
+func routeDevice(ns *nodestate.Netns, dst netip.Addr) *nodestate.Link {
+	best := -1
+	var dev string
+	for _, r := range ns.Routes {
+		if r.Dst.Contains(dst) && r.Dst.Bits() > best {
+			best, dev = r.Dst.Bits(), r.Dev
+		}
+	}
+	if l, ok := ns.Link(dev); ok {
+		return l
+	}
+	return nil
+}

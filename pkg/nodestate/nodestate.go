@@ -1,0 +1,271 @@
+// Package nodestate reads what the network namespaces of a node (or of
+// several nodes sharing a kernel, as in kind clusters and labs) are
+// configured to do: devices and MTUs, VXLAN devices and their FDB, addresses
+// and routes. Diagnosis compares packets with it.
+package nodestate
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+)
+
+// Link is one network device.
+type Link struct {
+	Index  int
+	Name   string
+	Type   string // "veth", "bridge", "vxlan", ...
+	MTU    int
+	MAC    string
+	Master int // ifindex of the bridge it is enslaved to
+	Addrs  []netip.Prefix
+	VXLAN  *VXLAN
+}
+
+// VXLAN is a VXLAN device's configuration and forwarding database.
+type VXLAN struct {
+	VNI      int
+	Port     int
+	Local    netip.Addr // the outer source when set
+	Underlay int        // ifindex of the underlay device (0: any)
+	Learning bool
+	FDB      []FDBEntry
+}
+
+// FDBEntry maps an inner MAC to a remote VTEP address.
+type FDBEntry struct {
+	MAC string
+	Dst netip.Addr
+}
+
+// Route is one IPv4 route of the main table.
+type Route struct {
+	Dst     netip.Prefix // 0.0.0.0/0 for the default route
+	Gw      netip.Addr
+	Dev     string
+	PrefSrc netip.Addr
+}
+
+// Netns is one namespace's state.
+type Netns struct {
+	Inode  uint32
+	Name   string
+	Links  []Link
+	Routes []Route
+}
+
+// State is the state of every namespace that was read.
+type State struct {
+	Namespaces map[uint32]*Netns
+}
+
+// Read reads every namespace of the registry; namespaces that cannot be
+// read are skipped and reported in the error.
+func Read(reg *netnsutil.Registry) (*State, error) {
+	s := &State{Namespaces: map[uint32]*Netns{}}
+	var errs []error
+	for _, e := range reg.All() {
+		n, err := ReadNetns(e.Path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
+			continue
+		}
+		n.Inode, n.Name = uint32(e.Inode), e.Name
+		s.Namespaces[n.Inode] = n
+	}
+	if len(errs) > 0 {
+		return s, fmt.Errorf("read node state: %v", errs)
+	}
+	return s, nil
+}
+
+func prefixOf(ipn *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(ipn.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := ipn.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
+}
+
+// ReadNetns reads one namespace through a netlink handle (no thread switch).
+func ReadNetns(path string) (*Netns, error) {
+	h, err := netnsutil.NewHandle(path)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	n := &Netns{}
+	names := map[int]string{}
+	for _, l := range links {
+		a := l.Attrs()
+		names[a.Index] = a.Name
+		lk := Link{Index: a.Index, Name: a.Name, Type: l.Type(), MTU: a.MTU, Master: a.MasterIndex}
+		if a.HardwareAddr != nil {
+			lk.MAC = a.HardwareAddr.String()
+		}
+		addrs, err := h.AddrList(l, unix.AF_INET)
+		if err == nil {
+			for _, ad := range addrs {
+				if p, ok := prefixOf(ad.IPNet); ok {
+					lk.Addrs = append(lk.Addrs, p)
+				}
+			}
+		}
+		if vx, ok := l.(*netlink.Vxlan); ok {
+			v := &VXLAN{VNI: vx.VxlanId, Port: vx.Port, Underlay: vx.VtepDevIndex, Learning: vx.Learning}
+			if vx.SrcAddr != nil {
+				v.Local = addrOf(vx.SrcAddr)
+			}
+			neighs, err := h.NeighList(a.Index, unix.AF_BRIDGE)
+			if err == nil {
+				for _, ne := range neighs {
+					if ne.IP == nil || ne.HardwareAddr == nil {
+						continue
+					}
+					v.FDB = append(v.FDB, FDBEntry{MAC: ne.HardwareAddr.String(), Dst: addrOf(ne.IP)})
+				}
+			}
+			lk.VXLAN = v
+		}
+		n.Links = append(n.Links, lk)
+	}
+	routes, err := h.RouteList(nil, unix.AF_INET)
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		rt := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: names[r.LinkIndex]}
+		if r.Dst != nil {
+			if p, ok := prefixOf(r.Dst); ok {
+				rt.Dst = p
+			}
+		}
+		if r.Gw != nil {
+			rt.Gw = addrOf(r.Gw)
+		}
+		if r.Src != nil {
+			rt.PrefSrc = addrOf(r.Src)
+		}
+		n.Routes = append(n.Routes, rt)
+	}
+	sort.Slice(n.Links, func(i, k int) bool { return n.Links[i].Index < n.Links[k].Index })
+	return n, nil
+}
+
+// Link returns the named device.
+func (n *Netns) Link(name string) (*Link, bool) {
+	for i := range n.Links {
+		if n.Links[i].Name == name {
+			return &n.Links[i], true
+		}
+	}
+	return nil, false
+}
+
+// VTEP is a VXLAN endpoint some namespace owns.
+type VTEP struct {
+	Netns  *Netns
+	Device *Link
+	Addr   netip.Addr // the local address (or the underlay's first address)
+}
+
+// VTEPs lists every VXLAN device with its local address.
+func (s *State) VTEPs() []VTEP {
+	var out []VTEP
+	for _, ns := range s.sorted() {
+		for i := range ns.Links {
+			l := &ns.Links[i]
+			if l.VXLAN == nil {
+				continue
+			}
+			addr := l.VXLAN.Local
+			if !addr.IsValid() && l.VXLAN.Underlay != 0 {
+				for _, u := range ns.Links {
+					if u.Index == l.VXLAN.Underlay && len(u.Addrs) > 0 {
+						addr = u.Addrs[0].Addr()
+					}
+				}
+			}
+			out = append(out, VTEP{Netns: ns, Device: l, Addr: addr})
+		}
+	}
+	return out
+}
+
+// KnownAs returns the addresses other namespaces' FDBs use for the VXLAN
+// device with this MAC (how the peers know that VTEP).
+func (s *State) KnownAs(mac string, except uint32) map[netip.Addr][]string {
+	out := map[netip.Addr][]string{}
+	for _, ns := range s.sorted() {
+		if ns.Inode == except {
+			continue
+		}
+		for _, l := range ns.Links {
+			if l.VXLAN == nil {
+				continue
+			}
+			for _, f := range l.VXLAN.FDB {
+				if f.MAC == mac {
+					out[f.Dst] = append(out[f.Dst], ns.Name)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// OwnerOf returns the namespace and device that hold addr.
+func (s *State) OwnerOf(addr netip.Addr) (*Netns, *Link, bool) {
+	for _, ns := range s.sorted() {
+		for i := range ns.Links {
+			for _, p := range ns.Links[i].Addrs {
+				if p.Addr() == addr {
+					return ns, &ns.Links[i], true
+				}
+			}
+		}
+	}
+	return nil, nil, false
+}
+
+// PodCIDROf finds the bridge subnet (a node's pod CIDR) containing addr.
+func (s *State) PodCIDROf(addr netip.Addr) (*Netns, netip.Prefix, bool) {
+	for _, ns := range s.sorted() {
+		for _, l := range ns.Links {
+			if l.Type != "bridge" {
+				continue
+			}
+			for _, p := range l.Addrs {
+				if p.Masked().Contains(addr) {
+					return ns, p.Masked(), true
+				}
+			}
+		}
+	}
+	return nil, netip.Prefix{}, false
+}
+
+func (s *State) sorted() []*Netns {
+	out := make([]*Netns, 0, len(s.Namespaces))
+	for _, n := range s.Namespaces {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
+	return out
+}
