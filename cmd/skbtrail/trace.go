@@ -127,8 +127,7 @@ func buildTraceOptions(f *traceFlags) (trace.Options, error) {
 	if f.replyWait <= 0 {
 		return o, fmt.Errorf("--reply-wait must be positive")
 	}
-	o.ProbeSize, o.ReplyWait = f.probeSize, f.replyWait
-	o.Netfilter = !f.noNetfilter
+	o.ProbeSize = f.probeSize
 	if f.probe {
 		o.Probe = true
 		o.ProbeProto = journey.ProtoName(o.Filter.Proto)
@@ -201,8 +200,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer log.Sync()
 	opts.Logger = log
+	ec := trace.EngineConfig{Netfilter: !f.noNetfilter, ReplyWait: f.replyWait, Logger: log}
 	if f.debugEvents {
-		opts.Event = func(e journey.Event) { fmt.Fprintf(stderr, "event %+v\n", e) }
+		ec.OnEvent = func(e journey.Event) { fmt.Fprintf(stderr, "event %+v\n", e) }
 	}
 	opts.Ready = func(desc string) { fmt.Fprintln(stderr, "skbtrail: "+desc) }
 	reg := netnsutil.NewRegistry()
@@ -233,7 +233,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		w = output.NewNDJSON(stdout)
 	}
 	bad := false
-	res, err := trace.Run(ctx, opts, func(j *journey.Journey) error {
+	res, err := trace.Run(ctx, opts, ec, func(j *journey.Journey) error {
 		if j.Verdict.Kind != journey.Delivered || j.HasError() {
 			bad = true
 		}

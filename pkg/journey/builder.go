@@ -201,6 +201,25 @@ func (b *Builder) Close() []*Journey {
 	return b.takeReady()
 }
 
+// CloseWhere closes the open journeys whose first event pred selects.
+func (b *Builder) CloseWhere(pred func(first Event) bool) []*Journey {
+	var out []*Journey
+	for id, o := range b.open {
+		first := Event{}
+		if len(o.fwd) > 0 {
+			first = o.fwd[0]
+		} else if len(o.rev) > 0 {
+			first = o.rev[0]
+		}
+		if pred(first) {
+			out = append(out, b.finish(o))
+			b.markClosed(id)
+		}
+	}
+	sort.SliceStable(out, func(i, k int) bool { return firstNs(out[i]) < firstNs(out[k]) })
+	return out
+}
+
 func (b *Builder) takeReady() []*Journey {
 	r := b.ready
 	b.ready = nil

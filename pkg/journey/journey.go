@@ -139,6 +139,23 @@ type Reply struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
+// Normalize makes absent lists empty, as the contract's schema requires.
+func (j *Journey) Normalize() {
+	j.Schema = Schema
+	if j.Rewrites == nil {
+		j.Rewrites = []Rewrite{}
+	}
+	if j.Encaps == nil {
+		j.Encaps = []Encap{}
+	}
+	if j.Hops == nil {
+		j.Hops = []Hop{}
+	}
+	if j.Findings == nil {
+		j.Findings = []Finding{}
+	}
+}
+
 // HasError reports whether any finding is an error.
 func (j *Journey) HasError() bool {
 	for _, f := range j.Findings {

@@ -29,6 +29,7 @@ func NewNDJSON(w io.Writer) *NDJSON {
 
 // Write encodes the journey on one line.
 func (n *NDJSON) Write(j *journey.Journey) error {
+	j.Normalize()
 	if err := n.enc.Encode(j); err != nil {
 		return fmt.Errorf("write journey JSON: %w", err)
 	}

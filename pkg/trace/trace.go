@@ -1,6 +1,7 @@
-// Package trace runs one trace: load and attach the tracer, optionally send
-// a probe, rebuild journeys from the events, diagnose them and hand each to
-// the caller. The daemon and the CLI share it.
+// Package trace runs traces on an Engine: the tracer loaded once, its
+// pipeline, and the sessions (one per trace) that get the journeys their
+// filter started. The CLI runs one session on a private engine; the daemon
+// runs many on a shared one.
 package trace
 
 import (
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/sys/unix"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -30,47 +30,49 @@ type Options struct {
 	ProbeProto string
 	ProbeDst   netip.AddrPort
 	ProbeSize  int // UDP/ICMP payload bytes (DF set)
-	// ReplyWait: how long a delivered request waits for its reply.
-	ReplyWait time.Duration
-	// Netfilter attaches the netfilter observers to every namespace.
-	Netfilter bool
-	// Ready is called once tracing is attached, with a description.
+	// Ready is called once the trace's filter is in the kernel.
 	Ready func(desc string)
-	// Diagnose adds findings to a finished journey.
+	// Diagnose adds findings to a finished journey (on the session's goroutine).
 	Diagnose func(*journey.Journey)
 	Logger   *zap.Logger
-	// Event, when set, sees every raw event (debugging).
-	Event func(journey.Event)
 }
 
 // Result summarises a finished trace.
 type Result struct {
 	Journeys int
-	Lost     uint64
+	Lost     uint64 // journeys that finished but could not be handed to this trace
 }
 
 // ErrEnvironment marks errors of the machine (privilege, kernel feature).
 var ErrEnvironment = errors.New("environment")
 
-// MonotonicNow is the kernel's bpf_ktime_get_ns clock.
-func MonotonicNow() uint64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
+// Run traces on a private engine: load, attach, trace, detach.
+func Run(ctx context.Context, o Options, ec EngineConfig, emit func(*journey.Journey) error) (Result, error) {
+	eng, err := NewEngine(ec)
+	if err != nil {
+		return Result{}, err
+	}
+	defer eng.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	engErr := make(chan error, 1)
+	go func() { engErr <- eng.Run(runCtx) }()
+	res, err := eng.Trace(ctx, o, emit)
+	cancel()
+	if e := <-engErr; e != nil && err == nil {
+		err = e
+	}
+	return res, err
 }
 
-// Run traces until Count journeys were reported, the timeout passed or ctx
-// ended, calling emit for each journey in the order they finished.
-func Run(ctx context.Context, o Options, emit func(*journey.Journey) error) (Result, error) {
+// Trace runs one session: install the filter, optionally probe, and hand
+// each journey it started (diagnosed) to emit until Count or the timeout.
+func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journey) error) (Result, error) {
 	log := o.Logger
 	if log == nil {
-		log = zap.NewNop()
+		log = e.log
 	}
 	var res Result
-	reg := netnsutil.NewRegistry()
-	if err := reg.Refresh(); err != nil {
-		return res, fmt.Errorf("list network namespaces: %w", err)
-	}
 	var fromPath string
 	if o.FromNetns != "" {
 		path, ino, err := netnsutil.ResolveName(o.FromNetns)
@@ -86,127 +88,66 @@ func Run(ctx context.Context, o Options, emit func(*journey.Journey) error) (Res
 		}
 		fromPath = path
 	}
-
-	reasons, err := tracer.LoadDropReasons()
+	s, err := e.open(o.Filter)
 	if err != nil {
-		return res, fmt.Errorf("%w: %v", ErrEnvironment, err)
-	}
-	tr, err := tracer.New(tracer.Settings{})
-	if err != nil {
-		return res, fmt.Errorf("%w: %v", ErrEnvironment, err)
-	}
-	defer tr.Close()
-	if err := tr.AttachTracepoints(); err != nil {
-		return res, fmt.Errorf("%w: %v", ErrEnvironment, err)
-	}
-	attached := 0
-	if o.Netfilter {
-		for _, e := range reg.All() {
-			if err := tr.AttachNetfilter(e.Path, uint32(e.Inode)); err != nil {
-				log.Warn("netfilter observers not attached", zap.String("netns", e.Name), zap.Error(err))
-				continue
-			}
-			attached++
-		}
-	}
-
-	b := journey.NewBuilder(journey.Options{
-		NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
-		ReasonName: reasons.Name,
-		ReplyWait:  o.ReplyWait,
-	})
-	if _, err := tr.AddFilter(o.Filter); err != nil {
 		return res, err
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := make(chan journey.Event, 16384)
-	readErr := make(chan error, 1)
-	go func() { readErr <- tr.Run(runCtx, events) }()
-
+	defer e.closeSession(s)
 	if o.Ready != nil {
-		desc := describe(o)
-		if o.Netfilter {
-			desc += fmt.Sprintf(", netfilter observers in %d namespaces", attached)
-		}
-		o.Ready(desc)
+		o.Ready(describe(o) + e.attachedText())
 	}
 	if o.Probe {
 		go func() {
-			if err := probe.Send(runCtx, fromPath, o.ProbeProto, o.ProbeDst, o.ProbeSize, o.Timeout); err != nil {
+			if err := probe.Send(ctx, fromPath, o.ProbeProto, o.ProbeDst, o.ProbeSize, o.Timeout); err != nil {
 				log.Warn("probe failed", zap.Error(err))
 			}
 		}()
 	}
-
-	timeout := time.NewTimer(o.Timeout)
-	defer timeout.Stop()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var lostSeen uint64
-	deliver := func(js []*journey.Journey) (bool, error) {
-		for _, j := range js {
-			if o.Diagnose != nil {
-				o.Diagnose(j)
-			}
-			if err := emit(j); err != nil {
-				return true, err
-			}
-			res.Journeys++
-			if o.Count > 0 && res.Journeys >= o.Count {
-				return true, nil
-			}
+	timer := time.NewTimer(o.Timeout)
+	defer timer.Stop()
+	handle := func(j *journey.Journey) (bool, error) {
+		if o.Diagnose != nil {
+			o.Diagnose(j)
 		}
-		return false, nil
+		if err := emit(j); err != nil {
+			return true, err
+		}
+		res.Journeys++
+		return o.Count > 0 && res.Journeys >= o.Count, nil
 	}
-	updateLost := func() {
-		st, err := tr.Stats()
-		if err != nil {
-			log.Warn("read tracer stats", zap.Error(err))
-			return
+	finish := func(cctx context.Context) (Result, error) {
+		// close what this trace started and is still open, then drain
+		if err := e.pipe.CloseWhere(cctx, s.match); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("closing open journeys", zap.Error(err))
 		}
-		if l := st.Lost(); l > lostSeen {
-			b.AddLost(l - lostSeen)
-			lostSeen = l
+		for {
+			select {
+			case j := <-s.out:
+				if done, err := handle(j); done || err != nil {
+					res.Lost = s.overflow.Load()
+					return res, err
+				}
+			default:
+				res.Lost = s.overflow.Load()
+				return res, nil
+			}
 		}
 	}
 	for {
 		select {
-		case ev := <-events:
-			if o.Event != nil {
-				o.Event(ev)
-			}
-			b.Add(ev)
-		case <-tick.C:
-			updateLost()
-			if done, err := deliver(b.Expire(MonotonicNow())); done || err != nil {
-				res.Lost = lostSeen
+		case j := <-s.out:
+			if done, err := handle(j); done || err != nil {
+				res.Lost = s.overflow.Load()
 				return res, err
 			}
-		case <-timeout.C:
-			// drain what already arrived, then close everything still open
-			for drained := false; !drained; {
-				select {
-				case ev := <-events:
-					b.Add(ev)
-				default:
-					drained = true
-				}
-			}
-			updateLost()
-			_, err := deliver(b.Close())
-			res.Lost = lostSeen
-			return res, err
-		case err := <-readErr:
-			if err != nil {
-				return res, err
-			}
-			readErr = nil
+		case <-timer.C:
+			return finish(ctx)
+		case <-e.done:
+			return finish(context.Background())
 		case <-ctx.Done():
-			updateLost()
-			_, err := deliver(b.Close())
-			res.Lost = lostSeen
-			return res, err
+			c, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return finish(c)
 		}
 	}
 }

@@ -1,0 +1,228 @@
+package trace
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/pipeline"
+	"github.com/skbtrail/skbtrail/tracer"
+)
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	Settings tracer.Settings
+	// IgnoreReasons are drop reason names the drop monitor does not report.
+	IgnoreReasons []string
+	// Netfilter attaches the netfilter observers to every namespace (and to
+	// namespaces that appear later).
+	Netfilter bool
+	// ReplyWait: how long a delivered request waits for its reply.
+	ReplyWait time.Duration
+	// Unclaimed receives journeys no session asked for (drop monitor).
+	Unclaimed func(*journey.Journey)
+	// OnLost is told of events the kernel or the channel lost.
+	OnLost func(n uint64)
+	// OnEvent sees every raw event (debugging).
+	OnEvent func(journey.Event)
+	// Rescan is how often namespaces are rescanned. Default 1s.
+	Rescan time.Duration
+	Logger *zap.Logger
+}
+
+// Engine owns the tracer and its pipeline.
+type Engine struct {
+	cfg      EngineConfig
+	log      *zap.Logger
+	tr       *tracer.Tracer
+	pipe     *pipeline.Pipeline
+	Registry *netnsutil.Registry
+	Reasons  tracer.DropReasons
+
+	mu       sync.Mutex
+	sessions map[int]*session
+	done     chan struct{}
+	attached atomic.Int64
+}
+
+type session struct {
+	slot     int
+	filter   tracer.Filter
+	out      chan *journey.Journey
+	overflow atomic.Uint64
+}
+
+func (s *session) match(first journey.Event) bool {
+	return first.Journey&1 == 0 && s.filter.Match(first.Pkt, first.Netns)
+}
+
+// NewEngine loads and attaches the programs.
+func NewEngine(cfg EngineConfig) (*Engine, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.Rescan == 0 {
+		cfg.Rescan = time.Second
+	}
+	reg := netnsutil.NewRegistry()
+	if err := reg.Refresh(); err != nil {
+		log.Warn("listing network namespaces", zap.Error(err))
+	}
+	reasons, err := tracer.LoadDropReasons()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
+	}
+	tr, err := tracer.New(cfg.Settings)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
+	}
+	e := &Engine{cfg: cfg, log: log, tr: tr, Registry: reg, Reasons: reasons, sessions: map[int]*session{}, done: make(chan struct{})}
+	var ignore []uint32
+	for _, name := range cfg.IgnoreReasons {
+		v, ok := reasons.Value(name)
+		if !ok {
+			tr.Close()
+			return nil, fmt.Errorf("unknown drop reason %q (this kernel's enum skb_drop_reason has no such name)", name)
+		}
+		ignore = append(ignore, v)
+	}
+	if err := tr.IgnoreDropReasons(ignore); err != nil {
+		tr.Close()
+		return nil, err
+	}
+	if err := tr.AttachTracepoints(); err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
+	}
+	if cfg.Netfilter {
+		e.syncNamespaces()
+	}
+	e.pipe = pipeline.New(pipeline.Config{
+		Source: tr,
+		Builder: journey.Options{
+			NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
+			ReasonName: reasons.Name,
+			ReplyWait:  cfg.ReplyWait,
+		},
+		OnJourney: e.dispatch,
+		OnEvent:   cfg.OnEvent,
+		OnLost:    cfg.OnLost,
+		Logger:    log,
+	})
+	return e, nil
+}
+
+// Tracer gives access to the loaded tracer (stats, filters).
+func (e *Engine) Tracer() *tracer.Tracer { return e.tr }
+
+// Run runs the pipeline and the namespace watcher until ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	defer close(e.done)
+	if e.cfg.Netfilter {
+		go func() {
+			t := time.NewTicker(e.cfg.Rescan)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					e.syncNamespaces()
+				}
+			}
+		}()
+	}
+	return e.pipe.Run(ctx)
+}
+
+// syncNamespaces attaches observers to new namespaces and detaches those
+// of namespaces that are gone.
+func (e *Engine) syncNamespaces() {
+	if err := e.Registry.Refresh(); err != nil {
+		e.log.Debug("rescan namespaces", zap.Error(err))
+	}
+	live := map[uint32]bool{}
+	for _, ns := range e.Registry.All() {
+		live[uint32(ns.Inode)] = true
+		if err := e.tr.AttachNetfilter(ns.Path, uint32(ns.Inode)); err != nil {
+			e.log.Warn("netfilter observers not attached", zap.String("netns", ns.Name), zap.Error(err))
+		}
+	}
+	for _, ino := range e.tr.NetfilterNamespaces() {
+		if !live[ino] {
+			if err := e.tr.DetachNetfilter(ino); err != nil {
+				e.log.Debug("detach observers of a vanished netns", zap.Uint32("netns", ino), zap.Error(err))
+			}
+		}
+	}
+	e.attached.Store(int64(len(e.tr.NetfilterNamespaces())))
+}
+
+func (e *Engine) attachedText() string {
+	if !e.cfg.Netfilter {
+		return ""
+	}
+	return fmt.Sprintf(", netfilter observers in %d namespaces", e.attached.Load())
+}
+
+// open installs a session's filter.
+func (e *Engine) open(f tracer.Filter) (*session, error) {
+	slot, err := e.tr.AddFilter(f)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{slot: slot, filter: f, out: make(chan *journey.Journey, 256)}
+	e.mu.Lock()
+	e.sessions[slot] = s
+	e.mu.Unlock()
+	return s, nil
+}
+
+func (e *Engine) closeSession(s *session) {
+	e.mu.Lock()
+	delete(e.sessions, s.slot)
+	e.mu.Unlock()
+	if err := e.tr.RemoveFilter(s.slot); err != nil {
+		e.log.Warn("remove trace filter", zap.Error(err))
+	}
+}
+
+// dispatch hands a finished journey to every session whose filter started
+// it, or to Unclaimed. It runs on the processor goroutine: never block.
+func (e *Engine) dispatch(j *journey.Journey) {
+	var first journey.Event
+	switch {
+	case len(j.Events) > 0:
+		first = j.Events[0]
+	case len(j.ReplyEvents) > 0:
+		first = j.ReplyEvents[0]
+	}
+	claimed := false
+	e.mu.Lock()
+	for _, s := range e.sessions {
+		if j.ID != 0 && s.match(first) {
+			claimed = true
+			own := *j // each session diagnoses its own copy
+			own.Findings = append([]journey.Finding{}, j.Findings...)
+			select {
+			case s.out <- &own:
+			default:
+				s.overflow.Add(1)
+			}
+		}
+	}
+	e.mu.Unlock()
+	if !claimed && e.cfg.Unclaimed != nil {
+		e.cfg.Unclaimed(j)
+	}
+}
+
+// Close detaches everything.
+func (e *Engine) Close() error { return e.tr.Close() }
