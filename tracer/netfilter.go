@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -47,14 +49,9 @@ func (t *Tracer) AttachNetfilter(path string, ino uint32) error {
 	err := netnsutil.Do(path, func() error {
 		for _, hook := range nfHooks {
 			for i, prog := range t.nf.stages() {
-				l, err := link.AttachNetfilter(link.NetfilterOptions{
-					Program:        prog,
-					ProtocolFamily: link.NetfilterProtoIPv4,
-					Hook:           hook,
-					Priority:       journey.NFStages[i],
-				})
+				l, err := attachStage(prog, hook, i)
 				if err != nil {
-					return fmt.Errorf("hook %s priority %d: %w", journey.HookName(uint8(hook)), journey.NFStages[i], err)
+					return err
 				}
 				made = append(made, l)
 			}
@@ -94,4 +91,36 @@ func (t *Tracer) NetfilterNamespaces() []uint32 {
 		out = append(out, ino)
 	}
 	return out
+}
+
+// stageSlack is how far an observer may move from its stage priority when
+// another hook (another skbtrail, say) holds that priority: stages sit at
+// least 10 away from every iptables table, so the order stays the same.
+const stageSlack = 8
+
+// attachStage attaches stage i's program to hook at the stage's priority,
+// or at the next free one moving away from the table it guards.
+func attachStage(prog *ebpf.Program, hook link.NetfilterInetHook, i int) (link.Link, error) {
+	prio := journey.NFStages[i]
+	dir := int32(-1) // stages before a table move earlier
+	if i == 2 || i == 3 || i == 5 {
+		dir = 1 // stages after a table move later
+	}
+	var err error
+	for k := int32(0); k <= stageSlack; k++ {
+		var l link.Link
+		l, err = link.AttachNetfilter(link.NetfilterOptions{
+			Program:        prog,
+			ProtocolFamily: link.NetfilterProtoIPv4,
+			Hook:           hook,
+			Priority:       prio + dir*k,
+		})
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("hook %s priority %d: %w", journey.HookName(uint8(hook)), prio, err)
 }

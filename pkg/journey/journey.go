@@ -27,6 +27,9 @@ type Journey struct {
 	LostEvents uint64    `json:"lost_events"`
 	// Reply summarises the reverse direction when it was seen.
 	Reply *Reply `json:"reply,omitempty"`
+	// Suppressed counts the earlier events of the same (netns, reason) the
+	// daemon's rate limit kept out of the stream since the last one written.
+	Suppressed uint64 `json:"suppressed,omitempty"`
 
 	// ID is the tracer's journey id; Events the raw observations behind the
 	// journey (forward direction) and ReplyEvents the reverse direction.

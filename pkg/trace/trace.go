@@ -46,25 +46,6 @@ type Result struct {
 // ErrEnvironment marks errors of the machine (privilege, kernel feature).
 var ErrEnvironment = errors.New("environment")
 
-// Run traces on a private engine: load, attach, trace, detach.
-func Run(ctx context.Context, o Options, ec EngineConfig, emit func(*journey.Journey) error) (Result, error) {
-	eng, err := NewEngine(ec)
-	if err != nil {
-		return Result{}, err
-	}
-	defer eng.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	engErr := make(chan error, 1)
-	go func() { engErr <- eng.Run(runCtx) }()
-	res, err := eng.Trace(ctx, o, emit)
-	cancel()
-	if e := <-engErr; e != nil && err == nil {
-		err = e
-	}
-	return res, err
-}
-
 // Trace runs one session: install the filter, optionally probe, and hand
 // each journey it started (diagnosed) to emit until Count or the timeout.
 func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journey) error) (Result, error) {

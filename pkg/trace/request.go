@@ -1,0 +1,178 @@
+package trace
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+)
+
+// Request is a trace as a user asks for it (flags, or the daemon API's
+// JSON). Options validates it.
+type Request struct {
+	Src         string        `json:"src,omitempty"`
+	Dst         string        `json:"dst,omitempty"`
+	Sport       uint16        `json:"sport,omitempty"`
+	Dport       uint16        `json:"dport,omitempty"`
+	Proto       string        `json:"proto,omitempty"`
+	To          string        `json:"to,omitempty"`
+	SYN         bool          `json:"syn,omitempty"`
+	FromNetns   string        `json:"from_netns,omitempty"`
+	Probe       bool          `json:"probe,omitempty"`
+	ProbeSize   int           `json:"probe_size,omitempty"`
+	Timeout     time.Duration `json:"timeout"`
+	Count       int           `json:"count"`
+	ServiceCIDR string        `json:"service_cidr,omitempty"`
+	NodeIPs     []string      `json:"node_ips,omitempty"`
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, err
+		}
+		if !p.Addr().Is4() {
+			return p, fmt.Errorf("%s: only IPv4 is supported", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if !a.Is4() {
+		return netip.Prefix{}, fmt.Errorf("%s: only IPv4 is supported", s)
+	}
+	return netip.PrefixFrom(a, 32), nil
+}
+
+// ParseProto names tcp, udp or icmp as an IP protocol number.
+func ParseProto(s string) (uint8, error) {
+	switch strings.ToLower(s) {
+	case "":
+		return 0, nil
+	case "tcp":
+		return journey.ProtoTCP, nil
+	case "udp":
+		return journey.ProtoUDP, nil
+	case "icmp":
+		return journey.ProtoICMP, nil
+	}
+	return 0, fmt.Errorf("--proto %q: want tcp, udp or icmp", s)
+}
+
+// UsageError is a request that cannot be traced as asked.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Options validates the request and turns it into trace options. Errors
+// read as one line naming the flag.
+func (r Request) Options() (Options, error) {
+	o, err := r.options()
+	if err != nil {
+		return o, &UsageError{Err: err}
+	}
+	return o, nil
+}
+
+func (r Request) options() (Options, error) {
+	var o Options
+	var err error
+	dst, dport := r.Dst, r.Dport
+	if r.To != "" {
+		host, port, err := net.SplitHostPort(r.To)
+		if err != nil {
+			return o, fmt.Errorf("--to %q: want HOST:PORT", r.To)
+		}
+		if dst != "" || dport != 0 {
+			return o, fmt.Errorf("--to cannot be combined with --dst or --dport")
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return o, fmt.Errorf("--to %q: port must be 1-65535", r.To)
+		}
+		dst, dport = host, uint16(p)
+	}
+	if r.Src != "" {
+		if o.Filter.Src, err = parsePrefix(r.Src); err != nil {
+			return o, fmt.Errorf("--src %q: want an IPv4 address or prefix", r.Src)
+		}
+	}
+	if dst != "" {
+		if o.Filter.Dst, err = parsePrefix(dst); err != nil {
+			return o, fmt.Errorf("--dst %q: want an IPv4 address or prefix", dst)
+		}
+	}
+	if o.Filter.Proto, err = ParseProto(r.Proto); err != nil {
+		return o, err
+	}
+	if r.SYN {
+		if o.Filter.Proto != 0 && o.Filter.Proto != journey.ProtoTCP {
+			return o, fmt.Errorf("--syn needs --proto tcp")
+		}
+		o.Filter.Proto = journey.ProtoTCP
+		o.Filter.SYNOnly = true
+	}
+	if (r.Sport != 0 || dport != 0) && o.Filter.Proto == journey.ProtoICMP {
+		return o, fmt.Errorf("ports make no sense with --proto icmp")
+	}
+	o.Filter.Sport, o.Filter.Dport = r.Sport, dport
+	if r.Timeout <= 0 {
+		return o, fmt.Errorf("--timeout must be positive")
+	}
+	if r.Count < 0 {
+		return o, fmt.Errorf("--count must be >= 0")
+	}
+	if r.ProbeSize < 0 || r.ProbeSize > 65000 {
+		return o, fmt.Errorf("--probe-size must be 0-65000")
+	}
+	o.FromNetns, o.Timeout, o.Count, o.ProbeSize = r.FromNetns, r.Timeout, r.Count, r.ProbeSize
+	if r.Probe {
+		o.Probe = true
+		o.ProbeProto = journey.ProtoName(o.Filter.Proto)
+		if o.Filter.Proto == 0 {
+			o.ProbeProto = "tcp"
+			o.Filter.Proto = journey.ProtoTCP
+		}
+		if !o.Filter.Dst.IsValid() || o.Filter.Dst.Bits() != 32 {
+			return o, fmt.Errorf("--probe needs a destination address (--to HOST:PORT or --dst IP)")
+		}
+		if o.ProbeProto != "icmp" && o.Filter.Dport == 0 {
+			return o, fmt.Errorf("--probe needs a destination port (--to HOST:PORT or --dport)")
+		}
+		o.ProbeDst = netip.AddrPortFrom(o.Filter.Dst.Addr(), o.Filter.Dport)
+		if o.ProbeProto == "tcp" {
+			// the probe's own SYN, not the handshake that may follow
+			o.Filter.SYNOnly = true
+		}
+	}
+	return o, nil
+}
+
+// DiagnoseConfig returns the service range and node addresses of the request.
+func (r Request) DiagnoseConfig() (netip.Prefix, []netip.Addr, error) {
+	cidr := r.ServiceCIDR
+	if cidr == "" {
+		cidr = "10.96.0.0/12"
+	}
+	svc, err := netip.ParsePrefix(cidr)
+	if err != nil {
+		return svc, nil, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12", cidr)
+	}
+	var ips []netip.Addr
+	for _, s := range r.NodeIPs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return svc, nil, fmt.Errorf("--node-ip %q: want an IP address", s)
+		}
+		ips = append(ips, a)
+	}
+	return svc, ips, nil
+}

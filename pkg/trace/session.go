@@ -1,0 +1,69 @@
+package trace
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/diagnose"
+	"github.com/skbtrail/skbtrail/pkg/journey"
+)
+
+// TraceRequest validates a request, reads the node state its diagnosis
+// needs, and runs it: the same path for the CLI and the daemon API, so both
+// give the same journeys.
+func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(string), emit func(*journey.Journey) error) (Result, error) {
+	o, err := req.Options()
+	if err != nil {
+		return Result{}, err
+	}
+	if o.FromNetns != "" {
+		if _, _, err := netnsutil.ResolveName(o.FromNetns); err != nil {
+			return Result{}, &UsageError{Err: err}
+		}
+	}
+	svc, ips, err := req.DiagnoseConfig()
+	if err != nil {
+		return Result{}, &UsageError{Err: err}
+	}
+	if err := e.Registry.Refresh(); err != nil {
+		e.log.Debug("rescan namespaces", zap.Error(err))
+	}
+	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, NodeIPs: ips, Registry: e.Registry, Logger: e.log})
+	if err := diag.Prepare(ctx); err != nil {
+		e.log.Warn("node state only partly read before the trace", zap.Error(err))
+	}
+	o.Diagnose = diag.Diagnose
+	o.Ready = ready
+	return e.Trace(ctx, o, emit)
+}
+
+// IsUsage reports whether err is the user's (exit status 2 with the message).
+func IsUsage(err error) bool {
+	var u *UsageError
+	return errors.As(err, &u) || errors.Is(err, netnsutil.ErrNotFound)
+}
+
+// RunRequest traces a request on a private engine (no daemon).
+func RunRequest(ctx context.Context, req Request, ec EngineConfig, ready func(string), emit func(*journey.Journey) error) (Result, error) {
+	if _, err := req.Options(); err != nil {
+		return Result{}, err // before loading anything
+	}
+	eng, err := NewEngine(ec)
+	if err != nil {
+		return Result{}, err
+	}
+	defer eng.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	engErr := make(chan error, 1)
+	go func() { engErr <- eng.Run(runCtx) }()
+	res, err := eng.TraceRequest(ctx, req, ready, emit)
+	cancel()
+	if e := <-engErr; e != nil && err == nil {
+		err = e
+	}
+	return res, err
+}
