@@ -50,6 +50,7 @@ const usage = `usage: skbtrail <command> [flags]
 
 commands:
   trace    follow packets matching a filter and report their journeys
+  daemon   node service: drop monitor, NDJSON events, metrics, trace API
   doctor   report what this kernel offers skbtrail
   version  print the version
 
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "trace":
 		return runTrace(ctx, args[1:], os.Stdout, os.Stderr)
+	case "daemon":
+		return runDaemon(ctx, args[1:], os.Stderr)
 	case "doctor":
 		return runDoctor(ctx, args[1:], os.Stdout)
 	case "version", "--version":
@@ -72,7 +75,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(usage)
 		return nil
 	}
-	return usageErr("unknown command %q (try: %s)", args[0], strings.Join([]string{"trace", "doctor", "version"}, ", "))
+	return usageErr("unknown command %q (try: %s)", args[0], strings.Join([]string{"trace", "daemon", "doctor", "version"}, ", "))
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

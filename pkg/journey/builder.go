@@ -261,6 +261,9 @@ func tupleJSON(t Tuple) TupleJSON {
 
 // PacketOf renders a tuple as the contract's packet object.
 func PacketOf(t Tuple) Packet {
+	if !t.Src.IsValid() || (t.Proto == 0 && t.Src.IsUnspecified() && t.Dst.IsUnspecified()) {
+		return Packet{Proto: "other"} // not IPv4: no addresses to show
+	}
 	p := Packet{Proto: ProtoName(t.Proto), Src: t.Src.String(), Dst: t.Dst.String()}
 	switch t.Proto {
 	case ProtoTCP:

@@ -25,6 +25,9 @@ type EngineConfig struct {
 	Netfilter bool
 	// ReplyWait: how long a delivered request waits for its reply.
 	ReplyWait time.Duration
+	// Observe sees every finished journey first (metrics). It runs on the
+	// processor goroutine: it must be quick.
+	Observe func(*journey.Journey)
 	// Unclaimed receives journeys no session asked for (drop monitor).
 	Unclaimed func(*journey.Journey)
 	// OnLost is told of events the kernel or the channel lost.
@@ -88,8 +91,8 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	for _, name := range cfg.IgnoreReasons {
 		v, ok := reasons.Value(name)
 		if !ok {
-			tr.Close()
-			return nil, fmt.Errorf("unknown drop reason %q (this kernel's enum skb_drop_reason has no such name)", name)
+			log.Warn("drop reason not known to this kernel; not ignored", zap.String("reason", name))
+			continue
 		}
 		ignore = append(ignore, v)
 	}
@@ -197,6 +200,9 @@ func (e *Engine) closeSession(s *session) {
 // dispatch hands a finished journey to every session whose filter started
 // it, or to Unclaimed. It runs on the processor goroutine: never block.
 func (e *Engine) dispatch(j *journey.Journey) {
+	if e.cfg.Observe != nil {
+		e.cfg.Observe(j)
+	}
 	var first journey.Event
 	switch {
 	case len(j.Events) > 0:

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/pkg/api"
+	"github.com/skbtrail/skbtrail/pkg/daemon"
+	"github.com/skbtrail/skbtrail/pkg/trace"
+)
+
+func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
+	var cfg daemon.Config
+	var logLevel string
+	fs := pflag.NewFlagSet("daemon", pflag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen, "listen", "unix://"+api.DefaultSocket, "API socket (mode 0600) that `skbtrail trace` uses")
+	fs.StringVar(&cfg.Metrics, "metrics", ":9775", "Prometheus metrics address (empty: off)")
+	fs.StringVar(&cfg.Events, "events", "", "NDJSON event stream: a file (reopened on SIGHUP) or - for stdout")
+	fs.BoolVar(&cfg.DropsOnly, "drops-only", false, "the event stream carries dropped packets only, not journeys traced through the API")
+	fs.StringSliceVar(&cfg.IgnoreReasons, "ignore-drop-reasons", []string{"NOT_SPECIFIED", "SOCKET_CLOSE", "QUEUE_PURGE", "IPV6DISABLED"}, "kernel drop reasons the drop monitor does not report (routine frees, not packet loss)")
+	fs.Float64Var(&cfg.Rate.Rate, "rate-limit", 10, "events per second per (netns, reason) in the stream (0: unlimited)")
+	fs.IntVar(&cfg.Rate.Burst, "rate-burst", 50, "burst of the per-(netns, reason) rate limit")
+	fs.DurationVar(&cfg.ReplyWait, "reply-wait", time.Second, "how long a delivered request waits for its reply")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, pflag.ErrHelp) {
+			return nil
+		}
+		return usageErr("daemon: %v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageErr("daemon: unexpected argument %q", fs.Arg(0))
+	}
+	if _, err := api.SocketPath(cfg.Listen); err != nil {
+		return usageErr("daemon: %v", err)
+	}
+	if cfg.Rate.Rate < 0 || cfg.Rate.Burst < 1 {
+		return usageErr("daemon: --rate-limit must be >= 0 and --rate-burst >= 1")
+	}
+	var lvl zap.AtomicLevel
+	var err error
+	if lvl, err = zap.ParseAtomicLevel(logLevel); err != nil {
+		return usageErr("daemon: --log-level %q: %v", logLevel, err)
+	}
+	zc := zap.NewProductionConfig()
+	zc.Level = lvl
+	zc.OutputPaths, zc.ErrorOutputPaths = []string{"stderr"}, []string{"stderr"}
+	log, err := zc.Build()
+	if err != nil {
+		return fmt.Errorf("logger: %w", err)
+	}
+	defer log.Sync()
+	cfg.Logger = log
+	err = daemon.Run(ctx, cfg)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, trace.ErrEnvironment):
+		return &exitError{code: exitUsage, err: fmt.Errorf("daemon: %v (are you root? see `skbtrail doctor`)", err)}
+	default:
+		return &exitError{code: 1, err: fmt.Errorf("daemon: %w", err)}
+	}
+}
+
+

@@ -1,0 +1,173 @@
+// Package daemon is skbtrail's node service: the programs loaded once,
+// always-on drop monitoring into an NDJSON stream and Prometheus metrics,
+// and the local API that runs `skbtrail trace` requests on the same
+// programs.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/pkg/api"
+	"github.com/skbtrail/skbtrail/pkg/events"
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/metrics"
+	"github.com/skbtrail/skbtrail/pkg/trace"
+	"github.com/skbtrail/skbtrail/tracer"
+)
+
+// Config configures the daemon.
+type Config struct {
+	Listen        string // unix:///run/skbtrail/skbtrail.sock
+	Metrics       string // :9775; "" disables
+	Events        string // file, "-" for stdout, "" for none
+	DropsOnly     bool   // the stream carries drops only, not traced journeys
+	IgnoreReasons []string
+	Rate          events.Limit
+	ReplyWait     time.Duration
+	Logger        *zap.Logger
+}
+
+// Run serves until ctx ends (SIGTERM/SIGINT), then detaches everything and
+// removes the socket.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Logger
+	sock, err := api.SocketPath(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
+	var stream *events.Stream
+	if cfg.Events != "" {
+		if stream, err = events.Open(cfg.Events, cfg.Rate); err != nil {
+			return err
+		}
+		defer stream.Close()
+		stream.OnSuppressed = m.Suppressed
+	}
+	write := func(j *journey.Journey) {
+		if stream == nil {
+			return
+		}
+		j.Normalize()
+		if _, err := stream.Write(j); err != nil {
+			log.Error("write event stream", zap.Error(err))
+		}
+	}
+	eng, err := trace.NewEngine(trace.EngineConfig{
+		Settings:      tracer.Settings{DropMonitor: true},
+		IgnoreReasons: cfg.IgnoreReasons,
+		Netfilter:     true,
+		ReplyWait:     cfg.ReplyWait,
+		Observe:       m.Journey,
+		Unclaimed:     write,
+		OnLost:        m.Lost,
+		Logger:        log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := eng.Close(); err != nil {
+			log.Warn("detach programs", zap.Error(err))
+		}
+	}()
+
+	l, err := api.Listen(sock)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(sock)
+	apiSrv := &http.Server{Handler: api.Handler(&engineTracer{eng: eng, stream: write, dropsOnly: cfg.DropsOnly}), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := apiSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("API server", zap.Error(err))
+		}
+	}()
+	var metricsSrv *http.Server
+	if cfg.Metrics != "" {
+		ml, err := net.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			return fmt.Errorf("metrics listener %s: %w", cfg.Metrics, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", m.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server", zap.Error(err))
+			}
+		}()
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if stream != nil {
+					if err := stream.Reopen(); err != nil {
+						log.Error("reopen event stream", zap.Error(err))
+					} else {
+						log.Info("event stream reopened")
+					}
+				}
+			}
+		}
+	}()
+	log.Info("skbtrail daemon ready", zap.String("socket", sock), zap.String("metrics", cfg.Metrics), zap.String("events", cfg.Events))
+	notifyReady(log)
+	runErr := eng.Run(ctx)
+	shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = apiSrv.Shutdown(shut)
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shut)
+	}
+	return runErr
+}
+
+// notifyReady tells systemd (Type=notify) that the daemon is up.
+func notifyReady(log *zap.Logger) {
+	addr := os.Getenv("NOTIFY_SOCKET")
+	if addr == "" {
+		return
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+	if err != nil {
+		log.Warn("sd_notify", zap.Error(err))
+		return
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("READY=1")); err != nil {
+		log.Warn("sd_notify", zap.Error(err))
+	}
+}
+
+// engineTracer serves API trace requests on the daemon's engine.
+type engineTracer struct {
+	eng       *trace.Engine
+	stream    func(*journey.Journey)
+	dropsOnly bool
+}
+
+func (t *engineTracer) Trace(ctx context.Context, req trace.Request, ready func(string), emit func(*journey.Journey) error) (trace.Result, error) {
+	return t.eng.TraceRequest(ctx, req, ready, func(j *journey.Journey) error {
+		if !t.dropsOnly {
+			t.stream(j)
+		}
+		return emit(j)
+	})
+}
