@@ -82,8 +82,7 @@ static __always_inline __u64 task_key(void)
 	return id;
 }
 
-/* Anything to report at all? The same early exit as observe(), so an idle
- * tracer costs two lookups per hook. */
+/* Anything to report for this skb? The same early exit as observe(). */
 static __always_inline int tracing(struct sk_buff *skb)
 {
 	__u32 zero = 0;
@@ -94,6 +93,11 @@ static __always_inline int tracing(struct sk_buff *skb)
 	return f->active_filters || f->drop_monitor || bpf_map_lookup_elem(&tracked, &key);
 }
 
+/* Is a trace or the drop monitor on? An idle tracer costs nf_hook_slow one
+ * array lookup on entry and return. Entry and return both ask, so pushes and
+ * pops pair up; only a call in progress while tracing starts or stops can
+ * pop another call's frame, and then at worst misses or misplaces that one
+ * verdict. */
 static __always_inline int any_tracing(void)
 {
 	__u32 zero = 0;

@@ -40,6 +40,8 @@ type kprobeEvent struct {
 		TcpFlags uint8
 		IcmpType uint8
 		IcmpCode uint8
+		TotLen   uint16
+		Pad      uint16
 	}
 	Outer struct {
 		_        structs.HostLayout
@@ -51,6 +53,8 @@ type kprobeEvent struct {
 		TcpFlags uint8
 		IcmpType uint8
 		IcmpCode uint8
+		TotLen   uint16
+		Pad      uint16
 	}
 	Ifname [16]int8
 }

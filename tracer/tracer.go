@@ -47,6 +47,7 @@ type Tracer struct {
 	maps   bpfMaps
 	tp     tracepointPrograms
 	nf     *netfilterPrograms
+	kp     *kprobeSet // kprobe backend, when loaded
 	links  []link.Link
 	nfMu   sync.Mutex
 	nfNS   map[uint32][]link.Link // netns inode -> netfilter links
@@ -67,8 +68,9 @@ const MaxFilters = 8
 // ErrNoFilterSlot: every filter slot is in use.
 var ErrNoFilterSlot = errors.New("all filter slots are in use")
 
-// New loads the programs and maps with the settings in place and no filter.
-// Nothing is attached yet.
+// New creates the maps with the settings in place and no filter. Programs
+// load when a backend is attached (AttachTracepoints, AttachNetfilter,
+// AttachKprobes), so a kernel without one backend can use another.
 func New(s Settings) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
@@ -80,10 +82,6 @@ func New(s Settings) (*Tracer, error) {
 	t := &Tracer{spec: spec, nfNS: map[uint32][]link.Link{}}
 	if err := spec.LoadAndAssign(&t.maps, nil); err != nil {
 		return nil, fmt.Errorf("create BPF maps: %w", err)
-	}
-	if err := t.loadPrograms(&t.tp); err != nil {
-		t.Close()
-		return nil, fmt.Errorf("load tracepoint programs: %w", verifierDetail(err))
 	}
 	if err := t.SetSettings(s); err != nil {
 		t.Close()
@@ -100,7 +98,13 @@ func New(s Settings) (*Tracer, error) {
 
 // loadPrograms loads the programs named in dst, sharing this tracer's maps.
 func (t *Tracer) loadPrograms(dst any) error {
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+	return t.spec.LoadAndAssign(dst, &ebpf.CollectionOptions{MapReplacements: t.sharedMaps()})
+}
+
+// sharedMaps are the maps every backend's programs use, by name: each
+// object declares them (observe.h) and is loaded with these in their place.
+func (t *Tracer) sharedMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
 		bpfMapEvents:         t.maps.Events,
 		bpfMapFilters:        t.maps.Filters,
 		bpfMapSettingsMap:    t.maps.SettingsMap,
@@ -109,8 +113,7 @@ func (t *Tracer) loadPrograms(dst any) error {
 		bpfMapScratch:        t.maps.Scratch,
 		bpfMapStats:          t.maps.Stats,
 		bpfMapTracked:        t.maps.Tracked,
-	}}
-	return t.spec.LoadAndAssign(dst, opts)
+	}
 }
 
 func verifierDetail(err error) error {
@@ -193,8 +196,13 @@ func (t *Tracer) IgnoreDropReasons(reasons []uint32) error {
 	return nil
 }
 
-// AttachTracepoints attaches the tp_btf programs.
+// AttachTracepoints loads and attaches the tp_btf programs.
 func (t *Tracer) AttachTracepoints() error {
+	if t.tp.KfreeSkb == nil {
+		if err := t.loadPrograms(&t.tp); err != nil {
+			return fmt.Errorf("load tracepoint programs: %w", verifierDetail(err))
+		}
+	}
 	for _, p := range []struct {
 		name string
 		prog *ebpf.Program
@@ -287,6 +295,9 @@ func (t *Tracer) Close() error {
 			errs = append(errs, l.Close())
 		}
 		t.links = nil
+		if t.kp != nil {
+			errs = append(errs, t.kp.close())
+		}
 		if t.nf != nil {
 			for _, p := range t.nf.stages() {
 				if p != nil {

@@ -68,5 +68,3 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 		return &exitError{code: 1, err: fmt.Errorf("daemon: %w", err)}
 	}
 }
-
-

@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -508,6 +507,3 @@ func (rt *criRuntime) readyPods(ctx context.Context, r *Resolver) ([]Pod, error)
 	}
 	return out, nil
 }
-
-// isENOENT reports a missing file.
-func isENOENT(err error) bool { return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) }

@@ -267,7 +267,10 @@ func (r *Resolver) resolveIP(ctx context.Context, ip netip.Addr) (Pod, error) {
 	if found || err != nil {
 		return p, err
 	}
-	if len(r.CNIResultsDirs)+len(r.IPAMDirs) > 0 {
+	switch {
+	case sandboxID != "":
+		asked = append(asked, "host-local IPAM allocated it to container "+shortID(sandboxID)+", whose network namespace the CNI cache does not know")
+	case len(r.CNIResultsDirs)+len(r.IPAMDirs) > 0:
 		asked = append(asked, "not in the CNI cache")
 	}
 	if !r.NoNetnsScan {

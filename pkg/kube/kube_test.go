@@ -349,6 +349,13 @@ func TestResolveIPHostAddress(t *testing.T) {
 	if self := selfIno(t); reg.Host() == 0 || uint32(reg.Host()) != self {
 		t.Skip("the test does not run in the host network namespace")
 	}
+	if p, ok := reg.Path(reg.Host()); !ok {
+		t.Skip("no path to the host network namespace")
+	} else if h, err := netnsutil.NewHandle(p); err != nil {
+		t.Skipf("host network namespace not accessible: %v", err)
+	} else {
+		h.Close()
+	}
 	// A global address of this (the host) namespace.
 	var host netip.Addr
 	addrs, _ := net.InterfaceAddrs()
@@ -681,4 +688,32 @@ func TestContextCancelled(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
+}
+
+// TestCNICacheContainerd16 reads cache files as containerd 1.6.20 (libcni
+// 1.1) really writes them: no top-level "netns" (only the interface's
+// "sandbox"), cniArgs, a loopback network entry; the host-local IPAM file
+// holds "<id>\r\neth0". Only the netns path was changed to one that opens.
+func TestCNICacheContainerd16(t *testing.T) {
+	const id = "1548c46abfd4ac1d6baba7c03ca4991e3dc2aae937b9946a4a5d7d6c73a8fd53"
+	dir := "testdata/cni-containerd16"
+	r := resolver(t, []string{missingEndpoint(t)}, []string{dir + "/results"}, []string{dir + "/networks"})
+	want := Pod{Namespace: "default", Name: "client", UID: "4acaa975-d3b6-b28a-48b0-78f5820a580f", SandboxID: id,
+		IP: netip.MustParseAddr("10.88.77.2"), NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: SourceCNICache}
+	for _, spec := range []string{"default/client", "10.88.77.2"} {
+		p, err := r.Resolve(context.Background(), spec)
+		if err != nil {
+			t.Fatalf("Resolve(%s): %v", spec, err)
+		}
+		if p != want {
+			t.Errorf("Resolve(%s):\n got  %+v\nwant %+v", spec, p, want)
+		}
+	}
+	if got := r.ipamOwner(netip.MustParseAddr("10.88.77.2")); got != id {
+		t.Errorf("ipamOwner = %q", got)
+	}
+	// IPAM alone (no cache dir): the container id is known, not the netns.
+	r = resolver(t, nil, nil, []string{dir + "/networks"})
+	_, err := r.Resolve(context.Background(), "10.88.77.2")
+	wantErr(t, err, ErrNotFound, "no pod on this node has address 10.88.77.2 (host-local IPAM allocated it to container 1548c46abfd4a, whose network namespace the CNI cache does not know)")
 }

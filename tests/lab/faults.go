@@ -18,6 +18,9 @@ type FaultInfo struct {
 type fault struct {
 	desc  string
 	apply func(ctx context.Context, l *Lab) error
+	// dns marks faults that show on the DNS service rather than on the
+	// web service (see ProbeService).
+	dns bool
 }
 
 // nftFaultJSON is the native nftables ruleset of "forward-drop-rule-nft" in
@@ -46,6 +49,10 @@ const nftFaultTable = `table inet sbt_fault {
 `
 
 var faults = map[string]fault{
+	"none": {
+		desc:  "no fault: the healthy lab",
+		apply: func(context.Context, *Lab) error { return nil },
+	},
 	"forward-drop": {
 		desc: "node-b: iptables FORWARD policy DROP (Docker-style), so flannel.1 -> cni0 traffic is dropped",
 		apply: func(ctx context.Context, l *Lab) error {
@@ -85,10 +92,10 @@ var faults = map[string]fault{
 	"wrong-vtep": {
 		desc: "node-a: VXLAN fdb entry for node-b's flannel.1 MAC points at 203.0.113.20, which the router cannot route",
 		apply: func(ctx context.Context, l *Lab) error {
-			if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "del", FlannelMACB, "dev", VXLANDevice, "dst", NodeBIP); err != nil {
+			if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "del", FlannelMACB, "dev", l.VXLANDevice, "dst", NodeBIP); err != nil {
 				return err
 			}
-			return l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMACB, "dev", VXLANDevice, "dst", BogusVTEP)
+			return l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMACB, "dev", l.VXLANDevice, "dst", BogusVTEP)
 		},
 	},
 	"no-listener": {
@@ -103,7 +110,7 @@ var faults = map[string]fault{
 	"no-route": {
 		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.ip(ctx, l.NodeA, "route", "del", "10.244.1.0/24", "via", "10.244.1.0", "dev", VXLANDevice)
+			return l.ip(ctx, l.NodeA, "route", "del", "10.244.1.0/24", "via", "10.244.1.0", "dev", l.VXLANDevice)
 		},
 	},
 	"small-mtu": {
@@ -118,12 +125,63 @@ var faults = map[string]fault{
 			}
 			// Without "df set" the outer header carries DF=0 and the router
 			// simply fragments the outer packet, so nothing would break.
-			if err := l.ip(ctx, l.NodeA, "link", "set", VXLANDevice, "type", "vxlan", "df", "set"); err != nil {
-				l.logf("lab: small-mtu: could not set df on %s in %s (outer packets will be fragmented instead of dropped): %v", VXLANDevice, l.NodeA, err)
+			if err := l.ip(ctx, l.NodeA, "link", "set", l.VXLANDevice, "type", "vxlan", "df", "set"); err != nil {
+				l.logf("lab: small-mtu: could not set df on %s in %s (outer packets will be fragmented instead of dropped): %v", l.VXLANDevice, l.NodeA, err)
 			}
 			return nil
 		},
 	},
+	"wrong-src": {
+		desc: "node-a: second eth0 address 192.0.2.11/24 (DHCP + static) and flannel.1 re-created with local 192.0.2.11; the router's anti-spoofing rule (FORWARD -s 192.0.2.11 DROP, like a cloud VPC) drops the outer packet",
+		apply: func(ctx context.Context, l *Lab) error {
+			// The router refuses the source it does not know; node-b's fdb
+			// still sends node-a's MAC to 192.0.2.10.
+			if err := l.ipt(ctx, l.Router, "-A", "FORWARD", "-s", WrongSrcIP+"/32", "-j", "DROP"); err != nil {
+				return err
+			}
+			if err := l.ip(ctx, l.NodeA, "addr", "add", WrongSrcIP+"/24", "dev", "eth0"); err != nil {
+				return err
+			}
+			// Same MAC, VNI, port, address, route, neigh and fdb; only the
+			// outer source differs.
+			if err := l.ip(ctx, l.NodeA, "link", "del", "dev", l.VXLANDevice); err != nil {
+				return err
+			}
+			return l.setupVTEP(ctx, l.vtepA(WrongSrcIP))
+		},
+	},
+	"rp-filter": {
+		desc: "node-b: strict rp_filter (all and flannel.1 = 1) and the route to 10.244.0.0/24 replaced by one via eth0 (198.51.100.1), so packets from pod-a arriving on flannel.1 fail the reverse path check (IP_RPFILTER)",
+		apply: func(ctx context.Context, l *Lab) error {
+			// The slash form keeps the dot in the device name.
+			if _, err := l.nsExec(ctx, l.NodeB, nil, "sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=1",
+				"net/ipv4/conf/"+l.VXLANDevice+"/rp_filter=1"); err != nil {
+				return err
+			}
+			return l.ip(ctx, l.NodeB, "route", "replace", "10.244.0.0/24", "via", RouterBIP, "dev", "eth0")
+		},
+	},
+	"silent-dns": {
+		desc: "pod-b: a UDP socket on 10.244.1.2:53 (behind the DNS ClusterIP 10.96.0.10:53) reads queries and never answers, so DNS lookups time out",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ensureSilentUDP(53)
+		},
+		dns: true,
+	},
+}
+
+// ProbeService returns the service whose traffic shows the named fault:
+// the DNS service for "silent-dns", the web service otherwise (also for
+// unknown names). For a comma separated list the first DNS fault wins.
+func (l *Lab) ProbeService(faultNames ...string) Service {
+	for _, name := range faultNames {
+		for n := range strings.SplitSeq(name, ",") {
+			if faults[strings.TrimSpace(n)].dns {
+				return l.DNSService
+			}
+		}
+	}
+	return l.WebService
 }
 
 // Faults lists the faults ApplyFault knows, sorted by name.
@@ -146,7 +204,7 @@ func FaultNames() []string {
 }
 
 // ApplyFault injects the named fault into the running lab (see Faults).
-// Faults are not undone except by tearing the lab down.
+// Faults are not undone except by tearing the lab down. "none" is a no-op.
 func (l *Lab) ApplyFault(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -1,7 +1,9 @@
 // Package lab builds a small, self-contained Kubernetes-node-like network out
 // of Linux network namespaces so that skbtrail can be exercised end to end.
 //
-// The topology mimics two flannel (VXLAN backend) nodes joined by a router:
+// The topology mimics two flannel (VXLAN backend) nodes joined by a router
+// (Config.Flavor "calico" builds the same topology with Calico's VXLAN
+// device: vxlan.calico, VNI 4096, UDP 4789):
 //
 //	<p>-pod-a ──veth── <p>-node-a ──veth── <p>-router ──veth── <p>-node-b ──veth── <p>-pod-b
 //	10.244.0.5     cni0 10.244.0.1     ra 192.0.2.1        rb 198.51.100.1   cni0 10.244.1.1     10.244.1.2
@@ -70,7 +72,11 @@ const (
 	// VXLAN forwarding entry at; nothing routes it.
 	BogusVTEP = "203.0.113.20"
 
-	PodMTU       = 1450 // pod eth0, host-side veth and flannel.1
+	// WrongSrcIP is the second address the "wrong-src" fault gives node A's
+	// eth0 and uses as the VXLAN device's local (outer source) address.
+	WrongSrcIP = "192.0.2.11"
+
+	PodMTU       = 1450 // pod eth0, host-side veth and the VXLAN device
 	UnderlayMTU  = 1500
 	SmallMTU     = 1400 // underlay MTU set by the "small-mtu" fault
 	VXLANPort    = 8472 // flannel's default (Linux legacy) VXLAN port
@@ -78,14 +84,30 @@ const (
 	VXLANDevice  = "flannel.1"
 	BridgeDevice = "cni0"
 
-	// FlannelMACA and FlannelMACB are the fixed MACs of flannel.1 on node A
-	// and node B (0a:58 + the node's flannel.1 IPv4 address).
+	// Calico's VXLAN device, port and VNI (Config.Flavor "calico").
+	CalicoVXLANDevice = "vxlan.calico"
+	CalicoVXLANPort   = 4789
+	CalicoVNI         = 4096
+
+	// FlannelMACA and FlannelMACB are the fixed MACs of the VXLAN device on
+	// node A and node B (0a:58 + the node's VXLAN device IPv4 address), in
+	// both flavours.
 	FlannelMACA = "0a:58:0a:f4:00:00"
 	FlannelMACB = "0a:58:0a:f4:01:00"
 
 	// KubeMarkMasq is the mark kube-proxy uses to request SNAT.
 	KubeMarkMasq = "0x4000"
 )
+
+// Flavours of the overlay (Config.Flavor).
+const (
+	FlavorFlannel = "flannel" // flannel.1, VNI 1, UDP 8472 (the default)
+	FlavorCalico  = "calico"  // vxlan.calico, VNI 4096, UDP 4789
+)
+
+// Flavors returns the supported Config.Flavor values (besides "", which
+// means FlavorFlannel).
+func Flavors() []string { return []string{FlavorFlannel, FlavorCalico} }
 
 // Config configures a lab.
 type Config struct {
@@ -96,6 +118,10 @@ type Config struct {
 	// Iptables is the iptables binary used for the kube-proxy rules and the
 	// iptables based faults: "iptables-nft" (default) or "iptables-legacy".
 	Iptables string
+	// Flavor selects the overlay's VXLAN device: "" or "flannel" (flannel.1,
+	// VNI 1, UDP 8472) or "calico" (vxlan.calico, VNI 4096, UDP 4789). The
+	// rest of the topology is the same.
+	Flavor string
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
 	Logf func(format string, args ...any)
@@ -132,6 +158,14 @@ type Lab struct {
 
 	// Iptables is the iptables binary used in the lab.
 	Iptables string
+
+	// Flavor is FlavorFlannel or FlavorCalico. VXLANDevice, VXLANPort and
+	// VNI are the overlay device's name, UDP port and VXLAN ID on both
+	// nodes (flannel.1/8472/1 or vxlan.calico/4789/4096).
+	Flavor      string
+	VXLANDevice string
+	VXLANPort   int
+	VNI         int
 
 	// WebService is 10.96.0.100:80/tcp -> 10.244.1.2:80, DNSService is
 	// 10.96.0.10:53/udp -> 10.244.1.2:53. Both are programmed on node A.
@@ -216,6 +250,9 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if !slices.Contains(supportedIptables, cfg.Iptables) {
 		return nil, fmt.Errorf("lab: unsupported iptables binary %q (want one of %s)", cfg.Iptables, strings.Join(supportedIptables, ", "))
 	}
+	if cfg.Flavor != "" && !slices.Contains(Flavors(), cfg.Flavor) {
+		return nil, fmt.Errorf("lab: unsupported flavor %q (want one of %s)", cfg.Flavor, strings.Join(Flavors(), ", "))
+	}
 	for _, bin := range []string{"ip", "bridge", "sysctl", cfg.Iptables} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("lab: required tool missing: %w", err)
@@ -255,11 +292,21 @@ func newLab(cfg Config) *Lab {
 		NodeAIP:      NodeAIP,
 		NodeBIP:      NodeBIP,
 		Iptables:     cfg.Iptables,
+		Flavor:       FlavorFlannel,
+		VXLANDevice:  VXLANDevice,
+		VXLANPort:    VXLANPort,
+		VNI:          VXLANID,
 		WebService:   newService("default/web:http", "tcp", ClusterIP, 80, PodBIP+":80"),
 		DNSService:   newService("kube-system/kube-dns:dns", "udp", DNSClusterIP, 53, PodBIP+":53"),
 		logf:         cfg.Logf,
 		testHook:     cfg.testHook,
 		servers:      map[string]*server{},
+	}
+	if cfg.Flavor == FlavorCalico {
+		l.Flavor = FlavorCalico
+		l.VXLANDevice = CalicoVXLANDevice
+		l.VXLANPort = CalicoVXLANPort
+		l.VNI = CalicoVNI
 	}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
@@ -300,7 +347,17 @@ func (l *Lab) resolveNetns(ns string) (string, error) {
 func (l *Lab) String() string {
 	return fmt.Sprintf("lab %s: pod-a=%s(%s) node-a=%s(%s) router=%s node-b=%s(%s) pod-b=%s(%s) service=%s->%s dns=%s->%s iptables=%s",
 		l.Prefix, l.PodA, l.PodAIP, l.NodeA, l.NodeAIP, l.Router, l.NodeB, l.NodeBIP, l.PodB, l.PodBIP,
-		l.WebService.Addr(), l.WebService.Endpoint, l.DNSService.Addr(), l.DNSService.Endpoint, l.Iptables)
+		l.WebService.Addr(), l.WebService.Endpoint, l.DNSService.Addr(), l.DNSService.Endpoint, l.Iptables) +
+		l.flavorSuffix()
+}
+
+// flavorSuffix is empty for the default flavour (so that String stays as it
+// always was) and names the flavour otherwise.
+func (l *Lab) flavorSuffix() string {
+	if l.Flavor == FlavorFlannel {
+		return ""
+	}
+	return fmt.Sprintf(" flavor=%s(%s vni %d udp %d)", l.Flavor, l.VXLANDevice, l.VNI, l.VXLANPort)
 }
 
 // Describe returns a multi-line human readable description of the lab.
@@ -308,13 +365,14 @@ func (l *Lab) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "lab prefix: %s (iptables: %s)\n", l.Prefix, l.Iptables)
 	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.0.1\n", l.PodA, l.PodAIP, PodMTU)
-	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.0.1/24, flannel.1 10.244.0.0/32 (%s)\n", l.NodeA, l.NodeAIP, FlannelMACA)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.0.1/24, %s 10.244.0.0/32 (%s)\n", l.NodeA, l.NodeAIP, l.VXLANDevice, FlannelMACA)
 	fmt.Fprintf(&b, "  %-16s ra %s/24, rb %s/24\n", l.Router, RouterAIP, RouterBIP)
-	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.1.1/24, flannel.1 10.244.1.0/32 (%s)\n", l.NodeB, l.NodeBIP, FlannelMACB)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.1.1/24, %s 10.244.1.0/32 (%s)\n", l.NodeB, l.NodeBIP, l.VXLANDevice, FlannelMACB)
 	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.1.1, tcp/80 echo server\n", l.PodB, l.PodBIP, PodMTU)
 	for _, s := range l.Services() {
 		fmt.Fprintf(&b, "  service %-24s %s/%s -> %s (%s, %s) on %s\n", s.Name, s.Addr(), s.Protocol, s.Endpoint, s.SvcChain, s.SepChain, l.NodeA)
 	}
+	fmt.Fprintf(&b, "  overlay (%s): %s VXLAN VNI %d, UDP %d, nolearning, static neigh + fdb\n", l.Flavor, l.VXLANDevice, l.VNI, l.VXLANPort)
 	return b.String()
 }
 
@@ -454,32 +512,18 @@ func (l *Lab) build(ctx context.Context) error {
 		{l.PodB, []string{"addr", "add", PodBIP + "/24", "dev", "eth0"}},
 		{l.PodB, []string{"link", "set", "eth0", "up"}},
 		{l.PodB, []string{"route", "add", "default", "via", "10.244.1.1", "dev", "eth0"}},
-
-		// Overlay: flannel.1 VXLAN devices with the static state flanneld
-		// would program (route via the remote flannel.1 address onlink, a
-		// permanent neighbour entry and an fdb entry to the remote VTEP).
-		{l.NodeA, vxlanAdd(FlannelMACA, NodeAIP)},
-		{l.NodeA, []string{"addr", "add", "10.244.0.0/32", "dev", VXLANDevice}},
-		{l.NodeA, []string{"link", "set", VXLANDevice, "up"}},
-		{l.NodeA, []string{"route", "add", "10.244.1.0/24", "via", "10.244.1.0", "dev", VXLANDevice, "onlink"}},
-		{l.NodeA, []string{"neigh", "add", "10.244.1.0", "lladdr", FlannelMACB, "dev", VXLANDevice, "nud", "permanent"}},
-
-		{l.NodeB, vxlanAdd(FlannelMACB, NodeBIP)},
-		{l.NodeB, []string{"addr", "add", "10.244.1.0/32", "dev", VXLANDevice}},
-		{l.NodeB, []string{"link", "set", VXLANDevice, "up"}},
-		{l.NodeB, []string{"route", "add", "10.244.0.0/24", "via", "10.244.0.0", "dev", VXLANDevice, "onlink"}},
-		{l.NodeB, []string{"neigh", "add", "10.244.0.0", "lladdr", FlannelMACA, "dev", VXLANDevice, "nud", "permanent"}},
 	}
 	for _, s := range steps {
 		if err := l.ip(ctx, s.ns, s.args...); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
 	}
-	if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMACB, "dev", VXLANDevice, "dst", NodeBIP); err != nil {
-		return fmt.Errorf("lab: %w", err)
-	}
-	if err := l.bridgeCmd(ctx, l.NodeB, "fdb", "append", FlannelMACA, "dev", VXLANDevice, "dst", NodeAIP); err != nil {
-		return fmt.Errorf("lab: %w", err)
+	// Overlay: VXLAN devices (flannel.1 or vxlan.calico) with the static
+	// state flanneld / calico-node would program.
+	for _, v := range []vtep{l.vtepA(NodeAIP), l.vtepB()} {
+		if err := l.setupVTEP(ctx, v); err != nil {
+			return err
+		}
 	}
 
 	// 4. kube-proxy style NAT rules on node A.
@@ -507,10 +551,56 @@ func (l *Lab) hook(stage string) error {
 	return l.testHook(stage)
 }
 
-func vxlanAdd(mac, local string) []string {
-	return []string{"link", "add", VXLANDevice, "address", mac, "mtu", fmt.Sprint(PodMTU),
-		"type", "vxlan", "id", fmt.Sprint(VXLANID), "local", local, "dev", "eth0",
-		"dstport", fmt.Sprint(VXLANPort), "nolearning"}
+// vtep is one node's VXLAN endpoint and the static state pointing at the
+// other node's.
+type vtep struct {
+	ns    string // node namespace
+	mac   string // MAC of the local VXLAN device
+	local string // underlay address used as outer source ("local")
+	addr  string // address of the local VXLAN device (x.x.x.0/32)
+
+	peerCIDR string // pod network of the other node
+	peerAddr string // VXLAN device address of the other node (gateway, onlink)
+	peerMAC  string // VXLAN device MAC of the other node
+	peerVTEP string // underlay address of the other node (fdb dst)
+}
+
+// vtepA is node A's endpoint with outer source local (NodeAIP, or WrongSrcIP
+// for the "wrong-src" fault).
+func (l *Lab) vtepA(local string) vtep {
+	return vtep{ns: l.NodeA, mac: FlannelMACA, local: local, addr: "10.244.0.0",
+		peerCIDR: "10.244.1.0/24", peerAddr: "10.244.1.0", peerMAC: FlannelMACB, peerVTEP: NodeBIP}
+}
+
+func (l *Lab) vtepB() vtep {
+	return vtep{ns: l.NodeB, mac: FlannelMACB, local: NodeBIP, addr: "10.244.1.0",
+		peerCIDR: "10.244.0.0/24", peerAddr: "10.244.0.0", peerMAC: FlannelMACA, peerVTEP: NodeAIP}
+}
+
+// setupVTEP creates the VXLAN device of v and programs what flanneld (or
+// calico-node) would: the route to the other node's pod network via the
+// remote device address onlink, a permanent neighbour entry for that
+// address and an fdb entry sending its MAC to the remote VTEP.
+func (l *Lab) setupVTEP(ctx context.Context, v vtep) error {
+	dev := l.VXLANDevice
+	steps := [][]string{
+		{"link", "add", dev, "address", v.mac, "mtu", fmt.Sprint(PodMTU),
+			"type", "vxlan", "id", fmt.Sprint(l.VNI), "local", v.local, "dev", "eth0",
+			"dstport", fmt.Sprint(l.VXLANPort), "nolearning"},
+		{"addr", "add", v.addr + "/32", "dev", dev},
+		{"link", "set", dev, "up"},
+		{"route", "add", v.peerCIDR, "via", v.peerAddr, "dev", dev, "onlink"},
+		{"neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", dev, "nud", "permanent"},
+	}
+	for _, args := range steps {
+		if err := l.ip(ctx, v.ns, args...); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	if err := l.bridgeCmd(ctx, v.ns, "fdb", "append", v.peerMAC, "dev", dev, "dst", v.peerVTEP); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	return nil
 }
 
 // Down closes the in-process servers and deletes the lab's namespaces. It is

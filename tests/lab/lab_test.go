@@ -3,8 +3,12 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -128,6 +132,7 @@ func TestFaults(t *testing.T) {
 		works                 // handshake works
 	)
 	cases := map[string]expect{
+		"none":                  works,
 		"forward-drop":          timeout,
 		"forward-drop-rule-nft": timeout,
 		"reject-rst":            refused,
@@ -136,6 +141,9 @@ func TestFaults(t *testing.T) {
 		"no-listener":           refused,
 		"no-route":              timeout,
 		"small-mtu":             works,
+		"wrong-src":             timeout,
+		"rp-filter":             timeout,
+		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -143,25 +151,38 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	// Faults implemented with iptables run against both backends.
-	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true}
-	type run struct{ name, ipt string }
+	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true}
+	// Faults that involve the VXLAN device run in the calico flavour too.
+	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true}
+	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
-		runs = append(runs, run{name, "iptables-nft"})
+		runs = append(runs, run{name, "iptables-nft", ""})
 		if usesIptables[name] {
-			runs = append(runs, run{name, "iptables-legacy"})
+			runs = append(runs, run{name, "iptables-legacy", ""})
+		}
+		if usesVXLAN[name] {
+			runs = append(runs, run{name, "iptables-nft", FlavorCalico})
 		}
 	}
 	for _, r := range runs {
 		name, want := r.name, cases[r.name]
-		t.Run(name+"/"+r.ipt, func(t *testing.T) {
+		sub := name + "/" + r.ipt
+		if r.flavor != "" {
+			sub += "/" + r.flavor
+		}
+		t.Run(sub, func(t *testing.T) {
 			t.Parallel()
 			requireTool(t, r.ipt)
 			if name == "forward-drop-rule-nft" {
 				requireTool(t, "nft")
 			}
 			ctx := t.Context()
-			l := NewForTest(t, Config{Iptables: r.ipt})
+			l := NewForTest(t, Config{Iptables: r.ipt, Flavor: r.flavor})
+			var rpBefore int64
+			if name == "rp-filter" {
+				rpBefore = procCounter(t, l, l.NodeB, "/proc/net/netstat", "TcpExt", "IPReversePathFilter")
+			}
 			if err := l.Verify(ctx, 5*time.Second); err != nil {
 				t.Fatalf("healthy lab: %v", err)
 			}
@@ -197,7 +218,7 @@ func TestFaults(t *testing.T) {
 			case "small-mtu":
 				testSmallMTU(t, l)
 			case "wrong-vtep":
-				out, err := l.Run(l.NodeA, "bridge", "fdb", "show", "dev", VXLANDevice)
+				out, err := l.Run(l.NodeA, "bridge", "fdb", "show", "dev", l.VXLANDevice)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -213,8 +234,336 @@ func TestFaults(t *testing.T) {
 				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, "--to-destination 10.244.1.2:53") {
 					t.Errorf("unexpected nat table after no-dnat:\n%s", out)
 				}
+			case "wrong-src":
+				checkWrongSrc(t, l)
+			case "rp-filter":
+				// The SYN (and its retransmission) failed node-b's strict
+				// reverse path check on the VXLAN device.
+				after := procCounter(t, l, l.NodeB, "/proc/net/netstat", "TcpExt", "IPReversePathFilter")
+				t.Logf("node-b IPReversePathFilter: %d -> %d", rpBefore, after)
+				if after <= rpBefore {
+					t.Errorf("node-b IPReversePathFilter did not rise (%d -> %d)", rpBefore, after)
+				}
+				out, err := l.Run(l.NodeB, "ip", "route", "show", "10.244.0.0/24")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(out, "via "+RouterBIP+" dev eth0") {
+					t.Errorf("node-b route to 10.244.0.0/24 after rp-filter: %q", out)
+				}
+			case "silent-dns":
+				if _, err := queryUDP(t, l, l.PodA, l.DNSService.Addr(), time.Second); !isTimeout(err) {
+					t.Errorf("DNS query after silent-dns: %v, want a timeout", err)
+				}
 			}
 		})
+	}
+}
+
+// checkWrongSrc checks the state the "wrong-src" fault leaves: node-a's
+// VXLAN device re-created with local 192.0.2.11 and everything else as
+// before, and the router's anti-spoofing rule having dropped the SYN.
+func checkWrongSrc(t *testing.T, l *Lab) {
+	t.Helper()
+	out, err := l.Run(l.NodeA, "ip", "-d", "link", "show", l.VXLANDevice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{FlannelMACA, fmt.Sprintf("vxlan id %d local %s dev eth0", l.VNI, WrongSrcIP),
+		fmt.Sprintf("dstport %d nolearning", l.VXLANPort), "mtu 1450"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("node-a %s lacks %q:\n%s", l.VXLANDevice, want, out)
+		}
+	}
+	checks := map[string]string{
+		"ip -4 addr show dev eth0":             "inet " + WrongSrcIP + "/24",
+		"ip -4 addr show dev " + l.VXLANDevice: "inet 10.244.0.0/32",
+		"ip route show 10.244.1.0/24":          "via 10.244.1.0 dev " + l.VXLANDevice + " onlink",
+		"ip neigh show dev " + l.VXLANDevice:   "10.244.1.0 lladdr " + FlannelMACB + " PERMANENT",
+		"bridge fdb show dev " + l.VXLANDevice: FlannelMACB + " dst " + NodeBIP,
+	}
+	for cmd, want := range checks {
+		out, err := l.Run(l.NodeA, strings.Fields(cmd)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("node-a %s: want %q in:\n%s", cmd, want, out)
+		}
+	}
+	out, err = l.Run(l.NodeB, "bridge", "fdb", "show", "dev", l.VXLANDevice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, FlannelMACA+" dst "+NodeAIP) {
+		t.Errorf("node-b fdb lost %s dst %s:\n%s", FlannelMACA, NodeAIP, out)
+	}
+	// The anti-spoofing rule in the router matched the outer packets.
+	out, err = l.Run(l.Router, l.Iptables, "-w", "10", "-L", "FORWARD", "-v", "-x", "-n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropped := int64(-1)
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[2] == "DROP" && strings.Contains(line, WrongSrcIP) {
+			dropped, _ = strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	t.Logf("router FORWARD -s %s DROP: %d packets", WrongSrcIP, dropped)
+	if dropped <= 0 {
+		t.Errorf("router anti-spoofing rule dropped nothing:\n%s", out)
+	}
+}
+
+// procCounter reads one counter from a /proc/net/snmp style file (pairs of
+// "Proto: names..." / "Proto: values..." lines) in namespace ns.
+func procCounter(t *testing.T, l *Lab, ns, file, proto, field string) int64 {
+	t.Helper()
+	out, err := l.Run(ns, "cat", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != proto+":" || len(values) != len(names) || values[0] != names[0] {
+			continue
+		}
+		for j, n := range names {
+			if n == field {
+				v, err := strconv.ParseInt(values[j], 10, 64)
+				if err != nil {
+					t.Fatalf("%s %s %s: %v", file, proto, field, err)
+				}
+				return v
+			}
+		}
+	}
+	t.Fatalf("no %s %s in %s of %s:\n%s", proto, field, file, ns, out)
+	return 0
+}
+
+// queryUDP sends a small DNS-like query from namespace from to addr and
+// waits up to timeout for an answer.
+func queryUDP(t *testing.T, l *Lab, from, addr string, timeout time.Duration) ([]byte, error) {
+	t.Helper()
+	ns, err := l.resolveNetns(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c net.Conn
+	if err := InNetns(ns, func() error {
+		var err error
+		c, err = net.Dial("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	query := []byte("\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01")
+	if _, err := c.Write(query); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	return buf[:n], err
+}
+
+// TestSilentDNS checks the "silent-dns" fault: before it, nothing listens
+// on pod-b:53 and the query through the DNS ClusterIP is refused (ICMP port
+// unreachable, reverse-NATed on node-a); with it, the query reaches pod-b's
+// socket and no answer ever comes.
+func TestSilentDNS(t *testing.T) {
+	l := NewForTest(t, Config{})
+	_, err := queryUDP(t, l, l.PodA, l.DNSService.Addr(), 2*time.Second)
+	t.Logf("query before the fault: %v", err)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("query before silent-dns: %v, want connection refused", err)
+	}
+	if err := l.ApplyFault("silent-dns"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ApplyFault("silent-dns"); err != nil {
+		t.Errorf("applying silent-dns twice: %v", err)
+	}
+	before := procCounter(t, l, l.PodB, "/proc/net/snmp", "Udp", "InDatagrams")
+	start := time.Now()
+	reply, err := queryUDP(t, l, l.PodA, l.DNSService.Addr(), 1500*time.Millisecond)
+	t.Logf("query with silent-dns: %q, %v after %v", reply, err, time.Since(start).Round(time.Millisecond))
+	if !isTimeout(err) {
+		t.Errorf("query with silent-dns: %v, want a timeout", err)
+	}
+	if after := procCounter(t, l, l.PodB, "/proc/net/snmp", "Udp", "InDatagrams"); after != before+1 {
+		t.Errorf("pod-b Udp InDatagrams %d -> %d, want one query delivered", before, after)
+	}
+	// The fault keeps a silent server started earlier.
+	l2 := NewForTest(t, Config{})
+	if err := l2.StartSilentUDP(53); err != nil {
+		t.Fatal(err)
+	}
+	if err := l2.ApplyFault("silent-dns"); err != nil {
+		t.Errorf("silent-dns with a silent server already running: %v", err)
+	}
+}
+
+// TestSmallMTUDatagram sends DF datagrams from pod-a to pod-b:53 under the
+// "small-mtu" fault: the first 1400 byte one (1478 byte outer packet) dies
+// in the router (IP FragFails, ICMP fragmentation-needed to node-a), later
+// ones die on node-a itself when the VXLAN device's outer packet exceeds
+// the learned path MTU 1400; pod-a hears nothing. Small ones get through.
+func TestSmallMTUDatagram(t *testing.T) {
+	ctx := t.Context()
+	l := NewForTest(t, Config{})
+	if err := l.StartSilentUDP(53); err != nil {
+		t.Fatal(err)
+	}
+	dst := l.PodBIP + ":53"
+	delivered := func() int64 {
+		return procCounter(t, l, l.PodB, "/proc/net/snmp", "Udp", "InDatagrams")
+	}
+	fragFails := func(ns string) int64 {
+		return procCounter(t, l, ns, "/proc/net/snmp", "Ip", "FragFails")
+	}
+	// send sends one datagram and reports whether pod-b's socket got it.
+	send := func(size int, df bool) bool {
+		t.Helper()
+		before := delivered()
+		if err := l.SendUDP(ctx, l.PodA, dst, size, df); err != nil {
+			t.Fatalf("SendUDP %d df=%v: %v", size, df, err)
+		}
+		deadline := time.Now().Add(500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			if delivered() > before {
+				return true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return false
+	}
+	if !send(1400, true) {
+		t.Fatal("healthy lab: 1400 byte DF datagram not delivered")
+	}
+	// Larger than pod-a's eth0 (1450 - 28 bytes of headers): refused locally.
+	if err := l.SendUDP(ctx, l.PodA, dst, PodMTU-27, true); !errors.Is(err, syscall.EMSGSIZE) {
+		t.Errorf("SendUDP %d bytes with DF: %v, want EMSGSIZE", PodMTU-27, err)
+	}
+	if err := l.SendUDP(ctx, "elsewhere", dst, 10, true); err == nil {
+		t.Error("SendUDP accepted a namespace outside the lab")
+	}
+
+	if err := l.ApplyFault("small-mtu"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := l.Run(l.NodeA, "ip", "-d", "link", "show", l.VXLANDevice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "df set") {
+		t.Skipf("%s on node-a has no \"df set\" (old kernel or iproute2): the router fragments instead of dropping", l.VXLANDevice)
+	}
+	if !send(1000, true) {
+		t.Error("small-mtu: 1000 byte DF datagram (1078 byte outer packet) not delivered")
+	}
+	routerFF, nodeAFF := fragFails(l.Router), fragFails(l.NodeA)
+	if send(1400, true) {
+		t.Fatal("small-mtu: 1400 byte DF datagram delivered")
+	}
+	if got := fragFails(l.Router); got != routerFF+1 {
+		t.Errorf("router IP FragFails %d -> %d, want the first oversized outer packet dropped there", routerFF, got)
+	}
+	routerFF = fragFails(l.Router)
+	if send(1400, true) {
+		t.Fatal("small-mtu: second 1400 byte DF datagram delivered")
+	}
+	if got := fragFails(l.NodeA); got != nodeAFF+1 {
+		t.Errorf("node-a IP FragFails %d -> %d, want the second one dropped on node-a (learned PMTU)", nodeAFF, got)
+	}
+	if got := fragFails(l.Router); got != routerFF {
+		t.Errorf("router IP FragFails %d -> %d, want no more drops there", routerFF, got)
+	}
+	// "df set" puts DF on every outer packet, whatever the inner header says.
+	if send(1400, false) {
+		t.Error("small-mtu: 1400 byte datagram without DF delivered although the outer header has DF")
+	}
+	if got := procCounter(t, l, l.PodA, "/proc/net/snmp", "Icmp", "InDestUnreachs"); got != 0 {
+		t.Errorf("pod-a received %d ICMP destination unreachable, want none (black hole)", got)
+	}
+	out, _ = l.Run(l.NodeA, "ip", "route", "get", NodeBIP)
+	t.Logf("node-a: ip route get %s: %s", NodeBIP, strings.Join(strings.Fields(out), " "))
+}
+
+// TestCalico checks the calico flavour: vxlan.calico, VNI 4096, UDP 4789,
+// the same topology and a working ClusterIP.
+func TestCalico(t *testing.T) {
+	ctx := t.Context()
+	l := NewForTest(t, Config{Flavor: FlavorCalico})
+	t.Logf("%s", l)
+	if l.Flavor != FlavorCalico || l.VXLANDevice != "vxlan.calico" || l.VXLANPort != 4789 || l.VNI != 4096 {
+		t.Fatalf("calico lab: flavor %q device %q port %d vni %d", l.Flavor, l.VXLANDevice, l.VXLANPort, l.VNI)
+	}
+	for _, c := range []struct{ ns, mac, local string }{{l.NodeA, FlannelMACA, NodeAIP}, {l.NodeB, FlannelMACB, NodeBIP}} {
+		out, err := l.Run(c.ns, "ip", "-d", "link", "show", "vxlan.calico")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{c.mac, "vxlan id 4096 local " + c.local + " dev eth0", "dstport 4789 nolearning", "mtu 1450"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s vxlan.calico lacks %q:\n%s", c.ns, want, out)
+			}
+		}
+		if _, err := l.Run(c.ns, "ip", "link", "show", VXLANDevice); err == nil {
+			t.Errorf("%s has a %s device in the calico flavour", c.ns, VXLANDevice)
+		}
+	}
+	out, err := l.Run(l.NodeA, "ip", "route", "show", "10.244.1.0/24")
+	if err != nil || !strings.Contains(out, "via 10.244.1.0 dev vxlan.calico onlink") {
+		t.Errorf("node-a route: %q %v", out, err)
+	}
+	if !strings.Contains(l.Describe(), "vxlan.calico") || strings.Contains(l.Describe(), "flannel.1") {
+		t.Errorf("Describe:\n%s", l.Describe())
+	}
+	if err := l.Verify(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Dial(ctx, l.PodA, l.WebService.Addr(), 5*time.Second); err != nil {
+		t.Fatalf("dial ClusterIP: %v", err)
+	}
+	// The overlay really is VXLAN on UDP 4789: node-b decapsulated it.
+	before := procCounter(t, l, l.NodeB, "/proc/net/snmp", "Udp", "InDatagrams")
+	if err := l.Echo(ctx, l.PodA, l.WebService.Addr(), payload(64<<10), 10*time.Second); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	if after := procCounter(t, l, l.NodeB, "/proc/net/snmp", "Udp", "InDatagrams"); after <= before {
+		t.Errorf("node-b Udp InDatagrams %d -> %d: no VXLAN traffic", before, after)
+	}
+}
+
+func TestFaultNoneAndProbeService(t *testing.T) {
+	l := newLab(Config{Prefix: "x", Iptables: "iptables-nft"})
+	if err := l.ApplyFault("none"); err != nil {
+		t.Errorf("ApplyFault(none): %v", err)
+	}
+	if !slices.Contains(FaultNames(), "none") {
+		t.Error("none is not listed")
+	}
+	for _, c := range []struct {
+		faults []string
+		want   Service
+	}{
+		{nil, l.WebService},
+		{[]string{"forward-drop"}, l.WebService},
+		{[]string{"silent-dns"}, l.DNSService},
+		{[]string{"small-mtu", "silent-dns"}, l.DNSService},
+		{[]string{"small-mtu,silent-dns"}, l.DNSService},
+	} {
+		if got := l.ProbeService(c.faults...); got != c.want {
+			t.Errorf("ProbeService(%q) = %s, want %s", c.faults, got.Addr(), c.want.Addr())
+		}
+	}
+	if l.Flavor != FlavorFlannel || l.VXLANDevice != VXLANDevice || l.VXLANPort != VXLANPort || l.VNI != VXLANID {
+		t.Errorf("default flavour: %q %q %d %d", l.Flavor, l.VXLANDevice, l.VXLANPort, l.VNI)
 	}
 }
 
@@ -224,12 +573,12 @@ func TestFaults(t *testing.T) {
 // forwarding ignores the learned path MTU (net.ipv4.ip_forward_use_pmtu=0)
 // pod-a never hears about it: small exchanges work, bulk data stalls.
 func testSmallMTU(t *testing.T, l *Lab) {
-	out, err := l.Run(l.NodeA, "ip", "-d", "link", "show", VXLANDevice)
+	out, err := l.Run(l.NodeA, "ip", "-d", "link", "show", l.VXLANDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dfSet := strings.Contains(out, "df set")
-	t.Logf("node-a %s: df set: %v", VXLANDevice, dfSet)
+	t.Logf("node-a %s: df set: %v", l.VXLANDevice, dfSet)
 	for ns, dev := range map[string]string{l.Router: "rb", l.NodeB: "eth0"} {
 		out, err := l.Run(ns, "ip", "link", "show", dev)
 		if err != nil {
@@ -282,6 +631,9 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if _, err := Up(ctx, Config{Iptables: "/bin/false"}); err == nil {
 		t.Error("unsupported iptables binary accepted")
+	}
+	if _, err := Up(ctx, Config{Flavor: "cilium"}); err == nil || !strings.Contains(err.Error(), "flavor") {
+		t.Errorf("unsupported flavor: %v", err)
 	}
 	for range 5 {
 		if p := RandomPrefix(); ValidatePrefix(p) != nil || len(p) != 8 || !strings.HasPrefix(p, "st") {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -182,6 +183,18 @@ func (l *Lab) StartSilentUDP(port int) error {
 	return nil
 }
 
+// ensureSilentUDP starts StartSilentUDP(port) unless a udp server on port
+// is running already (the only UDP server the lab has is the silent one).
+func (l *Lab) ensureSilentUDP(port int) error {
+	l.mu.Lock()
+	_, ok := l.servers[serverKey("udp", port)]
+	l.mu.Unlock()
+	if ok {
+		return nil
+	}
+	return l.StartSilentUDP(port)
+}
+
 // StopServer closes the in-process server for proto ("tcp" or "udp") and
 // port. It reports whether such a server was running.
 func (l *Lab) StopServer(proto string, port int) bool {
@@ -254,6 +267,60 @@ func (l *Lab) Echo(ctx context.Context, from, addr string, payload []byte, timeo
 	}
 	if !bytes.Equal(got, payload) {
 		return fmt.Errorf("lab: echo via %s from %s: payload mismatch", addr, from)
+	}
+	return nil
+}
+
+// SendUDP sends one UDP datagram with size payload bytes to addr ("ip:port")
+// from inside namespace from (a lab namespace name or a role such as
+// "pod-a"). With df the socket uses IP_MTU_DISCOVER=IP_PMTUDISC_DO: the
+// datagram carries DF and is never fragmented locally (a datagram larger
+// than the route MTU fails with EMSGSIZE); without df it uses
+// IP_PMTUDISC_DONT (DF clear, fragmented if needed). SendUDP only reports
+// whether the datagram was handed to the kernel, not whether it arrived.
+func (l *Lab) SendUDP(ctx context.Context, from, addr string, size int, df bool) error {
+	ns, err := l.resolveNetns(from)
+	if err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("lab: send udp to %s from %s: negative size %d", addr, ns, size)
+	}
+	pmtud := syscall.IP_PMTUDISC_DONT
+	if df {
+		pmtud = syscall.IP_PMTUDISC_DO
+	}
+	var c net.Conn
+	err = InNetns(ns, func() error {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER, pmtud)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("setsockopt IP_MTU_DISCOVER: %w", serr)
+			}
+			return nil
+		}}
+		var err error
+		c, err = d.DialContext(ctx, "udp4", addr)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: send udp to %s from %s: %w", addr, ns, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		c.SetWriteDeadline(dl)
+	}
+	n, err := c.Write(make([]byte, size))
+	if err == nil && n != size {
+		err = fmt.Errorf("short write: %d of %d bytes", n, size)
+	}
+	if err != nil {
+		return fmt.Errorf("lab: send udp to %s from %s (%d bytes, df %v): %w", addr, ns, size, df, err)
 	}
 	return nil
 }

@@ -2,9 +2,9 @@
 // flannel-style nodes joined by a router, see package lab), injects faults
 // into it and runs skbtrail against it.
 //
-//	skbtrail-lab up [--fault NAME[,NAME...]] [--prefix P] [--iptables BIN]
+//	skbtrail-lab up [--fault NAME[,NAME...]] [--prefix P] [--iptables BIN] [--flavor flannel|calico]
 //	skbtrail-lab faults
-//	skbtrail-lab demo --skbtrail PATH [--fault NAME] [--json] [--prefix P] [--iptables BIN]
+//	skbtrail-lab demo --skbtrail PATH [--fault NAME] [--json] [--prefix P] [--iptables BIN] [--flavor flannel|calico]
 //	skbtrail-lab down --prefix P
 package main
 
@@ -48,14 +48,16 @@ func main() {
 }
 
 const usage = `usage:
-  skbtrail-lab up [--fault NAME[,NAME...]] [--prefix P] [--iptables BIN]
+  skbtrail-lab up [--fault NAME[,NAME...]] [--prefix P] [--iptables BIN] [--flavor flannel|calico]
       build the lab, print it, wait for SIGINT/SIGTERM, tear it down
   skbtrail-lab faults
       list the faults
-  skbtrail-lab demo --skbtrail PATH [--fault NAME] [--json] [--prefix P] [--iptables BIN]
+  skbtrail-lab demo --skbtrail PATH [--fault NAME] [--json] [--prefix P] [--iptables BIN] [--flavor flannel|calico]
       build the lab, apply the fault, run
       PATH trace --from-netns <pod-a> --to 10.96.0.100:80 --probe --timeout 5s [--json]
+      (for silent-dns: PATH trace --from-netns <pod-a> --proto udp --to 10.96.0.10:53 ...)
       tear the lab down and exit with the trace's exit status
+  --flavor calico uses vxlan.calico (VNI 4096, UDP 4789) instead of flannel.1 (VNI 1, UDP 8472)
   skbtrail-lab down --prefix P
       delete leftover namespaces P-pod-a, P-node-a, P-router, P-node-b, P-pod-b
 `
@@ -159,6 +161,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fault := fs.String("fault", "", "fault(s) to apply, comma separated (see 'skbtrail-lab faults')")
 	prefix := fs.String("prefix", "", "namespace name prefix (default: random st??????)")
 	ipt := fs.String("iptables", "iptables-nft", "iptables binary: iptables-nft or iptables-legacy")
+	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel (flannel.1, VNI 1, UDP 8472) or calico (vxlan.calico, VNI 4096, UDP 4789)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -166,7 +169,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkFaults(faults); err != nil {
 		return err
 	}
-	l, err := upLab(ctx, lab.Config{Prefix: *prefix, Iptables: *ipt, Logf: logTo(stderr)}, faults)
+	l, err := upLab(ctx, lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, faults)
 	if err != nil {
 		return err
 	}
@@ -174,7 +177,11 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(faults) > 0 {
 		fmt.Fprintf(stdout, "faults applied: %s\n", strings.Join(faults, ", "))
 	}
-	fmt.Fprintf(stdout, "try: ip netns exec %s bash -c 'exec 3<>/dev/tcp/%s/%d && echo connected'\n", l.PodA, l.WebService.ClusterIP, l.WebService.Port)
+	if s := l.ProbeService(faults...); s.Protocol == "udp" {
+		fmt.Fprintf(stdout, "try: ip netns exec %s bash -c 'echo query > /dev/udp/%s/%d'\n", l.PodA, s.ClusterIP, s.Port)
+	} else {
+		fmt.Fprintf(stdout, "try: ip netns exec %s bash -c 'exec 3<>/dev/tcp/%s/%d && echo connected'\n", l.PodA, s.ClusterIP, s.Port)
+	}
 	fmt.Fprintln(stdout, "lab is up; press Ctrl-C (or send SIGTERM) to tear it down")
 	<-ctx.Done()
 	if err := l.Down(); err != nil {
@@ -203,6 +210,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	jsonOut := fs.Bool("json", false, "pass --json to skbtrail trace")
 	prefix := fs.String("prefix", "", "namespace name prefix (default: random st??????)")
 	ipt := fs.String("iptables", "iptables-nft", "iptables binary: iptables-nft or iptables-legacy")
+	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel or calico")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -218,7 +226,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	l, err := upLab(ctx, lab.Config{Prefix: *prefix, Iptables: *ipt, Logf: logTo(stderr)}, faults)
+	l, err := upLab(ctx, lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, faults)
 	if err != nil {
 		return err
 	}
@@ -232,11 +240,16 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(faults) > 0 {
 		faultName = strings.Join(faults, ",")
 	}
+	svc := l.ProbeService(faults...)
 	// Header on stderr so that --json output on stdout stays parseable.
-	fmt.Fprintf(stderr, "lab up: prefix %s, %s (%s) -> %s via %s -> %s (%s), iptables %s, fault: %s\n",
-		l.Prefix, l.PodA, l.PodAIP, l.WebService.Addr(), l.NodeA, l.PodB, l.PodBIP, l.Iptables, faultName)
+	fmt.Fprintf(stderr, "lab up: prefix %s, %s (%s) -> %s/%s via %s -> %s (%s), %s overlay %s, iptables %s, fault: %s\n",
+		l.Prefix, l.PodA, l.PodAIP, svc.Addr(), svc.Protocol, l.NodeA, l.PodB, l.PodBIP, l.Flavor, l.VXLANDevice, l.Iptables, faultName)
 
-	targs := []string{"trace", "--from-netns", l.PodA, "--to", l.WebService.Addr(), "--probe", "--timeout", "5s"}
+	targs := []string{"trace", "--from-netns", l.PodA}
+	if svc.Protocol != "tcp" {
+		targs = append(targs, "--proto", svc.Protocol)
+	}
+	targs = append(targs, "--to", svc.Addr(), "--probe", "--timeout", "5s")
 	if *jsonOut {
 		targs = append(targs, "--json")
 	}
