@@ -344,6 +344,9 @@ func (b *Builder) hops(evs []Event) []Hop {
 	for i := range evs {
 		e := &evs[i]
 		name := e.Kind.String()
+		if n := HopName(*e); n != "" {
+			name = n
+		}
 		if e.Kind == KindNF {
 			// one hop per visit of a hook, not one per observer stage
 			if last != nil && last.Kind == KindNF && last.Netns == e.Netns && last.Hook == e.Hook && last.Skb == e.Skb {
@@ -518,6 +521,9 @@ func (b *Builder) verdict(evs []Event) Verdict {
 	// pins the hook; the stage tells which tables ran after it
 	if v.Reason != "NETFILTER_DROP" {
 		return v
+	}
+	if pinNFVerdict(&v, evs, end) {
+		return v // the kprobe backend saw nf_hook_slow decide
 	}
 	for i := len(evs) - 1; i >= 0; i-- {
 		e := &evs[i]

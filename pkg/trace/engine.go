@@ -101,8 +101,15 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, err
 	}
 	if err := tr.AttachTracepoints(); err != nil {
-		tr.Close()
-		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
+		// the ladder's last rung: a kernel without tp_btf may have kprobes
+		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
+			tr.Close()
+			return nil, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
+		}
+		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
+	} else if err := tr.AttachKprobes(); err != nil {
+		// the precise netfilter verdict and tunnel points, where the kernel allows
+		log.Debug("kprobe backend unavailable", zap.Error(err))
 	}
 	if cfg.Netfilter {
 		e.syncNamespaces()
