@@ -28,6 +28,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.Rate.Rate, "rate-limit", 10, "events per second per (netns, reason) in the stream (0: unlimited)")
 	fs.IntVar(&cfg.Rate.Burst, "rate-burst", 50, "burst of the per-(netns, reason) rate limit")
 	fs.DurationVar(&cfg.ReplyWait, "reply-wait", time.Second, "how long a delivered request waits for its reply")
+	fs.StringSliceVar(&cfg.CRIEndpoints, "cri-endpoint", nil, "container runtime socket(s) used to name pods in events (default: containerd, CRI-O and cri-dockerd sockets)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {

@@ -19,6 +19,7 @@ import (
 type traceFlags struct {
 	req         trace.Request
 	pod         string
+	criEndpoint []string
 	json        bool
 	noNetfilter bool
 	verbose     bool
@@ -40,7 +41,8 @@ func traceFlagSet(f *traceFlags, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&r.To, "to", "", "HOST:PORT, the same as --dst HOST --dport PORT")
 	fs.BoolVar(&r.SYN, "syn", false, "only a TCP SYN without ACK starts a journey")
 	fs.StringVar(&r.FromNetns, "from-netns", "", "network namespace (as `ip netns list` names it) where the packet first appears")
-	fs.StringVar(&f.pod, "pod", "", "NS/NAME of the pod that sends the packet")
+	fs.StringVar(&f.pod, "pod", "", "NS/NAME (or IP) of the pod that sends the packet, found through the container runtime (CRI) or the CNI cache")
+	fs.StringSliceVar(&f.criEndpoint, "cri-endpoint", nil, "container runtime socket for --pod, e.g. unix:///run/containerd/containerd.sock (repeatable; default: containerd, CRI-O and cri-dockerd sockets)")
 	fs.BoolVar(&r.Probe, "probe", false, "send the first packet from the source namespace (TCP SYN, UDP datagram or ICMP echo per --proto)")
 	fs.IntVar(&r.ProbeSize, "probe-size", 0, "payload bytes of a UDP/ICMP probe (sent with DF set, to test the path MTU)")
 	fs.DurationVar(&r.Timeout, "timeout", 5*time.Second, "how long to wait for matching packets")
@@ -70,8 +72,12 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return usageErr("trace: unexpected argument %q", fs.Arg(0))
 	}
-	if f.pod != "" {
-		return usageErr("trace: --pod is not supported yet: use --from-netns with the pod's network namespace")
+	logf := func(string, ...any) {}
+	if f.verbose {
+		logf = func(format string, args ...any) { fmt.Fprintf(stderr, "skbtrail: "+format+"\n", args...) }
+	}
+	if err := resolveKube(ctx, &f.req, f.pod, f.criEndpoint, logf); err != nil {
+		return usageErr("trace: %v", err)
 	}
 	if f.replyWait <= 0 {
 		return usageErr("trace: --reply-wait must be positive")

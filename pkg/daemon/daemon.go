@@ -34,6 +34,7 @@ type Config struct {
 	IgnoreReasons []string
 	Rate          events.Limit
 	ReplyWait     time.Duration
+	CRIEndpoints  []string // container runtime sockets for pod names (nil: defaults)
 	Logger        *zap.Logger
 }
 
@@ -54,11 +55,13 @@ func Run(ctx context.Context, cfg Config) error {
 		defer stream.Close()
 		stream.OnSuppressed = m.Suppressed
 	}
+	pods := trace.NewPodIndex(cfg.CRIEndpoints)
 	write := func(j *journey.Journey) {
 		if stream == nil {
 			return
 		}
 		j.Normalize()
+		j.LabelPods(pods.Pod) // refreshed in the background: never block the processor
 		if _, err := stream.Write(j); err != nil {
 			log.Error("write event stream", zap.Error(err))
 		}
@@ -124,6 +127,18 @@ func Run(ctx context.Context, cfg Config) error {
 						log.Info("event stream reopened")
 					}
 				}
+			}
+		}
+	}()
+	go func() {
+		t := time.NewTicker(pods.MaxAge)
+		defer t.Stop()
+		for {
+			pods.Refresh(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
 			}
 		}
 	}()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sort"
 
 	"go.uber.org/zap"
 
@@ -90,8 +91,11 @@ func flowText(p journey.Packet) string {
 	return s
 }
 
-// Diagnose adds the findings the journey supports.
+// Diagnose adds the findings the journey supports, most specific first.
 func (d *Diagnoser) Diagnose(j *journey.Journey) {
+	defer sort.SliceStable(j.Findings, func(a, b int) bool {
+		return findingRank[j.Findings[a].Code] < findingRank[j.Findings[b].Code]
+	})
 	if j.LostEvents > 0 {
 		j.AddFinding(journey.Finding{
 			Code: CodeEventsLost, Severity: journey.SeverityWarning,
@@ -115,10 +119,35 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	case "IP_RPFILTER":
 		j.AddFinding(journey.Finding{
 			Code: CodeRPFilter, Severity: journey.SeverityError, Netns: v.Netns,
-			Message: fmt.Sprintf("reverse-path filter in %s dropped %s arriving on %s", v.Netns, flowText(j.Packet), v.Device),
+			Message: fmt.Sprintf("reverse-path filter in %s dropped %s arriving on %s: its route back to %s does not go through %s", v.Netns, atDrop(j), v.Device, atDropSrc(j), v.Device),
 			Advice:  "fix the return route, or set net.ipv4.conf." + v.Device + ".rp_filter=2 (loose)",
 		})
 	}
+}
+
+// atDrop is the packet's flow where it was dropped (after NAT).
+func atDrop(j *journey.Journey) string {
+	if n := len(j.Events); n > 0 {
+		t := j.Events[n-1].Pkt
+		if t.Src.IsValid() {
+			return flowText(journey.PacketOf(t))
+		}
+	}
+	return flowText(j.Packet)
+}
+
+func atDropSrc(j *journey.Journey) string {
+	if n := len(j.Events); n > 0 && j.Events[n-1].Pkt.Src.IsValid() {
+		return j.Events[n-1].Pkt.Src.String()
+	}
+	return j.Packet.Src
+}
+
+// findingRank orders findings: the most specific cause first.
+var findingRank = map[string]int{
+	CodeServiceNotDNATed: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
+	CodeCTInvalid: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
+	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeEventsLost: 9,
 }
 
 // droppedDst is the destination the kernel failed to route: the outer one

@@ -99,9 +99,13 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	if err != nil {
 		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
 	}
-	pkt := nfrules.Packet{Tuple: ev.Pkt, Iif: ev.Ifname}
+	tu := ev.Pkt
+	if ev.Encap {
+		tu = ev.Outer // the rules saw the VXLAN packet, not what it carries
+	}
+	pkt := nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
 	if ev.Hook == journey.HookForward || ev.Hook == journey.HookLocalOut || ev.Hook == journey.HookPostRouting {
-		pkt.Oif = outDevice(path, ev.Pkt.Dst.AsSlice())
+		pkt.Oif = outDevice(path, tu.Dst.AsSlice())
 	}
 	if ev.Hook == journey.HookLocalOut {
 		pkt.Iif = ""
@@ -114,9 +118,12 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	if dec.Source == "nft" {
 		v.Table = dec.Family + " " + dec.Table
 	}
-	flow := fmt.Sprintf("%s:%d -> %s:%d", ev.Pkt.Src, ev.Pkt.Sport, ev.Pkt.Dst, ev.Pkt.Dport)
-	if ev.Pkt.Proto == journey.ProtoICMP {
-		flow = fmt.Sprintf("icmp %s -> %s", ev.Pkt.Src, ev.Pkt.Dst)
+	flow := fmt.Sprintf("%s %s:%d -> %s:%d", journey.ProtoName(tu.Proto), tu.Src, tu.Sport, tu.Dst, tu.Dport)
+	if tu.Proto == journey.ProtoICMP {
+		flow = fmt.Sprintf("icmp %s -> %s", tu.Src, tu.Dst)
+	}
+	if ev.Encap {
+		flow = "the VXLAN packet " + flow + " carrying " + fmt.Sprintf("%s:%d -> %s:%d", ev.Pkt.Src, ev.Pkt.Sport, ev.Pkt.Dst, ev.Pkt.Dport)
 	}
 	where := ""
 	if pkt.Iif != "" {

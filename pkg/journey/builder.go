@@ -150,9 +150,11 @@ func (b *Builder) Add(e Event) {
 			o.primary = e.Skb
 		}
 		o.fwd = append(o.fwd, e)
-		if e.Skb == o.primary && (e.Kind == KindDrop || e.Kind == KindConsume) && o.endNs == 0 {
+		if e.Skb == o.primary && o.endNs == 0 && (e.Kind == KindDrop || e.Kind == KindConsume || passedLocalIn(e)) {
+			// passing the last INPUT observer counts as an end too: some
+			// sockets free their skbs without a tracepoint (deferred frees)
 			o.endNs = e.TimeNs
-			o.awaits = e.Kind == KindConsume && (e.Pkt.Proto == ProtoTCP || e.Pkt.Proto == ProtoUDP)
+			o.awaits = e.Kind != KindDrop && (e.Pkt.Proto == ProtoTCP || e.Pkt.Proto == ProtoUDP)
 		}
 	}
 	if e.TimeNs > o.lastNs {
@@ -441,6 +443,12 @@ func (b *Builder) encaps(evs []Event) []Encap {
 	return out
 }
 
+// passedLocalIn: the packet passed every netfilter INPUT observer, so the
+// stack is handing it to a local socket.
+func passedLocalIn(e Event) bool {
+	return e.Kind == KindNF && e.Hook == HookLocalIn && int(e.Stage) == len(NFStages)-1
+}
+
 // firstLife returns the events of the first skb from its first event up to
 // the event that freed it. The kernel reuses skb addresses: what comes after
 // the free is another packet (later packets of the same flow join a journey
@@ -495,6 +503,9 @@ func (b *Builder) verdict(evs []Event) Verdict {
 	end := &evs[len(evs)-1]
 	if end.Kind != KindDrop && end.Kind != KindConsume {
 		last := &evs[len(evs)-1]
+		if passedLocalIn(*last) {
+			return Verdict{Kind: Delivered, Netns: b.NetnsName(last.Netns), Device: last.Ifname, NetnsInode: last.Netns, Ifindex: last.Ifindex}
+		}
 		v := Verdict{Kind: Unknown, Netns: b.NetnsName(last.Netns), Device: last.Ifname, NetnsInode: last.Netns, Ifindex: last.Ifindex}
 		if last.Kind == KindTx {
 			v.Kind = Lost

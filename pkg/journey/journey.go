@@ -178,3 +178,22 @@ func (j *Journey) AddFinding(f Finding) {
 	}
 	j.Findings = append(j.Findings, f)
 }
+
+// LabelPods sets the pod identity ("namespace/name") of every hop and of the
+// verdict whose namespace belongs to a known pod.
+func (j *Journey) LabelPods(podOf func(netnsInode uint32) string) {
+	byName := map[string]string{}
+	for ino, name := range j.Names {
+		if p := podOf(ino); p != "" {
+			byName[name] = p
+		}
+	}
+	for i := range j.Hops {
+		if p, ok := byName[j.Hops[i].Netns]; ok {
+			j.Hops[i].Pod = p
+		}
+	}
+	if p, ok := byName[j.Verdict.Netns]; ok {
+		j.Verdict.Pod = p
+	}
+}

@@ -83,9 +83,10 @@ func (p Pod) String() string {
 
 // NetnsName returns a name for the pod's network namespace that
 // netnsutil.ResolveName (and so `skbtrail trace --from-netns`) accepts and
-// that opens the same namespace as NetnsPath: the /run/netns name for a
-// path under /run/netns or /var/run/netns, "pid:N" for /proc/N/ns/net,
-// "host" for a host-network pod, otherwise "ino:N".
+// that opens the same namespace as NetnsPath, following netnsutil's naming
+// rule: the /run/netns name for a path under /run/netns or /var/run/netns,
+// "host" for the host's namespace (host-network pods), "pid:N" for
+// /proc/N/ns/net, otherwise "ino:N".
 func (p Pod) NetnsName() (string, error) {
 	if p.NetnsPath == "" {
 		return "", newError(ErrNoNetns, "%s: no network namespace path known", p.ref())
@@ -99,6 +100,7 @@ func (p Pod) NetnsName() (string, error) {
 	if dir, base := filepath.Split(clean); dir == "/run/netns/" || dir == "/var/run/netns/" {
 		cands = append(cands, base)
 	}
+	cands = append(cands, "host")
 	if rest, ok := strings.CutPrefix(clean, "/proc/"); ok {
 		if pid, tail, ok := strings.Cut(rest, "/"); ok && tail == "ns/net" {
 			if _, err := strconv.Atoi(pid); err == nil {
@@ -106,7 +108,7 @@ func (p Pod) NetnsName() (string, error) {
 			}
 		}
 	}
-	cands = append(cands, "host", "ino:"+strconv.FormatUint(uint64(ino), 10))
+	cands = append(cands, "ino:"+strconv.FormatUint(uint64(ino), 10))
 	for _, name := range cands {
 		if _, got, err := netnsutil.ResolveName(name); err == nil && got == ino {
 			return name, nil
@@ -292,7 +294,10 @@ func (r *Resolver) resolveIP(ctx context.Context, ip netip.Addr) (Pod, error) {
 // hostNetnsInode returns the inode of the host network namespace, or 0 if
 // unknown. Tests replace it.
 var hostNetnsInode = func() uint32 {
-	ino, _ := netnsutil.InodeOf("/proc/1/ns/net")
+	_, ino, err := netnsutil.ResolveName("host")
+	if err != nil {
+		return 0
+	}
 	return uint32(ino)
 }
 

@@ -28,6 +28,9 @@ type Request struct {
 	Count       int           `json:"count"`
 	ServiceCIDR string        `json:"service_cidr,omitempty"`
 	NodeIPs     []string      `json:"node_ips,omitempty"`
+	// CRIEndpoints name the container runtime sockets used to label pods
+	// (nil: the usual containerd, CRI-O and cri-dockerd sockets).
+	CRIEndpoints []string `json:"cri_endpoints,omitempty"`
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

@@ -35,7 +35,13 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	if err := diag.Prepare(ctx); err != nil {
 		e.log.Warn("node state only partly read before the trace", zap.Error(err))
 	}
-	o.Diagnose = diag.Diagnose
+	pods := NewPodIndex(req.CRIEndpoints)
+	pods.Refresh(ctx)
+	o.Diagnose = func(j *journey.Journey) {
+		diag.Diagnose(j)
+		pods.Refresh(ctx)
+		j.LabelPods(pods.Pod)
+	}
 	o.Ready = ready
 	return e.Trace(ctx, o, emit)
 }
