@@ -93,9 +93,11 @@ func flowText(p journey.Packet) string {
 
 // Diagnose adds the findings the journey supports, most specific first.
 func (d *Diagnoser) Diagnose(j *journey.Journey) {
-	defer sort.SliceStable(j.Findings, func(a, b int) bool {
-		return findingRank[j.Findings[a].Code] < findingRank[j.Findings[b].Code]
-	})
+	defer func() {
+		sort.SliceStable(j.Findings, func(a, b int) bool {
+			return findingRank[j.Findings[a].Code] < findingRank[j.Findings[b].Code]
+		})
+	}()
 	if j.LostEvents > 0 {
 		j.AddFinding(journey.Finding{
 			Code: CodeEventsLost, Severity: journey.SeverityWarning,

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
 )
@@ -232,6 +233,12 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 			if dev := routeDevice(ns, enc.Outer.Dst); dev != nil {
 				consider(uint32(dev.MTU), dev.Name, ns.Name)
 			}
+			// a path MTU the node learned from an ICMP "fragmentation needed"
+			if path, ok := d.cfg.Registry.Path(netnsutil.Inode(ns.Inode)); ok {
+				if mtu, dev := learnedPMTU(path, enc.Outer.Dst); mtu != 0 {
+					consider(uint32(mtu), dev+" (path MTU to "+enc.Outer.Dst.String()+" learned from ICMP)", ns.Name)
+				}
+			}
 		}
 	}
 	if limit == 0 || size <= limit {
@@ -281,4 +288,22 @@ func routeDevice(ns *nodestate.Netns, dst netip.Addr) *nodestate.Link {
 		return l
 	}
 	return nil
+}
+
+// learnedPMTU is the path MTU the namespace's route cache holds for dst.
+func learnedPMTU(nsPath string, dst netip.Addr) (int, string) {
+	h, err := netnsutil.NewHandle(nsPath)
+	if err != nil {
+		return 0, ""
+	}
+	defer h.Close()
+	routes, err := h.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 || routes[0].MTU == 0 {
+		return 0, ""
+	}
+	name := ""
+	if l, err := h.LinkByIndex(routes[0].LinkIndex); err == nil {
+		name = l.Attrs().Name
+	}
+	return routes[0].MTU, name
 }
