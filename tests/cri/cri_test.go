@@ -237,7 +237,6 @@ func linkNames(t *testing.T) map[string]bool {
 	return out
 }
 
-
 // TestTracePod runs `skbtrail trace --pod default/client --to SERVER:8080
 // --probe --json` against pods of a real containerd. Until the CLI has
 // --cri-endpoint it only says so (a skip would fail `make test`), unless
