@@ -6,6 +6,7 @@
 GO        ?= go
 BIN       := bin
 SCENARIO  ?= forward-drop
+FLAVOR    ?= flannel
 GOFLAGS_T ?= -count=1
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
@@ -50,7 +51,7 @@ demo: build
 	@test "$$(id -u)" = 0 || { echo "make demo needs root (it creates network namespaces): run it with sudo" >&2; exit 2; }
 	@echo "scenarios (make demo SCENARIO=<name>):"; $(BIN)/skbtrail-lab faults | sed 's/^/  /'
 	@echo
-	$(BIN)/skbtrail-lab demo --skbtrail $(BIN)/skbtrail --fault $(SCENARIO) || test $$? -le 1
+	$(BIN)/skbtrail-lab demo --skbtrail $(BIN)/skbtrail --fault $(SCENARIO) --flavor $(FLAVOR) || test $$? -le 1
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/journey/ ./tracer/

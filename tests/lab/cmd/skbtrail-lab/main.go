@@ -246,10 +246,18 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		l.Prefix, l.PodA, l.PodAIP, svc.Addr(), svc.Protocol, l.NodeA, l.PodB, l.PodBIP, l.Flavor, l.VXLANDevice, l.Iptables, faultName)
 
 	targs := []string{"trace", "--from-netns", l.PodA}
+	to := svc.Addr()
+	for _, f := range faults {
+		if f == "small-mtu" {
+			// a SYN fits any MTU: send a full-sized datagram with DF instead
+			svc.Protocol, to = "udp", l.PodBIP+":53"
+			targs = append(targs, "--probe-size", "1400")
+		}
+	}
 	if svc.Protocol != "tcp" {
 		targs = append(targs, "--proto", svc.Protocol)
 	}
-	targs = append(targs, "--to", svc.Addr(), "--probe", "--timeout", "5s")
+	targs = append(targs, "--to", to, "--probe", "--timeout", "5s")
 	if *jsonOut {
 		targs = append(targs, "--json")
 	}
