@@ -140,7 +140,7 @@ func (b *Builder) Add(e Event) {
 		if len(b.open) >= b.opts.MaxOpen {
 			b.closeOldest()
 		}
-		o = &openJourney{id: id}
+		o = &openJourney{id: id, fwd: make([]Event, 0, 16)}
 		b.open[id] = o
 	}
 	if e.Journey&1 == 1 {
@@ -458,28 +458,55 @@ func firstLife(evs []Event) []Event {
 		return nil
 	}
 	first := evs[0]
-	var out []Event
-	for _, e := range evs {
+	// common case: every event up to the free is the first skb's; fix them
+	// up in place (the builder owns the slice) and return a prefix
+	out := evs[:0]
+	for i := range evs {
+		e := evs[i]
 		if e.Skb != first.Skb {
-			continue
+			out = append(make([]Event, 0, len(evs)), evs[:i]...)
+			return lifeSlow(out, evs[i:], first)
 		}
 		if !samePacket(first.Pkt, e.Pkt) {
 			break // the address was reused by another packet whose free we did not see
 		}
-		if e.Netns == 0 && len(out) > 0 {
-			// freed after the stack let go of device and socket: it is
-			// still where it was last seen
-			e.Netns = out[len(out)-1].Netns
-			if e.Ifname == "" {
-				e.Ifname, e.Ifindex = out[len(out)-1].Ifname, out[len(out)-1].Ifindex
-			}
-		}
+		inheritPlace(&e, out)
 		out = append(out, e)
 		if e.Kind == KindDrop || e.Kind == KindConsume {
 			break
 		}
 	}
 	return out
+}
+
+// lifeSlow continues firstLife when other skbs' events are interleaved.
+func lifeSlow(out, rest []Event, first Event) []Event {
+	for _, e := range rest {
+		if e.Skb != first.Skb {
+			continue
+		}
+		if !samePacket(first.Pkt, e.Pkt) {
+			break
+		}
+		inheritPlace(&e, out)
+		out = append(out, e)
+		if e.Kind == KindDrop || e.Kind == KindConsume {
+			break
+		}
+	}
+	return out
+}
+
+// inheritPlace: an skb freed after the stack let go of its device and
+// socket is still where it was last seen.
+func inheritPlace(e *Event, before []Event) {
+	if e.Netns == 0 && len(before) > 0 {
+		last := before[len(before)-1]
+		e.Netns = last.Netns
+		if e.Ifname == "" {
+			e.Ifname, e.Ifindex = last.Ifname, last.Ifindex
+		}
+	}
 }
 
 // samePacket reports whether b can be packet a after NAT: TCP flags never
