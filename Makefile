@@ -3,6 +3,7 @@
 #   make test                   lint + generated-code check + every test, privileged ones required (root)
 #   make bench                  throughput and decode benchmarks (root)
 
+SHELL     := /bin/bash
 GO        ?= go
 BIN       := bin
 SCENARIO  ?= forward-drop
