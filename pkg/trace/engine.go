@@ -52,6 +52,7 @@ type Engine struct {
 	sessions map[int]*session
 	done     chan struct{}
 	attached atomic.Int64
+	degraded []string
 }
 
 type session struct {
@@ -100,7 +101,16 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		tr.Close()
 		return nil, err
 	}
+	// What this kernel turned out to offer, learned by attaching (the full
+	// probe is `skbtrail doctor`): it decides the degraded-capability notes.
+	feat := tracer.Features{
+		BTF:     tracer.Feature{Name: "btf", Available: true},
+		RingBuf: tracer.Feature{Name: "ringbuf", Available: true},
+		TpBTF:   tracer.Feature{Name: "tp_btf", Available: true},
+		Kprobe:  tracer.Feature{Name: "kprobe", Available: true},
+	}
 	if err := tr.AttachTracepoints(); err != nil {
+		feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
 		// the ladder's last rung: a kernel without tp_btf may have kprobes
 		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
 			tr.Close()
@@ -109,10 +119,19 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
 	} else if err := tr.AttachKprobes(); err != nil {
 		// the precise netfilter verdict and tunnel points, where the kernel allows
+		feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
 		log.Debug("kprobe backend unavailable", zap.Error(err))
 	}
 	if cfg.Netfilter {
 		e.syncNamespaces()
+		feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: e.attached.Load() > 0}
+	}
+	if feat.Kprobe.Available {
+		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
+	}
+	e.degraded = feat.Degraded()
+	for _, d := range e.degraded {
+		log.Info("degraded capability", zap.String("what", d))
 	}
 	e.pipe = pipeline.New(pipeline.Config{
 		Source: tr,
@@ -128,6 +147,10 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	})
 	return e, nil
 }
+
+// Degraded lists, one line each, what this kernel lacks and what that
+// costs (empty: every hook point has its preferred backend).
+func (e *Engine) Degraded() []string { return e.degraded }
 
 // Tracer gives access to the loaded tracer (stats, filters).
 func (e *Engine) Tracer() *tracer.Tracer { return e.tr }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -75,6 +76,9 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 	}
 	defer e.closeSession(s)
 	if o.Ready != nil {
+		if d := e.degraded; len(d) > 0 {
+			o.Ready("degraded: " + strings.Join(d, "; "))
+		}
 		o.Ready(describe(o) + e.attachedText())
 	}
 	if o.Probe {
