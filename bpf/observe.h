@@ -387,6 +387,9 @@ static __always_inline int observe(struct observe_args *a)
 	e->stage = a->stage;
 	e->reason = a->reason;
 	e->len = BPF_CORE_READ(skb, len);
+	__u64 nfct = BPF_CORE_READ(skb, _nfct);
+	if (nfct)
+		e->ct = (nfct & 7) + 1;
 	if (dev) {
 		e->ifindex = BPF_CORE_READ(dev, ifindex);
 		e->mtu = BPF_CORE_READ(dev, mtu);

@@ -64,7 +64,8 @@ struct event {
 	__u8 hook;        /* netfilter hook (NF_INET_*) for EVENT_NF */
 	__u8 stage;       /* index of the observer priority for EVENT_NF */
 	__u8 encap;       /* 1: the packet is VXLAN-encapsulated; pkt is the inner header */
-	__u8 pad[3];
+	__u8 ct;          /* 0: no conntrack entry attached; else 1 + enum ip_conntrack_info */
+	__u8 pad[2];
 	struct tuple pkt;   /* innermost IPv4 header */
 	struct tuple outer; /* outer header when encap != 0 */
 	char ifname[SKBTRAIL_IFNAMSIZ];

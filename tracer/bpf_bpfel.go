@@ -29,7 +29,8 @@ type bpfEvent struct {
 	Hook    uint8
 	Stage   uint8
 	Encap   uint8
-	Pad     [3]uint8
+	Ct      uint8
+	Pad     [2]uint8
 	Pkt     bpfTuple
 	Outer   bpfTuple
 	Ifname  [16]int8

@@ -65,6 +65,7 @@ func Decode(raw []byte, out *journey.Event) error {
 		Pkt:     tupleOf(&k.Pkt),
 		Encap:   k.Encap != 0,
 		VNI:     k.Vni,
+		CT:      k.Ct,
 	}
 	if out.Encap {
 		out.Outer = tupleOf(&k.Outer)

@@ -353,17 +353,24 @@ func (b *Builder) hops(evs []Event) []Hop {
 			// one hop per visit of a hook, not one per observer stage
 			if last != nil && last.Kind == KindNF && last.Netns == e.Netns && last.Hook == e.Hook && last.Skb == e.Skb {
 				last = e
+				if ct := e.CTState(); ct != "" && len(hops) > 0 {
+					hops[len(hops)-1].CT = ct // the state after the hook's conntrack
+				}
 				continue
 			}
 			name = "nf:" + HookName(e.Hook)
 		}
 		last = e
-		hops = append(hops, Hop{
+		h := Hop{
 			TUs:    (e.TimeNs - t0) / 1000,
 			Netns:  b.NetnsName(e.Netns),
 			Device: e.Ifname,
 			Event:  name,
-		})
+		}
+		if e.Kind == KindNF {
+			h.CT = e.CTState()
+		}
+		hops = append(hops, h)
 	}
 	return hops
 }

@@ -95,6 +95,29 @@ type Event struct {
 	Encap   bool
 	Outer   Tuple // outer header when Encap
 	VNI     uint32
+	CT      uint8 // 0: no conntrack entry; else 1 + the kernel's enum ip_conntrack_info
+}
+
+// CTState names the conntrack state an event saw ("" when no entry was
+// attached: before the conntrack hook, or conntrack not in use there).
+func (e Event) CTState() string {
+	switch e.CT {
+	case 0:
+		return ""
+	case 1:
+		return "ESTABLISHED"
+	case 2:
+		return "RELATED"
+	case 3:
+		return "NEW"
+	case 4:
+		return "ESTABLISHED_REPLY"
+	case 5:
+		return "RELATED_REPLY"
+	case 8:
+		return "UNTRACKED"
+	}
+	return fmt.Sprintf("CTINFO_%d", e.CT-1)
 }
 
 // Netfilter hook numbers of the kernel (enum nf_inet_hooks).

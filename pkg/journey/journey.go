@@ -115,6 +115,8 @@ type Hop struct {
 	Device string `json:"device,omitempty"`
 	Event  string `json:"event"`
 	Pod    string `json:"pod,omitempty"`
+	// CT is the conntrack state at a netfilter hook, when an entry exists.
+	CT string `json:"ct,omitempty"`
 }
 
 // Severities of findings.
