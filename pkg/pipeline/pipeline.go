@@ -128,20 +128,23 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 		p.b.Add(ev)
 	}
+	drain := func() {
+		for {
+			select {
+			case ev := <-events:
+				add(ev)
+			default:
+				return
+			}
+		}
+	}
 	for {
 		select {
 		case ev := <-events:
 			add(ev)
 		case fn := <-p.reqs:
 			// what already arrived belongs to the state the request sees
-			for drained := false; !drained; {
-				select {
-				case ev := <-events:
-					add(ev)
-				default:
-					drained = true
-				}
-			}
+			drain()
 			collectLost()
 			fn(p.b)
 		case <-tick.C:
@@ -154,14 +157,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				return fmt.Errorf("event reader: %w", err)
 			}
 		case <-ctx.Done():
-			for drained := false; !drained; {
-				select {
-				case ev := <-events:
-					add(ev)
-				default:
-					drained = true
-				}
-			}
+			drain()
 			collectLost()
 			deliver(p.b.Close())
 			return nil
