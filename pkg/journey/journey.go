@@ -69,6 +69,7 @@ type Verdict struct {
 	Chain  string `json:"chain,omitempty"`
 	Rule   string `json:"rule,omitempty"`
 	Pod    string `json:"pod,omitempty"`
+	PodID  string `json:"pod_id,omitempty"` // container runtime sandbox id
 
 	// Ifindex and NetnsInode locate the verdict for diagnosis.
 	Ifindex    uint32 `json:"-"`
@@ -117,6 +118,8 @@ type Hop struct {
 	Pod    string `json:"pod,omitempty"`
 	// CT is the conntrack state at a netfilter hook, when an entry exists.
 	CT string `json:"ct,omitempty"`
+	// PodID is the container runtime's id of the pod sandbox.
+	PodID string `json:"pod_id,omitempty"`
 }
 
 // Severities of findings.
@@ -181,21 +184,23 @@ func (j *Journey) AddFinding(f Finding) {
 	j.Findings = append(j.Findings, f)
 }
 
-// LabelPods sets the pod identity ("namespace/name") of every hop and of the
-// verdict whose namespace belongs to a known pod.
-func (j *Journey) LabelPods(podOf func(netnsInode uint32) string) {
-	byName := map[string]string{}
-	for ino, name := range j.Names {
-		if p := podOf(ino); p != "" {
-			byName[name] = p
+// LabelPods sets the pod identity ("namespace/name" and the runtime's
+// sandbox id) of every hop and of the verdict whose namespace belongs to a
+// known pod.
+func (j *Journey) LabelPods(podOf func(netnsInode uint32) (name, id string)) {
+	type pod struct{ name, id string }
+	byName := map[string]pod{}
+	for ino, ns := range j.Names {
+		if name, id := podOf(ino); name != "" {
+			byName[ns] = pod{name, id}
 		}
 	}
 	for i := range j.Hops {
 		if p, ok := byName[j.Hops[i].Netns]; ok {
-			j.Hops[i].Pod = p
+			j.Hops[i].Pod, j.Hops[i].PodID = p.name, p.id
 		}
 	}
 	if p, ok := byName[j.Verdict.Netns]; ok {
-		j.Verdict.Pod = p
+		j.Verdict.Pod, j.Verdict.PodID = p.name, p.id
 	}
 }

@@ -36,15 +36,16 @@ func (p *PodIndex) Refresh(ctx context.Context) {
 	p.pods, p.at = pods, time.Now()
 }
 
-// Pod returns "namespace/name" of the pod owning the netns, or "".
-func (p *PodIndex) Pod(ino uint32) string {
+// Pod returns "namespace/name" and the sandbox id of the pod owning the
+// netns, or "".
+func (p *PodIndex) Pod(ino uint32) (string, string) {
 	if p == nil {
-		return ""
+		return "", ""
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pod, ok := p.pods[ino]; ok {
-		return pod.Namespace + "/" + pod.Name
+		return pod.Namespace + "/" + pod.Name, pod.SandboxID
 	}
-	return ""
+	return "", ""
 }

@@ -315,8 +315,8 @@ func TestTracePod(t *testing.T) {
 			t.Errorf("hop %v: pod %v, want %s", m, m["pod"], want)
 		}
 	}
-	if v, _ := j["verdict"].(map[string]any); v["pod"] != "default/server" {
-		t.Errorf("verdict %v, want pod default/server", v)
+	if v, _ := j["verdict"].(map[string]any); v["pod"] != "default/server" || v["pod_id"] != server.SandboxID {
+		t.Errorf("verdict %v, want pod default/server, pod_id %s", v, server.SandboxID)
 	}
 
 	// A fault: a DROP rule for this traffic in the server pod's netns (what a

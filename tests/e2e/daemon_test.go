@@ -46,7 +46,11 @@ func freePort(t *testing.T) int {
 // metrics port, and waits until its socket answers.
 func startDaemon(t *testing.T) *daemonProc {
 	t.Helper()
-	dir := t.TempDir()
+	return startDaemonIn(t, t.TempDir())
+}
+
+func startDaemonIn(t *testing.T, dir string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{
 		socket:  filepath.Join(dir, "skbtrail.sock"),
 		events:  filepath.Join(dir, "events.ndjson"),
@@ -252,4 +256,27 @@ func path(j journey.Journey) string {
 		}
 	}
 	return strings.Join(s, " ")
+}
+
+// A daemon killed with SIGKILL leaves only its socket file (nothing is
+// pinned); the next one starts on the same path and serves.
+func TestDaemonRestartAfterKill(t *testing.T) {
+	lab.RequirePrivileged(t)
+	dir := t.TempDir()
+	d := startDaemonIn(t, dir)
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
+	if _, err := os.Stat(d.socket); err != nil {
+		t.Fatalf("expected the killed daemon's stale socket: %v", err)
+	}
+	d2 := startDaemonIn(t, dir)
+	d2.ping(t)
+	if err := d2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-d2.done; err != nil {
+		t.Fatalf("second daemon: %v", err)
+	}
 }
