@@ -17,6 +17,9 @@
  * Compiled per architecture (bpf2go -target amd64): the PT_REGS argument
  * macros read the registers of the target's calling convention.
  */
+/* kprobe arguments are plain registers: every kernel read goes through
+ * bpf_probe_read_kernel (see SKB_RD in observe.h). */
+#define SKBTRAIL_KPROBE 1
 #include "observe.h"
 
 /* Set by the loader: this object reports drops / consumes (tp_btf does not). */

@@ -21,6 +21,18 @@
 
 char __license[] SEC("license") = "Dual BSD/GPL";
 
+/*
+ * Reading kernel structs: tp_btf and netfilter programs get trusted BTF
+ * pointers and read fields with plain (CO-RE relocated) loads, no helper
+ * call; kprobe programs (kprobe.c defines SKBTRAIL_KPROBE) must use
+ * bpf_probe_read_kernel. SKB_RD(p, field) hides the difference for one hop.
+ */
+#ifdef SKBTRAIL_KPROBE
+#define SKB_RD(p, field) BPF_CORE_READ(p, field)
+#else
+#define SKB_RD(p, field) ((p)->field)
+#endif
+
 #define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
@@ -104,12 +116,21 @@ static __always_inline void count(__u32 idx)
 
 static __always_inline __u32 netns_of(struct sk_buff *skb, struct net_device *dev)
 {
+#ifdef SKBTRAIL_KPROBE
 	if (dev)
 		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	struct sock *sk = BPF_CORE_READ(skb, sk);
 	if (sk)
 		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	return 0;
+#else
+	if (dev)
+		return dev->nd_net.net->ns.inum;
+	struct sock *sk = skb->sk;
+	if (sk)
+		return sk->__sk_common.skc_net.net->ns.inum;
+	return 0;
+#endif
 }
 
 /* Read the L4 part of a tuple at l4. */
@@ -173,14 +194,14 @@ static __always_inline int is_tunnel_port(struct settings *f, __u16 port)
  * receive path and skb->data points at the network header. */
 static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, struct event *e, int rx)
 {
-	void *head = BPF_CORE_READ(skb, head);
+	void *head = SKB_RD(skb, head);
 	void *l3;
 	if (rx) {
-		if (BPF_CORE_READ(skb, protocol) != ETH_P_IP_BE)
+		if (SKB_RD(skb, protocol) != ETH_P_IP_BE)
 			return -1;
-		l3 = BPF_CORE_READ(skb, data);
+		l3 = SKB_RD(skb, data);
 	} else {
-		__u16 nh = BPF_CORE_READ(skb, network_header);
+		__u16 nh = SKB_RD(skb, network_header);
 		if (nh == (__u16)~0U)
 			return -1;
 		l3 = head + nh;
@@ -296,6 +317,7 @@ static __always_inline int emit(struct event *src)
 struct observe_args {
 	struct sk_buff *skb;
 	struct net_device *dev;
+	const struct nf_hook_state *nf; /* netfilter observers: hook and devices, read lazily */
 	__u32 reason;
 	__u8 kind;
 	__u8 source;
@@ -322,8 +344,24 @@ static __always_inline int observe(struct observe_args *a)
 	if (!f)
 		return 0;
 	struct skb_track *tr = bpf_map_lookup_elem(&tracked, &key);
-	if (!tr && !f->active_filters && !(f->drop_monitor && a->kind == EVENT_DROP))
-		return 0;
+	if (!tr) {
+		/* the common path: an skb nobody follows. Netfilter observers
+		 * only ever report tracked skbs (journeys start at devices). */
+		if (a->kind == EVENT_NF)
+			return 0;
+		if (!f->active_filters && !(f->drop_monitor && a->kind == EVENT_DROP))
+			return 0;
+	}
+#ifndef SKBTRAIL_KPROBE
+	if (a->nf) {
+		const struct nf_hook_state *st = a->nf;
+		a->hook = st->hook;
+		/* the device the packet is on at this hook: in for the receive hooks */
+		a->dev = st->out;
+		if (a->hook <= 2 /* PRE_ROUTING, LOCAL_IN, FORWARD */ || !a->dev)
+			a->dev = st->in;
+	}
+#endif
 
 	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
 	if (!e)
@@ -332,7 +370,7 @@ static __always_inline int observe(struct observe_args *a)
 
 	struct net_device *dev = a->dev;
 	if (!dev)
-		dev = BPF_CORE_READ(skb, dev);
+		dev = SKB_RD(skb, dev);
 	e->netns = netns_of(skb, dev);
 
 	int parsed = parse_skb(skb, f, e, a->rx);
@@ -351,7 +389,10 @@ static __always_inline int observe(struct observe_args *a)
 			__u64 *j = bpf_map_lookup_elem(&flows, &k);
 			if (j)
 				journey = *j;
-			else if (match_any(f->active_filters, &e->pkt, e->netns))
+			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &e->pkt, e->netns))
+				/* a normal free is never a first sighting: the kernel
+				 * frees copies (neighbour queues, TCP's own) that went
+				 * nowhere, while the packet goes on in another skb */
 				journey = (bpf_ktime_get_ns() | 2) & ~1ULL;
 		}
 		if (!journey) {
@@ -360,11 +401,13 @@ static __always_inline int observe(struct observe_args *a)
 			__u32 reason = a->reason;
 			if (bpf_map_lookup_elem(&ignored_reasons, &reason))
 				return 0;
-		} else if (!end) {
-			struct skb_track nt = {.journey = journey};
-			flow_of(&e->pkt, &nt.last, 0);
-			if (bpf_map_update_elem(&tracked, &key, &nt, BPF_ANY))
-				count(STAT_TRACKED_FULL);
+		} else {
+			if (!end) {
+				struct skb_track nt = {.journey = journey};
+				flow_of(&e->pkt, &nt.last, 0);
+				if (bpf_map_update_elem(&tracked, &key, &nt, BPF_ANY))
+					count(STAT_TRACKED_FULL);
+			}
 			remember_flow(&e->pkt, journey);
 		}
 	}
@@ -386,13 +429,13 @@ static __always_inline int observe(struct observe_args *a)
 	e->hook = a->hook;
 	e->stage = a->stage;
 	e->reason = a->reason;
-	e->len = BPF_CORE_READ(skb, len);
-	__u64 nfct = BPF_CORE_READ(skb, _nfct);
+	e->len = SKB_RD(skb, len);
+	__u64 nfct = SKB_RD(skb, _nfct);
 	if (nfct)
 		e->ct = (nfct & 7) + 1;
 	if (dev) {
-		e->ifindex = BPF_CORE_READ(dev, ifindex);
-		e->mtu = BPF_CORE_READ(dev, mtu);
+		e->ifindex = SKB_RD(dev, ifindex);
+		e->mtu = SKB_RD(dev, mtu);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	}
 	emit(e);

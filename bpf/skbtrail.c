@@ -36,14 +36,7 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb)
 
 static __always_inline int nf_observe(struct bpf_nf_ctx *ctx, __u8 stage)
 {
-	struct sk_buff *skb = ctx->skb;
-	const struct nf_hook_state *st = ctx->state;
-	struct observe_args a = {.skb = skb, .kind = EVENT_NF, .source = SOURCE_NF, .stage = stage};
-	a.hook = BPF_CORE_READ(st, hook);
-	/* the device the packet is on at this hook: in for the receive hooks */
-	a.dev = BPF_CORE_READ(st, out);
-	if (a.hook <= 2 /* PRE_ROUTING, LOCAL_IN, FORWARD */ || !a.dev)
-		a.dev = BPF_CORE_READ(st, in);
+	struct observe_args a = {.skb = ctx->skb, .nf = ctx->state, .kind = EVENT_NF, .source = SOURCE_NF, .stage = stage};
 	observe(&a);
 	return 1; /* NF_ACCEPT: observers never change the packet's fate */
 }

@@ -48,10 +48,12 @@ type Tracer struct {
 	tp     tracepointPrograms
 	nf     *netfilterPrograms
 	kp     *kprobeSet // kprobe backend, when loaded
-	links  []link.Link
 	nfMu   sync.Mutex
 	nfNS   map[uint32][]link.Link // netns inode -> netfilter links
 	reader *ringbuf.Reader
+
+	tpMu    sync.Mutex
+	tpLinks map[string]link.Link // tracepoint name -> link
 
 	filterMu sync.Mutex
 	settings Settings
@@ -197,29 +199,73 @@ func (t *Tracer) IgnoreDropReasons(reasons []uint32) error {
 }
 
 // AttachTracepoints loads and attaches the tp_btf programs.
-func (t *Tracer) AttachTracepoints() error {
+func (t *Tracer) AttachTracepoints(names ...string) error {
 	if t.tp.KfreeSkb == nil {
 		if err := t.loadPrograms(&t.tp); err != nil {
 			return fmt.Errorf("load tracepoint programs: %w", verifierDetail(err))
 		}
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{
-		{"netif_receive_skb", t.tp.NetifReceiveSkb},
-		{"net_dev_start_xmit", t.tp.NetDevStartXmit},
-		{"kfree_skb", t.tp.KfreeSkb},
-		{"consume_skb", t.tp.ConsumeSkb},
-	} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return fmt.Errorf("attach tp_btf/%s: %w", p.name, err)
+	progs := map[string]*ebpf.Program{
+		TPRx:      t.tp.NetifReceiveSkb,
+		TPTx:      t.tp.NetDevStartXmit,
+		TPDrop:    t.tp.KfreeSkb,
+		TPConsume: t.tp.ConsumeSkb,
+	}
+	if len(names) == 0 {
+		names = AllTracepoints
+	}
+	t.tpMu.Lock()
+	defer t.tpMu.Unlock()
+	if t.tpLinks == nil {
+		t.tpLinks = map[string]link.Link{}
+	}
+	for _, name := range names {
+		if _, done := t.tpLinks[name]; done {
+			continue
 		}
-		t.links = append(t.links, l)
+		prog, ok := progs[name]
+		if !ok {
+			return fmt.Errorf("no tracepoint program for %q", name)
+		}
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attach tp_btf/%s: %w", name, err)
+		}
+		t.tpLinks[name] = l
 	}
 	return nil
 }
+
+// DetachTracepoints detaches the named tracepoints (the programs stay
+// loaded, ready to attach again).
+func (t *Tracer) DetachTracepoints(names ...string) error {
+	t.tpMu.Lock()
+	defer t.tpMu.Unlock()
+	var errs []error
+	for _, name := range names {
+		if l, ok := t.tpLinks[name]; ok {
+			errs = append(errs, l.Close())
+			delete(t.tpLinks, name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Tracepoints of the primary backend.
+const (
+	TPRx      = "netif_receive_skb"
+	TPTx      = "net_dev_start_xmit"
+	TPDrop    = "kfree_skb"
+	TPConsume = "consume_skb"
+)
+
+// AllTracepoints are every tracepoint; PathTracepoints those that run on
+// every packet and are only needed while a trace is active (the drop
+// monitor needs kfree_skb alone).
+var (
+	AllTracepoints  = []string{TPRx, TPTx, TPDrop, TPConsume}
+	PathTracepoints = []string{TPRx, TPTx, TPConsume}
+)
 
 // Stats are the counters of events that never reached a journey.
 type Stats struct {
@@ -291,10 +337,12 @@ func (t *Tracer) Close() error {
 			delete(t.nfNS, ino)
 		}
 		t.nfMu.Unlock()
-		for _, l := range t.links {
+		t.tpMu.Lock()
+		for name, l := range t.tpLinks {
 			errs = append(errs, l.Close())
+			delete(t.tpLinks, name)
 		}
-		t.links = nil
+		t.tpMu.Unlock()
 		if t.kp != nil {
 			errs = append(errs, t.kp.close())
 		}

@@ -70,6 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Settings:      tracer.Settings{DropMonitor: true},
 		IgnoreReasons: cfg.IgnoreReasons,
 		Netfilter:     true,
+		OnDemand:      true, // per-packet programs only while a trace runs
 		ReplyWait:     cfg.ReplyWait,
 		Observe:       m.Journey,
 		Unclaimed:     write,

@@ -34,6 +34,10 @@ type EngineConfig struct {
 	OnLost func(n uint64)
 	// OnEvent sees every raw event (debugging).
 	OnEvent func(journey.Event)
+	// OnDemand attaches the per-packet programs (rx/tx/consume tracepoints,
+	// netfilter observers) only while a trace session is open; kfree_skb
+	// (the drop monitor) stays attached. The daemon's always-on mode.
+	OnDemand bool
 	// Rescan is how often namespaces are rescanned. Default 1s.
 	Rescan time.Duration
 	Logger *zap.Logger
@@ -53,6 +57,9 @@ type Engine struct {
 	done     chan struct{}
 	attached atomic.Int64
 	degraded []string
+
+	actMu  sync.Mutex // serialises (de)activation of the per-packet programs
+	active int        // open sessions
 }
 
 type session struct {
@@ -109,7 +116,11 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		TpBTF:   tracer.Feature{Name: "tp_btf", Available: true},
 		Kprobe:  tracer.Feature{Name: "kprobe", Available: true},
 	}
-	if err := tr.AttachTracepoints(); err != nil {
+	tps := tracer.AllTracepoints
+	if cfg.OnDemand {
+		tps = []string{tracer.TPDrop}
+	}
+	if err := tr.AttachTracepoints(tps...); err != nil {
 		feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
 		// the ladder's last rung: a kernel without tp_btf may have kprobes
 		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
@@ -122,9 +133,11 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
 		log.Debug("kprobe backend unavailable", zap.Error(err))
 	}
-	if cfg.Netfilter {
+	if cfg.Netfilter && !cfg.OnDemand {
 		e.syncNamespaces()
 		feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: e.attached.Load() > 0}
+	} else if cfg.Netfilter {
+		feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
 	}
 	if feat.Kprobe.Available {
 		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
@@ -167,7 +180,11 @@ func (e *Engine) Run(ctx context.Context) error {
 				case <-ctx.Done():
 					return
 				case <-t.C:
-					e.syncNamespaces()
+					e.actMu.Lock()
+					if !e.cfg.OnDemand || e.active > 0 {
+						e.syncNamespaces()
+					}
+					e.actMu.Unlock()
 				}
 			}
 		}()
@@ -205,10 +222,24 @@ func (e *Engine) attachedText() string {
 	return fmt.Sprintf(", netfilter observers in %d namespaces", e.attached.Load())
 }
 
-// open installs a session's filter.
+// open installs a session's filter, first attaching the per-packet
+// programs if they wait for a session (OnDemand).
 func (e *Engine) open(f tracer.Filter) (*session, error) {
+	e.actMu.Lock()
+	if e.cfg.OnDemand && e.active == 0 {
+		if err := e.tr.AttachTracepoints(tracer.PathTracepoints...); err != nil {
+			e.actMu.Unlock()
+			return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
+		}
+		if e.cfg.Netfilter {
+			e.syncNamespaces()
+		}
+	}
+	e.active++
+	e.actMu.Unlock()
 	slot, err := e.tr.AddFilter(f)
 	if err != nil {
+		e.release()
 		return nil, err
 	}
 	s := &session{slot: slot, filter: f, out: make(chan *journey.Journey, 256)}
@@ -225,6 +256,27 @@ func (e *Engine) closeSession(s *session) {
 	if err := e.tr.RemoveFilter(s.slot); err != nil {
 		e.log.Warn("remove trace filter", zap.Error(err))
 	}
+	e.release()
+}
+
+// release ends one session's claim on the per-packet programs; the last
+// one detaches them (OnDemand).
+func (e *Engine) release() {
+	e.actMu.Lock()
+	defer e.actMu.Unlock()
+	e.active--
+	if !e.cfg.OnDemand || e.active > 0 {
+		return
+	}
+	if err := e.tr.DetachTracepoints(tracer.PathTracepoints...); err != nil {
+		e.log.Warn("detach tracepoints", zap.Error(err))
+	}
+	for _, ino := range e.tr.NetfilterNamespaces() {
+		if err := e.tr.DetachNetfilter(ino); err != nil {
+			e.log.Warn("detach netfilter observers", zap.Error(err))
+		}
+	}
+	e.attached.Store(0)
 }
 
 // dispatch hands a finished journey to every session whose filter started
