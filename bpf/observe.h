@@ -190,9 +190,17 @@ static __always_inline int is_tunnel_port(struct settings *f, __u16 port)
 	return 0;
 }
 
+/* What parsing an skb's headers found. */
+struct parsed {
+	struct tuple pkt;   /* innermost IPv4 header */
+	struct tuple outer; /* outer header when encap */
+	__u32 vni;
+	__u8 encap;
+};
+
 /* Fill e->pkt (and e->outer when VXLAN-encapsulated). rx: the skb is on the
  * receive path and skb->data points at the network header. */
-static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, struct event *e, int rx)
+static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, struct parsed *e, int rx)
 {
 	void *head = SKB_RD(skb, head);
 	void *l3;
@@ -302,18 +310,6 @@ static __always_inline void remember_flow(struct tuple *t, __u64 journey)
 	bpf_map_update_elem(&flows, &k, &rev, BPF_NOEXIST);
 }
 
-static __always_inline int emit(struct event *src)
-{
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(STAT_RINGBUF_FULL);
-		return -1;
-	}
-	__builtin_memcpy(e, src, sizeof(*e));
-	bpf_ringbuf_submit(e, 0);
-	return 0;
-}
-
 struct observe_args {
 	struct sk_buff *skb;
 	struct net_device *dev;
@@ -325,14 +321,6 @@ struct observe_args {
 	__u8 stage;
 	__u8 rx;
 };
-
-/* The event scratch space: too big for the 512-byte stack with everything else. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct event);
-} scratch SEC(".maps");
 
 static __always_inline int observe(struct observe_args *a)
 {
@@ -363,17 +351,16 @@ static __always_inline int observe(struct observe_args *a)
 	}
 #endif
 
-	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return 0;
-	__builtin_memset(e, 0, sizeof(*e));
-
+	/* parse on the stack; the event itself is written straight into the
+	 * ring buffer once it is certain to be sent (no per-CPU scratch that a
+	 * softirq interrupting this program could overwrite) */
+	struct parsed p = {};
 	struct net_device *dev = a->dev;
 	if (!dev)
 		dev = SKB_RD(skb, dev);
-	e->netns = netns_of(skb, dev);
+	__u32 netns = netns_of(skb, dev);
 
-	int parsed = parse_skb(skb, f, e, a->rx);
+	int parsed = parse_skb(skb, f, &p, a->rx);
 
 	__u64 journey = 0;
 	int end = a->kind == EVENT_DROP || a->kind == EVENT_CONSUME;
@@ -385,11 +372,11 @@ static __always_inline int observe(struct observe_args *a)
 				return 0;
 		} else if (f->active_filters) {
 			struct flow_key k = {};
-			flow_of(&e->pkt, &k, 0);
+			flow_of(&p.pkt, &k, 0);
 			__u64 *j = bpf_map_lookup_elem(&flows, &k);
 			if (j)
 				journey = *j;
-			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &e->pkt, e->netns))
+			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &p.pkt, netns))
 				/* a normal free is never a first sighting: the kernel
 				 * frees copies (neighbour queues, TCP's own) that went
 				 * nowhere, while the packet goes on in another skb */
@@ -404,23 +391,34 @@ static __always_inline int observe(struct observe_args *a)
 		} else {
 			if (!end) {
 				struct skb_track nt = {.journey = journey};
-				flow_of(&e->pkt, &nt.last, 0);
+				flow_of(&p.pkt, &nt.last, 0);
 				if (bpf_map_update_elem(&tracked, &key, &nt, BPF_ANY))
 					count(STAT_TRACKED_FULL);
 			}
-			remember_flow(&e->pkt, journey);
+			remember_flow(&p.pkt, journey);
 		}
 	}
 	if (tr && parsed >= 0) {
 		struct flow_key now = {};
-		flow_of(&e->pkt, &now, 0);
+		flow_of(&p.pkt, &now, 0);
 		if (now.saddr != tr->last.saddr || now.daddr != tr->last.daddr ||
 		    now.sport != tr->last.sport || now.dport != tr->last.dport) {
 			tr->last = now;
-			remember_flow(&e->pkt, journey);
+			remember_flow(&p.pkt, journey);
 		}
 	}
 
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_RINGBUF_FULL);
+		goto out;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->pkt = p.pkt;
+	e->outer = p.outer;
+	e->vni = p.vni;
+	e->encap = p.encap;
+	e->netns = netns;
 	e->ts_ns = bpf_ktime_get_ns();
 	e->skb = key;
 	e->journey = journey;
@@ -438,7 +436,8 @@ static __always_inline int observe(struct observe_args *a)
 		e->mtu = SKB_RD(dev, mtu);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	}
-	emit(e);
+	bpf_ringbuf_submit(e, 0);
+out:
 	if (tr && end)
 		bpf_map_delete_elem(&tracked, &key);
 	return 0;

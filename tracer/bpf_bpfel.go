@@ -125,7 +125,6 @@ const (
 	bpfMapFilters            = "filters"
 	bpfMapFlows              = "flows"
 	bpfMapIgnoredReasons     = "ignored_reasons"
-	bpfMapScratch            = "scratch"
 	bpfMapSettingsMap        = "settings_map"
 	bpfMapStats              = "stats"
 	bpfMapTracked            = "tracked"
@@ -210,7 +209,6 @@ type bpfMapSpecs struct {
 	Filters        *ebpf.MapSpec `ebpf:"filters"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	IgnoredReasons *ebpf.MapSpec `ebpf:"ignored_reasons"`
-	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SettingsMap    *ebpf.MapSpec `ebpf:"settings_map"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Tracked        *ebpf.MapSpec `ebpf:"tracked"`
@@ -253,7 +251,6 @@ type bpfMaps struct {
 	Filters        *ebpf.Map `ebpf:"filters"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	IgnoredReasons *ebpf.Map `ebpf:"ignored_reasons"`
-	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SettingsMap    *ebpf.Map `ebpf:"settings_map"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Tracked        *ebpf.Map `ebpf:"tracked"`
@@ -265,7 +262,6 @@ func (m *bpfMaps) Close() error {
 		m.Filters,
 		m.Flows,
 		m.IgnoredReasons,
-		m.Scratch,
 		m.SettingsMap,
 		m.Stats,
 		m.Tracked,

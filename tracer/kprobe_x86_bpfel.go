@@ -13,53 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type kprobeEvent struct {
-	_       structs.HostLayout
-	TsNs    uint64
-	Skb     uint64
-	Journey uint64
-	Netns   uint32
-	Ifindex uint32
-	Reason  uint32
-	Len     uint32
-	Mtu     uint32
-	Vni     uint32
-	Kind    uint8
-	Source  uint8
-	Hook    uint8
-	Stage   uint8
-	Encap   uint8
-	Ct      uint8
-	Pad     [2]uint8
-	Pkt     struct {
-		_        structs.HostLayout
-		Saddr    uint32
-		Daddr    uint32
-		Sport    uint16
-		Dport    uint16
-		Proto    uint8
-		TcpFlags uint8
-		IcmpType uint8
-		IcmpCode uint8
-		TotLen   uint16
-		Pad      uint16
-	}
-	Outer struct {
-		_        structs.HostLayout
-		Saddr    uint32
-		Daddr    uint32
-		Sport    uint16
-		Dport    uint16
-		Proto    uint8
-		TcpFlags uint8
-		IcmpType uint8
-		IcmpCode uint8
-		TotLen   uint16
-		Pad      uint16
-	}
-	Ifname [16]int8
-}
-
 type kprobeFilter struct {
 	_       structs.HostLayout
 	Saddr   uint32
@@ -122,7 +75,6 @@ const (
 	kprobeMapFlows                      = "flows"
 	kprobeMapIgnoredReasons             = "ignored_reasons"
 	kprobeMapNfCalls                    = "nf_calls"
-	kprobeMapScratch                    = "scratch"
 	kprobeMapSettingsMap                = "settings_map"
 	kprobeMapStats                      = "stats"
 	kprobeMapTracked                    = "tracked"
@@ -210,7 +162,6 @@ type kprobeMapSpecs struct {
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	IgnoredReasons *ebpf.MapSpec `ebpf:"ignored_reasons"`
 	NfCalls        *ebpf.MapSpec `ebpf:"nf_calls"`
-	Scratch        *ebpf.MapSpec `ebpf:"scratch"`
 	SettingsMap    *ebpf.MapSpec `ebpf:"settings_map"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Tracked        *ebpf.MapSpec `ebpf:"tracked"`
@@ -256,7 +207,6 @@ type kprobeMaps struct {
 	Flows          *ebpf.Map `ebpf:"flows"`
 	IgnoredReasons *ebpf.Map `ebpf:"ignored_reasons"`
 	NfCalls        *ebpf.Map `ebpf:"nf_calls"`
-	Scratch        *ebpf.Map `ebpf:"scratch"`
 	SettingsMap    *ebpf.Map `ebpf:"settings_map"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Tracked        *ebpf.Map `ebpf:"tracked"`
@@ -269,7 +219,6 @@ func (m *kprobeMaps) Close() error {
 		m.Flows,
 		m.IgnoredReasons,
 		m.NfCalls,
-		m.Scratch,
 		m.SettingsMap,
 		m.Stats,
 		m.Tracked,

@@ -112,7 +112,6 @@ func (t *Tracer) sharedMaps() map[string]*ebpf.Map {
 		bpfMapSettingsMap:    t.maps.SettingsMap,
 		bpfMapFlows:          t.maps.Flows,
 		bpfMapIgnoredReasons: t.maps.IgnoredReasons,
-		bpfMapScratch:        t.maps.Scratch,
 		bpfMapStats:          t.maps.Stats,
 		bpfMapTracked:        t.maps.Tracked,
 	}
