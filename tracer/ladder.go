@@ -101,13 +101,17 @@ func prefixed(prefix string, names ...string) []string {
 	return out
 }
 
-// nfStagesText lists the netfilter observer priorities.
+// nfStagesText lists the netfilter observer priorities of each hook.
 func nfStagesText() string {
-	p := make([]string, len(journey.NFStages))
-	for i, s := range journey.NFStages {
-		p[i] = fmt.Sprint(s)
+	var hooks []string
+	for h := uint8(0); h <= journey.HookPostRouting; h++ {
+		var p []string
+		for _, s := range journey.HookStages[h] {
+			p = append(p, fmt.Sprint(journey.NFStages[s]))
+		}
+		hooks = append(hooks, journey.HookName(h)+" "+strings.Join(p, ","))
 	}
-	return strings.Join(p, ",")
+	return strings.Join(hooks, "; ")
 }
 
 // ChooseBackends picks the mechanism of every hook point from what the
@@ -177,7 +181,7 @@ func ChooseBackends(f Features) []Backend {
 		nf.Attach = []string{"kprobe/" + symNFHookSlow, "kretprobe/" + symNFHookSlow, "kprobe/" + free}
 	case f.NetfilterLink.Available:
 		nf.Mechanism = MechNetfilter
-		nf.Attach = []string{"netfilter/ipv4 every hook at priorities " + nfStagesText()}
+		nf.Attach = []string{"netfilter/ipv4 observers: " + nfStagesText()}
 		nf.Degraded = "nf_hook_slow kprobe unavailable: the dropping hook is the last netfilter observer that saw the packet, the table is inferred from the observers' priorities"
 	default:
 		nf.Mechanism = MechNone

@@ -47,9 +47,10 @@ func (t *Tracer) AttachNetfilter(path string, ino uint32) error {
 	}
 	var made []link.Link
 	err := netnsutil.Do(path, func() error {
+		stages := t.nf.stages()
 		for _, hook := range nfHooks {
-			for i, prog := range t.nf.stages() {
-				l, err := attachStage(prog, hook, i)
+			for _, i := range journey.HookStages[uint8(hook)] {
+				l, err := attachStage(stages[i], hook, int(i))
 				if err != nil {
 					return err
 				}

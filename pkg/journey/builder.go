@@ -3,6 +3,7 @@ package journey
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -12,26 +13,70 @@ import (
 // -100, filter 0, security 50, SNAT 100) without colliding with them.
 var NFStages = []int32{-301, -101, -99, 1, 99, 101}
 
-// TableAfterStage names the netfilter tables that run between observer stage
-// i and stage i+1 (what decided when a packet seen at stage i never reached
-// stage i+1).
-func TableAfterStage(hook uint8, stage uint8) string {
-	switch stage {
-	case 0:
-		if hook == HookPreRouting || hook == HookLocalOut {
-			return "raw/mangle"
-		}
-		return "mangle"
-	case 1:
-		return "nat"
-	case 2:
-		return "filter"
-	case 3:
-		return "security"
-	case 4:
-		return "nat"
+// HookStages lists, per netfilter hook, the observer stages attached to it:
+// only where a table can decide (DNAT in PREROUTING and OUTPUT, SNAT in
+// POSTROUTING and INPUT, filter everywhere but POSTROUTING), so every
+// packet pays for as few observers as the attribution needs.
+var HookStages = map[uint8][]uint8{
+	HookPreRouting:  {0, 1, 2, 3},
+	HookLocalIn:     {0, 2, 3, 5},
+	HookForward:     {0, 2, 3},
+	HookLocalOut:    {0, 1, 2, 3, 5},
+	HookPostRouting: {0, 4, 5},
+}
+
+// StageRange is the priority interval between observer stage s of hook
+// and the next observer attached to that hook (the end of the hook after
+// the last one).
+func StageRange(hook, s uint8) (lo, hi int32) {
+	lo, hi = NFStages[len(NFStages)-1], 1<<31-1
+	if int(s) < len(NFStages) {
+		lo = NFStages[s]
 	}
-	return ""
+	for _, n := range HookStages[hook] {
+		if n > s {
+			return lo, NFStages[n]
+		}
+	}
+	return lo, hi
+}
+
+// iptablesTables are the iptables tables with their priority at each hook.
+var iptablesTables = []struct {
+	name  string
+	prio  int32
+	hooks []uint8
+}{
+	{"raw", -300, []uint8{HookPreRouting, HookLocalOut}},
+	{"mangle", -150, []uint8{HookPreRouting, HookLocalIn, HookForward, HookLocalOut, HookPostRouting}},
+	{"nat", -100, []uint8{HookPreRouting, HookLocalOut}},
+	{"filter", 0, []uint8{HookLocalIn, HookForward, HookLocalOut}},
+	{"security", 50, []uint8{HookLocalIn, HookForward, HookLocalOut}},
+	{"nat", 100, []uint8{HookLocalIn, HookPostRouting}},
+}
+
+// TablesAfterStage lists the iptables tables of hook that run after
+// observer stage s and before the next observer (what decided when a
+// packet seen at stage s was seen by no later observer).
+func TablesAfterStage(hook, s uint8) []string {
+	lo, hi := StageRange(hook, s)
+	var out []string
+	for _, t := range iptablesTables {
+		if t.prio <= lo || t.prio >= hi {
+			continue
+		}
+		for _, h := range t.hooks {
+			if h == hook {
+				out = append(out, t.name)
+			}
+		}
+	}
+	return out
+}
+
+// TableAfterStage names those tables, "raw/mangle" style ("" for none).
+func TableAfterStage(hook uint8, stage uint8) string {
+	return strings.Join(TablesAfterStage(hook, stage), "/")
 }
 
 // Options configure a Builder.
@@ -453,7 +498,8 @@ func (b *Builder) encaps(evs []Event) []Encap {
 // passedLocalIn: the packet passed every netfilter INPUT observer, so the
 // stack is handing it to a local socket.
 func passedLocalIn(e Event) bool {
-	return e.Kind == KindNF && e.Hook == HookLocalIn && int(e.Stage) == len(NFStages)-1
+	st := HookStages[HookLocalIn]
+	return e.Kind == KindNF && e.Hook == HookLocalIn && e.Stage == st[len(st)-1]
 }
 
 // firstLife returns the events of the first skb from its first event up to

@@ -282,3 +282,27 @@ func TestDeliveredWaitsForReply(t *testing.T) {
 		t.Fatalf("journeys %+v, want one with a reply", js)
 	}
 }
+
+func TestTablesAfterStage(t *testing.T) {
+	for _, c := range []struct {
+		hook, stage uint8
+		want        string
+	}{
+		{HookForward, 2, "filter"},        // -99 .. 1
+		{HookForward, 0, "mangle"},        // -301 .. -99
+		{HookForward, 3, "security"},      // 1 .. end
+		{HookPreRouting, 0, "raw/mangle"}, // -301 .. -101
+		{HookPreRouting, 1, "nat"},        // -101 .. -99: DNAT
+		{HookPostRouting, 4, "nat"},       // 99 .. 101: SNAT
+		{HookPostRouting, 0, "mangle"},    // -301 .. 99
+		{HookLocalIn, 3, "security/nat"},  // 1 .. 101
+		{HookLocalOut, 3, "security"},     // 1 .. 101: security
+	} {
+		if got := TableAfterStage(c.hook, c.stage); got != c.want {
+			t.Errorf("TableAfterStage(%s, %d) = %q, want %q", HookName(c.hook), c.stage, got, c.want)
+		}
+	}
+	if lo, hi := StageRange(HookForward, 3); lo != 1 || hi != 1<<31-1 {
+		t.Errorf("StageRange(FORWARD, last) = %d, %d", lo, hi)
+	}
+}

@@ -85,16 +85,9 @@ var nftHooks = map[uint8]string{
 	journey.HookLocalOut: "output", journey.HookPostRouting: "postrouting",
 }
 
-// iptTables are the iptables tables whose priority lies after each observer stage.
+// iptTables are the iptables tables whose priority lies after an observer stage.
 func iptTables(hook, stage uint8) []string {
-	switch t := journey.TableAfterStage(hook, stage); t {
-	case "raw/mangle":
-		return []string{"raw", "mangle"}
-	case "":
-		return nil
-	default:
-		return []string{t}
-	}
+	return journey.TablesAfterStage(hook, stage)
 }
 
 // Decide explains a netfilter drop at hook, after observer stage (the last
@@ -119,7 +112,7 @@ func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, b
 		}
 	}
 	if after.Nft != nil {
-		lo, hi := stageRange(stage)
+		lo, hi := stageRange(hook, stage)
 		skip := map[string]bool{}
 		if after.NFT != nil {
 			for t := range after.NFT.Tables {
@@ -149,10 +142,7 @@ func pick(s *Snapshot, legacy bool) *IptRuleset {
 	return s.NFT
 }
 
-func stageRange(stage uint8) (int, int) {
-	st := journey.NFStages
-	if int(stage)+1 >= len(st) {
-		return int(st[len(st)-1]), 1 << 31
-	}
-	return int(st[stage]), int(st[stage+1])
+func stageRange(hook, stage uint8) (int, int) {
+	lo, hi := journey.StageRange(hook, stage)
+	return int(lo), int(hi)
 }
