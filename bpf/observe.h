@@ -92,6 +92,17 @@ struct {
 	__type(value, __u64);
 } flows SEC(".maps");
 
+/* Namespaces where a journey started or passed (netns inode -> 1): with
+ * gate_netns, only there can an untracked skb start or join a journey
+ * (first sightings in the filter's netns, replies and retransmits where the
+ * journey went). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} netns_seen SEC(".maps");
+
 /* Drop reasons the drop monitor does not report. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -134,25 +145,15 @@ static __always_inline __u32 netns_of(struct sk_buff *skb, struct net_device *de
 }
 
 /* Read the L4 part of a tuple at l4. */
-static __always_inline void parse_l4(void *l4, struct tuple *t)
+/* Fill the L4 part of a tuple from hdr, the first bytes of the L4 header. */
+static __always_inline void l4_fields(const __u8 *hdr, struct tuple *t)
 {
-	if (t->proto == IPPROTO_TCP_) {
-		__u8 hdr[14];
-		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4))
-			return;
+	if (t->proto == IPPROTO_TCP_ || t->proto == IPPROTO_UDP_) {
 		t->sport = ((__u16)hdr[0] << 8) | hdr[1];
 		t->dport = ((__u16)hdr[2] << 8) | hdr[3];
-		t->tcp_flags = hdr[13];
-	} else if (t->proto == IPPROTO_UDP_) {
-		__u8 hdr[4];
-		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4))
-			return;
-		t->sport = ((__u16)hdr[0] << 8) | hdr[1];
-		t->dport = ((__u16)hdr[2] << 8) | hdr[3];
+		if (t->proto == IPPROTO_TCP_)
+			t->tcp_flags = hdr[13];
 	} else if (t->proto == IPPROTO_ICMP_) {
-		__u8 hdr[6];
-		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4))
-			return;
 		t->icmp_type = hdr[0];
 		t->icmp_code = hdr[1];
 		/* echo id as the "port" so echo flows can be told apart */
@@ -160,23 +161,40 @@ static __always_inline void parse_l4(void *l4, struct tuple *t)
 	}
 }
 
+/* An IPv4 header without options and the first 14 bytes after it: one
+ * read covers addresses, ports and TCP flags of almost every packet. */
+struct ip_l4 {
+	struct iphdr ip;
+	__u8 l4[14];
+};
+
 /* Parse an IPv4 header at l3. Returns a pointer to L4 or NULL. */
 static __always_inline void *parse_ip(void *l3, struct tuple *t)
 {
-	struct iphdr ip;
-	if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+	struct ip_l4 h;
+	if (bpf_probe_read_kernel(&h, sizeof(h), l3)) {
+		/* a short packet at the end of its buffer: the header alone */
+		__builtin_memset(&h, 0, sizeof(h));
+		if (bpf_probe_read_kernel(&h.ip, sizeof(h.ip), l3))
+			return NULL;
+	}
+	if (h.ip.version != 4)
 		return NULL;
-	if (ip.version != 4)
-		return NULL;
-	t->saddr = ip.saddr;
-	t->daddr = ip.daddr;
-	t->proto = ip.protocol;
-	t->tot_len = bpf_ntohs(ip.tot_len);
+	t->saddr = h.ip.saddr;
+	t->daddr = h.ip.daddr;
+	t->proto = h.ip.protocol;
+	t->tot_len = bpf_ntohs(h.ip.tot_len);
 	/* only the first fragment carries ports */
-	if (ip.frag_off & bpf_htons(0x1fff))
+	if (h.ip.frag_off & bpf_htons(0x1fff))
 		return NULL;
-	void *l4 = l3 + (ip.ihl * 4);
-	parse_l4(l4, t);
+	void *l4 = l3 + (h.ip.ihl * 4);
+	if (h.ip.ihl == 5) {
+		l4_fields(h.l4, t);
+	} else {
+		__u8 hdr[14] = {};
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l4) == 0)
+			l4_fields(hdr, t);
+	}
 	return l4;
 }
 
@@ -359,6 +377,9 @@ static __always_inline int observe(struct observe_args *a)
 	if (!dev)
 		dev = SKB_RD(skb, dev);
 	__u32 netns = netns_of(skb, dev);
+	int monitored_drop = f->drop_monitor && a->kind == EVENT_DROP;
+	if (!tr && f->gate_netns && !monitored_drop && !bpf_map_lookup_elem(&netns_seen, &netns))
+		return 0; /* no journey ever came near this namespace */
 
 	int parsed = parse_skb(skb, f, &p, a->rx);
 
@@ -406,6 +427,11 @@ static __always_inline int observe(struct observe_args *a)
 			tr->last = now;
 			remember_flow(&p.pkt, journey);
 		}
+	}
+
+	if (journey && f->gate_netns && !bpf_map_lookup_elem(&netns_seen, &netns)) {
+		__u8 one = 1;
+		bpf_map_update_elem(&netns_seen, &netns, &one, BPF_ANY);
 	}
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);

@@ -92,7 +92,9 @@ struct settings {
 	__u32 active_filters; /* bit i set: filter slot i is enabled */
 	__u16 tunnel_ports[SKBTRAIL_MAX_TUNNEL_PORTS]; /* UDP ports carrying VXLAN */
 	__u8 drop_monitor;    /* 1: report every drop whose reason is not ignored */
-	__u8 pad[3];
+	__u8 gate_netns;      /* 1: every active filter names a netns: untracked skbs of
+	                       * namespaces no journey has visited are not parsed */
+	__u8 pad[2];
 };
 
 /* Per-CPU counters read by Go. */

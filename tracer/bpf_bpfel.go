@@ -86,7 +86,8 @@ type bpfSettings struct {
 	ActiveFilters uint32
 	TunnelPorts   [4]uint16
 	DropMonitor   uint8
-	Pad           [3]uint8
+	GateNetns     uint8
+	Pad           [2]uint8
 }
 
 type bpfSkbTrack struct {
@@ -125,6 +126,7 @@ const (
 	bpfMapFilters            = "filters"
 	bpfMapFlows              = "flows"
 	bpfMapIgnoredReasons     = "ignored_reasons"
+	bpfMapNetnsSeen          = "netns_seen"
 	bpfMapSettingsMap        = "settings_map"
 	bpfMapStats              = "stats"
 	bpfMapTracked            = "tracked"
@@ -209,6 +211,7 @@ type bpfMapSpecs struct {
 	Filters        *ebpf.MapSpec `ebpf:"filters"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	IgnoredReasons *ebpf.MapSpec `ebpf:"ignored_reasons"`
+	NetnsSeen      *ebpf.MapSpec `ebpf:"netns_seen"`
 	SettingsMap    *ebpf.MapSpec `ebpf:"settings_map"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	Tracked        *ebpf.MapSpec `ebpf:"tracked"`
@@ -251,6 +254,7 @@ type bpfMaps struct {
 	Filters        *ebpf.Map `ebpf:"filters"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	IgnoredReasons *ebpf.Map `ebpf:"ignored_reasons"`
+	NetnsSeen      *ebpf.Map `ebpf:"netns_seen"`
 	SettingsMap    *ebpf.Map `ebpf:"settings_map"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	Tracked        *ebpf.Map `ebpf:"tracked"`
@@ -262,6 +266,7 @@ func (m *bpfMaps) Close() error {
 		m.Filters,
 		m.Flows,
 		m.IgnoredReasons,
+		m.NetnsSeen,
 		m.SettingsMap,
 		m.Stats,
 		m.Tracked,

@@ -57,7 +57,8 @@ type kprobeSettings struct {
 	ActiveFilters uint32
 	TunnelPorts   [4]uint16
 	DropMonitor   uint8
-	Pad           [3]uint8
+	GateNetns     uint8
+	Pad           [2]uint8
 }
 
 type kprobeSkbTrack struct {
@@ -74,6 +75,7 @@ const (
 	kprobeMapFilters                    = "filters"
 	kprobeMapFlows                      = "flows"
 	kprobeMapIgnoredReasons             = "ignored_reasons"
+	kprobeMapNetnsSeen                  = "netns_seen"
 	kprobeMapNfCalls                    = "nf_calls"
 	kprobeMapSettingsMap                = "settings_map"
 	kprobeMapStats                      = "stats"
@@ -161,6 +163,7 @@ type kprobeMapSpecs struct {
 	Filters        *ebpf.MapSpec `ebpf:"filters"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
 	IgnoredReasons *ebpf.MapSpec `ebpf:"ignored_reasons"`
+	NetnsSeen      *ebpf.MapSpec `ebpf:"netns_seen"`
 	NfCalls        *ebpf.MapSpec `ebpf:"nf_calls"`
 	SettingsMap    *ebpf.MapSpec `ebpf:"settings_map"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
@@ -206,6 +209,7 @@ type kprobeMaps struct {
 	Filters        *ebpf.Map `ebpf:"filters"`
 	Flows          *ebpf.Map `ebpf:"flows"`
 	IgnoredReasons *ebpf.Map `ebpf:"ignored_reasons"`
+	NetnsSeen      *ebpf.Map `ebpf:"netns_seen"`
 	NfCalls        *ebpf.Map `ebpf:"nf_calls"`
 	SettingsMap    *ebpf.Map `ebpf:"settings_map"`
 	Stats          *ebpf.Map `ebpf:"stats"`
@@ -218,6 +222,7 @@ func (m *kprobeMaps) Close() error {
 		m.Filters,
 		m.Flows,
 		m.IgnoredReasons,
+		m.NetnsSeen,
 		m.NfCalls,
 		m.SettingsMap,
 		m.Stats,

@@ -58,6 +58,7 @@ type Tracer struct {
 	filterMu sync.Mutex
 	settings Settings
 	active   uint32 // bit i: filter slot i in use
+	slots    [MaxFilters]Filter
 
 	overflow  atomic.Uint64 // events that did not fit the channel
 	malformed atomic.Uint64 // records that did not decode
@@ -110,6 +111,7 @@ func (t *Tracer) sharedMaps() map[string]*ebpf.Map {
 		bpfMapEvents:         t.maps.Events,
 		bpfMapFilters:        t.maps.Filters,
 		bpfMapSettingsMap:    t.maps.SettingsMap,
+		bpfMapNetnsSeen:      t.maps.NetnsSeen,
 		bpfMapFlows:          t.maps.Flows,
 		bpfMapIgnoredReasons: t.maps.IgnoredReasons,
 		bpfMapStats:          t.maps.Stats,
@@ -138,6 +140,16 @@ func (t *Tracer) writeSettingsLocked() error {
 	if err != nil {
 		return fmt.Errorf("settings: %w", err)
 	}
+	// gate on namespaces when every active filter names one
+	gate := t.active != 0
+	for slot := 0; slot < MaxFilters; slot++ {
+		if t.active&(1<<slot) != 0 && t.slots[slot].Netns == 0 {
+			gate = false
+		}
+	}
+	if gate {
+		k.GateNetns = 1
+	}
 	if err := t.maps.SettingsMap.Put(uint32(0), &k); err != nil {
 		return fmt.Errorf("write settings map: %w", err)
 	}
@@ -160,6 +172,12 @@ func (t *Tracer) AddFilter(f Filter) (int, error) {
 		if err := t.maps.Filters.Put(uint32(slot), &k); err != nil {
 			return -1, fmt.Errorf("write filter slot %d: %w", slot, err)
 		}
+		if f.Netns != 0 {
+			if err := t.maps.NetnsSeen.Put(f.Netns, uint8(1)); err != nil {
+				return -1, fmt.Errorf("mark netns %d: %w", f.Netns, err)
+			}
+		}
+		t.slots[slot] = f
 		t.active |= 1 << slot
 		if err := t.writeSettingsLocked(); err != nil {
 			t.active &^= 1 << slot
