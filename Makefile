@@ -56,7 +56,7 @@ demo: build
 
 bench: build
 	$(GO) build -o $(BIN)/skbtrail-bench ./tests/bench/cmd/skbtrail-bench
-	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 ./pkg/journey/ ./tracer/ ./tests/bench/ > $(BIN)/bench-micro.txt; \
+	$(GO) test -run '^$$' -bench . -benchmem -cpu 1 -count 3 ./pkg/journey/ ./tracer/ ./tests/bench/ > $(BIN)/bench-micro.txt; \
 	  status=$$?; cat $(BIN)/bench-micro.txt; exit $$status
 	@status=0; $(BIN)/skbtrail-bench micro $(BIN)/bench-micro.txt || status=$$?; \
 	  test "$$(id -u)" = 0 || { echo "make bench: the throughput benchmark needs root (it builds a network-namespace lab, runs iperf3/tcpdump in it and loads BPF programs): run it with sudo" >&2; exit 2; }; \

@@ -499,7 +499,8 @@ func (b *Builder) encaps(evs []Event) []Encap {
 // stack is handing it to a local socket.
 func passedLocalIn(e Event) bool {
 	st := HookStages[HookLocalIn]
-	return e.Kind == KindNF && e.Hook == HookLocalIn && e.Stage == st[len(st)-1]
+	// an encapsulated packet passes INPUT to be decapsulated, not delivered
+	return e.Kind == KindNF && !e.Encap && e.Hook == HookLocalIn && e.Stage == st[len(st)-1]
 }
 
 // firstLife returns the events of the first skb from its first event up to
