@@ -46,6 +46,7 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 const struct event *unused_event __attribute__((unused));
 const struct filter *unused_filter __attribute__((unused));
 const struct settings *unused_settings __attribute__((unused));
+const struct activity *unused_activity __attribute__((unused));
 const struct flow_key *unused_flow_key __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
 const enum event_source *unused_event_source __attribute__((unused));
@@ -91,6 +92,19 @@ struct {
 	__type(key, struct flow_key);
 	__type(value, __u64);
 } flows SEC(".maps");
+
+/* What is in flight: lets every program skip the tracked-map lookup while
+ * no skb is tracked, and the flow-map lookup while no flow is recent. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct activity);
+} activity_map SEC(".maps");
+
+/* Replies and retransmits join through the flow map this long after the
+ * last flow was remembered. */
+#define FLOW_RECENT_NS (10ULL * 1000 * 1000 * 1000)
 
 /* Namespaces where a journey started or passed (netns inode -> 1): with
  * gate_netns, only there can an untracked skb start or join a journey
@@ -320,6 +334,10 @@ static __always_inline void flow_of(struct tuple *t, struct flow_key *k, int rev
 /* Remember both directions of the skb's current tuple for its journey. */
 static __always_inline void remember_flow(struct tuple *t, __u64 journey)
 {
+	__u32 zero = 0;
+	struct activity *act = bpf_map_lookup_elem(&activity_map, &zero);
+	if (act)
+		act->last_flow_ns = bpf_ktime_get_ns();
 	struct flow_key k = {};
 	__u64 rev = journey ^ 1;
 	flow_of(t, &k, 0);
@@ -349,7 +367,12 @@ static __always_inline int observe(struct observe_args *a)
 	struct settings *f = bpf_map_lookup_elem(&settings_map, &zero);
 	if (!f)
 		return 0;
-	struct skb_track *tr = bpf_map_lookup_elem(&tracked, &key);
+	struct activity *act = bpf_map_lookup_elem(&activity_map, &zero);
+	if (!act)
+		return 0;
+	struct skb_track *tr = NULL;
+	if (act->inflight) /* nothing tracked: no lookup */
+		tr = bpf_map_lookup_elem(&tracked, &key);
 	if (!tr) {
 		/* the common path: an skb nobody follows. Netfilter observers
 		 * only ever report tracked skbs (journeys start at devices). */
@@ -394,7 +417,9 @@ static __always_inline int observe(struct observe_args *a)
 		} else if (f->active_filters) {
 			struct flow_key k = {};
 			flow_of(&p.pkt, &k, 0);
-			__u64 *j = bpf_map_lookup_elem(&flows, &k);
+			__u64 *j = NULL;
+			if (bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS)
+				j = bpf_map_lookup_elem(&flows, &k);
 			if (j)
 				journey = *j;
 			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &p.pkt, netns))
@@ -415,6 +440,8 @@ static __always_inline int observe(struct observe_args *a)
 				flow_of(&p.pkt, &nt.last, 0);
 				if (bpf_map_update_elem(&tracked, &key, &nt, BPF_ANY))
 					count(STAT_TRACKED_FULL);
+				else
+					__sync_fetch_and_add(&act->inflight, 1);
 			}
 			remember_flow(&p.pkt, journey);
 		}
@@ -464,8 +491,8 @@ static __always_inline int observe(struct observe_args *a)
 	}
 	bpf_ringbuf_submit(e, 0);
 out:
-	if (tr && end)
-		bpf_map_delete_elem(&tracked, &key);
+	if (tr && end && bpf_map_delete_elem(&tracked, &key) == 0 && act->inflight)
+		__sync_fetch_and_sub(&act->inflight, 1);
 	return 0;
 }
 

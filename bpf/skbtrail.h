@@ -104,4 +104,10 @@ enum stat_index {
 	STAT_MAX = 2,
 };
 
+/* Kernel-side activity counters (one array entry, updated atomically). */
+struct activity {
+	__u64 inflight;     /* skbs in the tracked map (upper bound: evictions are not subtracted) */
+	__u64 last_flow_ns; /* when a flow was last remembered */
+};
+
 #endif

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfActivity struct {
+	_          structs.HostLayout
+	Inflight   uint64
+	LastFlowNs uint64
+}
+
 type bpfEvent struct {
 	_       structs.HostLayout
 	TsNs    uint64
@@ -122,6 +128,7 @@ type bpfTuple struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	bpfMapActivityMap        = "activity_map"
 	bpfMapEvents             = "events"
 	bpfMapFilters            = "filters"
 	bpfMapFlows              = "flows"
@@ -140,6 +147,7 @@ const (
 	bpfProgTpKfreeSkb        = "tp_kfree_skb"
 	bpfProgTpNetDevStartXmit = "tp_net_dev_start_xmit"
 	bpfProgTpNetifReceiveSkb = "tp_netif_receive_skb"
+	bpfVarUnusedActivity     = "unused_activity"
 	bpfVarUnusedEvent        = "unused_event"
 	bpfVarUnusedEventKind    = "unused_event_kind"
 	bpfVarUnusedEventSource  = "unused_event_source"
@@ -207,6 +215,7 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
+	ActivityMap    *ebpf.MapSpec `ebpf:"activity_map"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Filters        *ebpf.MapSpec `ebpf:"filters"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
@@ -221,6 +230,7 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
+	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
@@ -250,6 +260,7 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
+	ActivityMap    *ebpf.Map `ebpf:"activity_map"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Filters        *ebpf.Map `ebpf:"filters"`
 	Flows          *ebpf.Map `ebpf:"flows"`
@@ -262,6 +273,7 @@ type bpfMaps struct {
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.ActivityMap,
 		m.Events,
 		m.Filters,
 		m.Flows,
@@ -277,6 +289,7 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
+	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type kprobeActivity struct {
+	_          structs.HostLayout
+	Inflight   uint64
+	LastFlowNs uint64
+}
+
 type kprobeFilter struct {
 	_       structs.HostLayout
 	Saddr   uint32
@@ -71,6 +77,7 @@ type kprobeSkbTrack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	kprobeMapActivityMap                = "activity_map"
 	kprobeMapEvents                     = "events"
 	kprobeMapFilters                    = "filters"
 	kprobeMapFlows                      = "flows"
@@ -92,6 +99,7 @@ const (
 	kprobeProgKretprobeNfHookSlow       = "kretprobe_nf_hook_slow"
 	kprobeVarReportConsume              = "report_consume"
 	kprobeVarReportDrop                 = "report_drop"
+	kprobeVarUnusedActivity             = "unused_activity"
 	kprobeVarUnusedEvent                = "unused_event"
 	kprobeVarUnusedEventKind            = "unused_event_kind"
 	kprobeVarUnusedEventSource          = "unused_event_source"
@@ -159,6 +167,7 @@ type kprobeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type kprobeMapSpecs struct {
+	ActivityMap    *ebpf.MapSpec `ebpf:"activity_map"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Filters        *ebpf.MapSpec `ebpf:"filters"`
 	Flows          *ebpf.MapSpec `ebpf:"flows"`
@@ -176,6 +185,7 @@ type kprobeMapSpecs struct {
 type kprobeVariableSpecs struct {
 	ReportConsume     *ebpf.VariableSpec `ebpf:"report_consume"`
 	ReportDrop        *ebpf.VariableSpec `ebpf:"report_drop"`
+	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
@@ -205,6 +215,7 @@ func (o *kprobeObjects) Close() error {
 //
 // It can be passed to loadKprobeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type kprobeMaps struct {
+	ActivityMap    *ebpf.Map `ebpf:"activity_map"`
 	Events         *ebpf.Map `ebpf:"events"`
 	Filters        *ebpf.Map `ebpf:"filters"`
 	Flows          *ebpf.Map `ebpf:"flows"`
@@ -218,6 +229,7 @@ type kprobeMaps struct {
 
 func (m *kprobeMaps) Close() error {
 	return _KprobeClose(
+		m.ActivityMap,
 		m.Events,
 		m.Filters,
 		m.Flows,
@@ -236,6 +248,7 @@ func (m *kprobeMaps) Close() error {
 type kprobeVariables struct {
 	ReportConsume     *ebpf.Variable `ebpf:"report_consume"`
 	ReportDrop        *ebpf.Variable `ebpf:"report_drop"`
+	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`

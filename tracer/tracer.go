@@ -112,6 +112,7 @@ func (t *Tracer) sharedMaps() map[string]*ebpf.Map {
 		bpfMapFilters:        t.maps.Filters,
 		bpfMapSettingsMap:    t.maps.SettingsMap,
 		bpfMapNetnsSeen:      t.maps.NetnsSeen,
+		bpfMapActivityMap:    t.maps.ActivityMap,
 		bpfMapFlows:          t.maps.Flows,
 		bpfMapIgnoredReasons: t.maps.IgnoredReasons,
 		bpfMapStats:          t.maps.Stats,
@@ -202,7 +203,34 @@ func (t *Tracer) RemoveFilter(slot int) error {
 	if err := t.maps.Filters.Put(uint32(slot), &bpfFilter{}); err != nil {
 		return fmt.Errorf("clear filter slot %d: %w", slot, err)
 	}
+	if t.active == 0 {
+		return t.forgetJourneysLocked()
+	}
 	return nil
+}
+
+// forgetJourneysLocked empties the tracked-skb and flow maps once no trace
+// is active, so the programs are back to one array lookup per packet (the
+// in-flight count only grows when the kernel frees an skb unseen).
+func (t *Tracer) forgetJourneysLocked() error {
+	var errs []error
+	for _, m := range []*ebpf.Map{t.maps.Tracked, t.maps.Flows, t.maps.NetnsSeen} {
+		var keys [][]byte
+		var k []byte
+		it := m.Iterate()
+		for it.Next(&k, new([]byte)) {
+			keys = append(keys, append([]byte(nil), k...))
+		}
+		for _, key := range keys {
+			if err := m.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := t.maps.ActivityMap.Put(uint32(0), &bpfActivity{}); err != nil {
+		errs = append(errs, fmt.Errorf("reset activity: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // IgnoreDropReasons sets the drop reasons the drop monitor does not report.
