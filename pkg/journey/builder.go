@@ -170,9 +170,7 @@ func (b *Builder) ReasonName(r uint32) string {
 func (b *Builder) Add(e Event) {
 	b.NetnsName(e.Netns)
 	if e.Journey == 0 {
-		// an untracked drop reported by the drop monitor: a journey of one event
-		o := &openJourney{fwd: []Event{e}, primary: e.Skb, endNs: e.TimeNs, lastNs: e.TimeNs}
-		b.ready = append(b.ready, b.finish(o))
+		b.ready = append(b.ready, b.dropJourney(e))
 		return
 	}
 	id := e.Journey &^ 1
@@ -300,6 +298,39 @@ func (b *Builder) closeOldest() {
 		b.ready = append(b.ready, b.finish(oldest))
 		b.markClosed(oldest.id)
 	}
+}
+
+// dropJourney is the journey of one untracked drop (the drop monitor's
+// always-on path): built directly, with as few allocations as the
+// contract's object allows.
+func (b *Builder) dropJourney(e Event) *Journey {
+	type drop struct {
+		j      Journey
+		events [1]Event
+		hops   [1]Hop
+	}
+	d := &drop{}
+	d.events[0] = e
+	name := b.NetnsName(e.Netns)
+	d.hops[0] = Hop{Netns: name, Device: e.Ifname, Event: KindDrop.String()}
+	if e.Kind != KindDrop {
+		d.hops[0].Event = e.Kind.String()
+	}
+	d.j = Journey{
+		Schema:   Schema,
+		Packet:   PacketOf(e.Pkt),
+		Verdict:  Verdict{Kind: Dropped, Netns: name, Device: e.Ifname, Reason: b.ReasonName(e.Reason), NetnsInode: e.Netns, Ifindex: e.Ifindex},
+		Rewrites: []Rewrite{},
+		Encaps:   []Encap{},
+		Hops:     d.hops[:],
+		Findings: []Finding{},
+		Events:   d.events[:],
+		Names:    map[uint32]string{e.Netns: name},
+	}
+	if e.Encap {
+		d.j.Encaps = []Encap{{Kind: "vxlan", Netns: name, VNI: e.VNI, OuterSrc: e.Outer.Src.String(), OuterDst: e.Outer.Dst.String(), OuterDport: e.Outer.Dport, NetnsInode: e.Netns}}
+	}
+	return &d.j
 }
 
 func tupleJSON(t Tuple) TupleJSON {
