@@ -25,6 +25,11 @@ import (
 // Unit tests (no privileges needed)
 // ---------------------------------------------------------------------------
 
+// The main goroutine keeps the main thread: a goroutine that fails to
+// restore its netns must die with its thread, and the runtime cannot end
+// the main thread (it would stay, wedged, in the foreign namespace).
+func init() { runtime.LockOSThread() }
+
 func TestNameFormatting(t *testing.T) {
 	if got := inoName(4026531840); got != "ino:4026531840" {
 		t.Errorf("inoName = %q", got)

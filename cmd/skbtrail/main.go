@@ -7,8 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 )
+
+// The main goroutine keeps the main thread, so a netnsutil.Do goroutine
+// whose namespace restore fails never runs on it: the runtime can end any
+// other thread with its goroutine, but not the main one.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
