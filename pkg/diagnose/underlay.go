@@ -234,7 +234,9 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 				consider(uint32(dev.MTU), dev.Name, ns.Name)
 			}
 			// a path MTU the node learned from an ICMP "fragmentation needed"
-			if path, ok := d.cfg.Registry.Path(netnsutil.Inode(ns.Inode)); ok {
+			if d.cfg.Registry == nil {
+				// no way into the namespace: device MTUs only
+			} else if path, ok := d.cfg.Registry.Path(netnsutil.Inode(ns.Inode)); ok {
 				if mtu, dev := learnedPMTU(path, enc.Outer.Dst); mtu != 0 {
 					consider(uint32(mtu), dev+" (path MTU to "+enc.Outer.Dst.String()+" learned from ICMP)", ns.Name)
 				}
