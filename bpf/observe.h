@@ -399,8 +399,12 @@ static __always_inline int observe(struct observe_args *a)
 	struct net_device *dev = a->dev;
 	if (!dev)
 		dev = SKB_RD(skb, dev);
-	__u32 netns = netns_of(skb, dev);
+	/* the namespace costs three dependent loads: read it only when a
+	 * decision needs it, or for the event */
+	__u32 netns = 0;
 	int monitored_drop = f->drop_monitor && a->kind == EVENT_DROP;
+	if (tr || monitored_drop || f->any_netns)
+		netns = netns_of(skb, dev);
 	if (!tr && f->gate_netns && !monitored_drop && !bpf_map_lookup_elem(&netns_seen, &netns))
 		return 0; /* no journey ever came near this namespace */
 
@@ -418,7 +422,7 @@ static __always_inline int observe(struct observe_args *a)
 			struct flow_key k = {};
 			flow_of(&p.pkt, &k, 0);
 			__u64 *j = NULL;
-			if (bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS)
+			if (act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS)
 				j = bpf_map_lookup_elem(&flows, &k);
 			if (j)
 				journey = *j;
@@ -456,6 +460,8 @@ static __always_inline int observe(struct observe_args *a)
 		}
 	}
 
+	if (!netns)
+		netns = netns_of(skb, dev);
 	if (journey && f->gate_netns && !bpf_map_lookup_elem(&netns_seen, &netns)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&netns_seen, &netns, &one, BPF_ANY);

@@ -94,7 +94,8 @@ struct settings {
 	__u8 drop_monitor;    /* 1: report every drop whose reason is not ignored */
 	__u8 gate_netns;      /* 1: every active filter names a netns: untracked skbs of
 	                       * namespaces no journey has visited are not parsed */
-	__u8 pad[2];
+	__u8 any_netns;       /* 1: some active filter names a netns */
+	__u8 pad;
 };
 
 /* Per-CPU counters read by Go. */

@@ -93,7 +93,8 @@ type bpfSettings struct {
 	TunnelPorts   [4]uint16
 	DropMonitor   uint8
 	GateNetns     uint8
-	Pad           [2]uint8
+	AnyNetns      uint8
+	Pad           uint8
 }
 
 type bpfSkbTrack struct {

@@ -151,6 +151,11 @@ func (t *Tracer) writeSettingsLocked() error {
 	if gate {
 		k.GateNetns = 1
 	}
+	for slot := 0; slot < MaxFilters; slot++ {
+		if t.active&(1<<slot) != 0 && t.slots[slot].Netns != 0 {
+			k.AnyNetns = 1
+		}
+	}
 	if err := t.maps.SettingsMap.Put(uint32(0), &k); err != nil {
 		return fmt.Errorf("write settings map: %w", err)
 	}
