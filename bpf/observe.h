@@ -380,6 +380,11 @@ static __always_inline int observe(struct observe_args *a)
 			return 0;
 		if (!f->active_filters && !(f->drop_monitor && a->kind == EVENT_DROP))
 			return 0;
+		/* an untracked skb sent without a socket is being forwarded: it
+		 * was already seen where it was created (its socket's tx) or where
+		 * it entered the host (rx), so it starts and joins nothing here */
+		if (a->kind == EVENT_TX && !SKB_RD(skb, sk))
+			return 0;
 	}
 #ifndef SKBTRAIL_KPROBE
 	if (a->nf) {
