@@ -413,6 +413,17 @@ static __always_inline int observe(struct observe_args *a)
 	if (!tr && f->gate_netns && !monitored_drop && !bpf_map_lookup_elem(&netns_seen, &netns))
 		return 0; /* no journey ever came near this namespace */
 
+	/* An untracked skb received on a virtual device (veth, bridge, VXLAN:
+	 * rtnl_link_ops set) was sent by a namespace of this host, where its
+	 * socket's tx saw it. Parse it only to join a journey in progress, or
+	 * when it arrives in a namespace a filter names. Physical devices
+	 * (packets from outside the host) always are first sightings. */
+	if (!tr && a->kind == EVENT_RX && !monitored_drop && dev && SKB_RD(dev, rtnl_link_ops)) {
+		int recent = act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS;
+		if (!recent && !(f->any_netns && bpf_map_lookup_elem(&netns_seen, &netns)))
+			return 0;
+	}
+
 	int parsed = parse_skb(skb, f, &p, a->rx);
 
 	__u64 journey = 0;
