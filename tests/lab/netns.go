@@ -7,52 +7,19 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/skbtrail/skbtrail/netnsutil"
 )
 
-// InNetns runs fn on a dedicated OS thread that has been switched into the
-// named network namespace. Sockets created by fn stay in that namespace
-// after InNetns returns. The thread is switched back afterwards; if that
-// fails the thread stays locked so that the Go runtime discards it when the
-// goroutine exits, and the error is reported.
+// InNetns runs fn on a dedicated OS thread switched into the named lab
+// network namespace (netnsutil.Do: restored afterwards, or the thread dies
+// with its goroutine). Sockets created by fn stay in that namespace.
 func InNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- func() error {
-			orig, err := netns.Get()
-			if err != nil {
-				runtime.UnlockOSThread()
-				return fmt.Errorf("lab: get current netns: %w", err)
-			}
-			defer orig.Close()
-			target, err := netns.GetFromName(name)
-			if err != nil {
-				runtime.UnlockOSThread()
-				return fmt.Errorf("lab: open netns %q: %w", name, err)
-			}
-			defer target.Close()
-			if err := netns.Set(target); err != nil {
-				// setns failed, so the thread is still in its original netns.
-				runtime.UnlockOSThread()
-				return fmt.Errorf("lab: enter netns %q: %w", name, err)
-			}
-			ferr := fn()
-			if err := netns.Set(orig); err != nil {
-				// Leave the thread locked: it dies with this goroutine.
-				return errors.Join(ferr, fmt.Errorf("lab: restore netns after %q: %w", name, err))
-			}
-			runtime.UnlockOSThread()
-			return ferr
-		}()
-	}()
-	return <-errc
+	return netnsutil.Do(NetnsPath(name), fn)
 }
 
 // server is an in-process socket living in a lab namespace.
