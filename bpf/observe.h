@@ -117,6 +117,14 @@ struct {
 	__type(value, __u8);
 } netns_seen SEC(".maps");
 
+/* Is netns in netns_seen? Looked up at most once per program run. */
+static __always_inline int netns_was_seen(__u32 netns, int *seen)
+{
+	if (*seen < 0)
+		*seen = bpf_map_lookup_elem(&netns_seen, &netns) != NULL;
+	return *seen;
+}
+
 /* Drop reasons the drop monitor does not report. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -407,10 +415,11 @@ static __always_inline int observe(struct observe_args *a)
 	/* the namespace costs three dependent loads: read it only when a
 	 * decision needs it, or for the event */
 	__u32 netns = 0;
+	int seen = -1; /* netns_seen has netns: -1 not looked up yet */
 	int monitored_drop = f->drop_monitor && a->kind == EVENT_DROP;
 	if (tr || monitored_drop || f->any_netns)
 		netns = netns_of(skb, dev);
-	if (!tr && f->gate_netns && !monitored_drop && !bpf_map_lookup_elem(&netns_seen, &netns))
+	if (!tr && f->gate_netns && !monitored_drop && !netns_was_seen(netns, &seen))
 		return 0; /* no journey ever came near this namespace */
 
 	/* An untracked skb received on a virtual device (veth, bridge, VXLAN:
@@ -420,7 +429,7 @@ static __always_inline int observe(struct observe_args *a)
 	 * (packets from outside the host) always are first sightings. */
 	if (!tr && a->kind == EVENT_RX && !monitored_drop && dev && SKB_RD(dev, rtnl_link_ops)) {
 		int recent = act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS;
-		if (!recent && !(f->any_netns && bpf_map_lookup_elem(&netns_seen, &netns)))
+		if (!recent && !(f->any_netns && netns_was_seen(netns, &seen)))
 			return 0;
 	}
 
@@ -432,7 +441,7 @@ static __always_inline int observe(struct observe_args *a)
 		journey = tr->journey;
 	} else {
 		if (parsed < 0) {
-			if (!(f->drop_monitor && a->kind == EVENT_DROP))
+			if (!monitored_drop)
 				return 0;
 		} else if (f->active_filters) {
 			struct flow_key k = {};
@@ -449,7 +458,7 @@ static __always_inline int observe(struct observe_args *a)
 				journey = (bpf_ktime_get_ns() | 2) & ~1ULL;
 		}
 		if (!journey) {
-			if (!(f->drop_monitor && a->kind == EVENT_DROP))
+			if (!monitored_drop)
 				return 0;
 			__u32 reason = a->reason;
 			if (bpf_map_lookup_elem(&ignored_reasons, &reason))
@@ -478,7 +487,7 @@ static __always_inline int observe(struct observe_args *a)
 
 	if (!netns)
 		netns = netns_of(skb, dev);
-	if (journey && f->gate_netns && !bpf_map_lookup_elem(&netns_seen, &netns)) {
+	if (journey && f->gate_netns && !netns_was_seen(netns, &seen)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&netns_seen, &netns, &one, BPF_ANY);
 	}
