@@ -49,12 +49,11 @@ var ErrEnvironment = errors.New("environment")
 
 // Trace runs one session: install the filter, optionally probe, and hand
 // each journey it started (diagnosed) to emit until Count or the timeout.
-func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journey) error) (Result, error) {
+func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journey) error) (res Result, err error) {
 	log := o.Logger
 	if log == nil {
 		log = e.log
 	}
-	var res Result
 	var fromPath string
 	if o.FromNetns != "" {
 		path, ino, err := netnsutil.ResolveName(o.FromNetns)
@@ -75,6 +74,7 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		return res, err
 	}
 	defer e.closeSession(s)
+	defer func() { res.Lost = s.overflow.Load() }()
 	if o.Ready != nil {
 		if d := e.degraded; len(d) > 0 {
 			o.Ready("degraded: " + strings.Join(d, "; "))
@@ -109,11 +109,9 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 			select {
 			case j := <-s.out:
 				if done, err := handle(j); done || err != nil {
-					res.Lost = s.overflow.Load()
 					return res, err
 				}
 			default:
-				res.Lost = s.overflow.Load()
 				return res, nil
 			}
 		}
@@ -122,7 +120,6 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		select {
 		case j := <-s.out:
 			if done, err := handle(j); done || err != nil {
-				res.Lost = s.overflow.Load()
 				return res, err
 			}
 		case <-timer.C:
