@@ -3,7 +3,7 @@ package diagnose
 import (
 	"context"
 	"fmt"
-	"net"
+	"net/netip"
 	"strings"
 	"sync"
 
@@ -62,22 +62,23 @@ func lastNF(j *journey.Journey) (journey.Event, bool) {
 	return journey.Event{}, false
 }
 
-// outDevice asks the namespace's routing table where dst would go.
-func outDevice(nsPath string, dst net.IP) string {
+// routeGet asks the namespace's routing table (and route cache) where dst
+// would go: the device, and the path MTU when the cache holds one (learned
+// from an ICMP "fragmentation needed"). Zero values when it cannot tell.
+func routeGet(nsPath string, dst netip.Addr) (dev string, mtu int) {
 	h, err := netnsutil.NewHandle(nsPath)
 	if err != nil {
-		return ""
+		return "", 0
 	}
 	defer h.Close()
-	routes, err := h.RouteGet(dst)
+	routes, err := h.RouteGet(dst.AsSlice())
 	if err != nil || len(routes) == 0 {
-		return ""
+		return "", 0
 	}
-	l, err := h.LinkByIndex(routes[0].LinkIndex)
-	if err != nil {
-		return ""
+	if l, err := h.LinkByIndex(routes[0].LinkIndex); err == nil {
+		dev = l.Attrs().Name
 	}
-	return l.Attrs().Name
+	return dev, routes[0].MTU
 }
 
 // netfilterDecision pins a NETFILTER_DROP to its table, chain and rule.
@@ -105,7 +106,7 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	}
 	pkt := nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
 	if ev.Hook == journey.HookForward || ev.Hook == journey.HookLocalOut || ev.Hook == journey.HookPostRouting {
-		pkt.Oif = outDevice(path, tu.Dst.AsSlice())
+		pkt.Oif, _ = routeGet(path, tu.Dst)
 	}
 	if ev.Hook == journey.HookLocalOut {
 		pkt.Iif = ""

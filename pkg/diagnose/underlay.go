@@ -237,7 +237,7 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 			if d.cfg.Registry == nil {
 				// no way into the namespace: device MTUs only
 			} else if path, ok := d.cfg.Registry.Path(netnsutil.Inode(ns.Inode)); ok {
-				if mtu, dev := learnedPMTU(path, enc.Outer.Dst); mtu != 0 {
+				if dev, mtu := routeGet(path, enc.Outer.Dst); mtu != 0 {
 					consider(uint32(mtu), dev+" (path MTU to "+enc.Outer.Dst.String()+" learned from ICMP)", ns.Name)
 				}
 			}
@@ -290,22 +290,4 @@ func routeDevice(ns *nodestate.Netns, dst netip.Addr) *nodestate.Link {
 		return l
 	}
 	return nil
-}
-
-// learnedPMTU is the path MTU the namespace's route cache holds for dst.
-func learnedPMTU(nsPath string, dst netip.Addr) (int, string) {
-	h, err := netnsutil.NewHandle(nsPath)
-	if err != nil {
-		return 0, ""
-	}
-	defer h.Close()
-	routes, err := h.RouteGet(dst.AsSlice())
-	if err != nil || len(routes) == 0 || routes[0].MTU == 0 {
-		return 0, ""
-	}
-	name := ""
-	if l, err := h.LinkByIndex(routes[0].LinkIndex); err == nil {
-		name = l.Attrs().Name
-	}
-	return routes[0].MTU, name
 }
