@@ -393,6 +393,11 @@ static __always_inline int observe(struct observe_args *a)
 		 * it entered the host (rx), so it starts and joins nothing here */
 		if (a->kind == EVENT_TX && !SKB_RD(skb, sk))
 			return 0;
+		/* a normal free of an untracked skb can only join a journey
+		 * through the flow map, which is consulted while it is recent */
+		if (a->kind == EVENT_CONSUME &&
+		    !(act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS))
+			return 0;
 	}
 #ifndef SKBTRAIL_KPROBE
 	if (a->nf) {

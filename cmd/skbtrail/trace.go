@@ -50,7 +50,8 @@ func traceFlagSet(f *traceFlags, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&r.ServiceCIDR, "service-cidr", "10.96.0.0/12", "the cluster's Service (ClusterIP) range")
 	fs.StringSliceVar(&r.NodeIPs, "node-ip", nil, "address(es) peers know this node's VTEP by (flannel public-ip), for single-node diagnosis")
 	fs.BoolVar(&f.json, "json", false, "print one JSON journey per line")
-	fs.BoolVar(&f.noNetfilter, "no-netfilter", false, "do not attach netfilter hook observers (no hook/rule attribution)")
+	fs.StringVar(&r.Netfilter, "netfilter", "", "where netfilter hook observers go: reached (each namespace when the traced packets first reach it; the default without --probe) or all (every namespace before the first packet; the default with --probe)")
+	fs.BoolVar(&f.noNetfilter, "no-netfilter", false, "do not attach netfilter hook observers (no hook attribution; loads skbtrail's own programs)")
 	fs.DurationVar(&f.replyWait, "reply-wait", time.Second, "how long a delivered request waits for its reply before NO_REPLY (without a daemon)")
 	fs.StringVar(&f.socket, "daemon-socket", api.DefaultSocket, "the skbtrail daemon's socket; used when a daemon serves it")
 	fs.BoolVar(&f.noDaemon, "no-daemon", false, "load skbtrail's own programs even when a daemon runs")
@@ -112,7 +113,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ready := func(desc string) { fmt.Fprintln(stderr, "skbtrail: "+desc) }
 
 	err := errNoDaemonTried
-	if !f.noDaemon {
+	if !f.noDaemon && !f.noNetfilter { // a daemon's observers are not ours to switch off
 		_, err = api.Trace(ctx, f.socket, f.req, ready, emit)
 		if err == nil {
 			log.Info("traced through the daemon", zap.String("socket", f.socket))

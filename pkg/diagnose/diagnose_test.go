@@ -177,3 +177,41 @@ func TestEventsLostIsAWarning(t *testing.T) {
 		t.Errorf("findings %+v, want EVENTS_LOST (warning) last", j.Findings)
 	}
 }
+
+// A netfilter drop no observer saw (none was attached there yet): the hooks
+// the packet can have been at follow from what the devices saw.
+func TestSuspectHooks(t *testing.T) {
+	syn := tcp("10.244.0.2", "10.244.1.2", 40000, 80)
+	fwd := build(t,
+		journey.Event{Kind: journey.KindTx, Netns: podA, Ifname: "eth0", Pkt: syn},
+		journey.Event{Kind: journey.KindRx, Netns: nodeB, Ifname: "flannel.1", Pkt: syn},
+		journey.Event{Kind: journey.KindDrop, Netns: nodeB, Pkt: syn, Reason: 12},
+	)
+	ev, hooks, ok := suspectHooks(fwd)
+	if !ok || ev.Ifname != "flannel.1" || ev.Stage != journey.StageWholeHook {
+		t.Fatalf("received: %v %+v", ok, ev)
+	}
+	if want := []uint8{journey.HookPreRouting, journey.HookLocalIn, journey.HookForward, journey.HookPostRouting}; string(hooks) != string(want) {
+		t.Errorf("received: hooks %v, want %v", hooks, want)
+	}
+
+	local := build(t, journey.Event{Kind: journey.KindDrop, Netns: podA, Pkt: syn, Reason: 12})
+	if _, hooks, ok := suspectHooks(local); !ok || string(hooks) != string([]uint8{journey.HookLocalOut, journey.HookPostRouting}) {
+		t.Errorf("sent: %v %v", ok, hooks)
+	}
+
+	seen := build(t,
+		journey.Event{Kind: journey.KindRx, Netns: nodeB, Ifname: "flannel.1", Pkt: syn},
+		journey.Event{Kind: journey.KindNF, Netns: nodeB, Ifname: "flannel.1", Pkt: syn, Hook: journey.HookForward, Stage: 0},
+		journey.Event{Kind: journey.KindDrop, Netns: nodeB, Pkt: syn, Reason: 12},
+	)
+	if _, _, ok := suspectHooks(seen); ok {
+		t.Error("an observed drop is not guessed")
+	}
+	if lo, hi := journey.StageRange(journey.HookForward, journey.StageWholeHook); lo > -300 || hi < 100 {
+		t.Errorf("whole hook range %d..%d", lo, hi)
+	}
+	if got := journey.TableAfterStage(journey.HookForward, journey.StageWholeHook); got != "mangle/filter/security" {
+		t.Errorf("tables of the whole FORWARD hook: %q", got)
+	}
+}

@@ -88,8 +88,15 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		return
 	}
 	ev, ok := lastNF(j)
+	hooks := []uint8{ev.Hook}
+	guessed := false
 	if !ok {
-		return
+		// no observer saw it in this namespace: they join a namespace when
+		// the first traced packet reaches it. The rule counters tell.
+		if ev, hooks, ok = suspectHooks(j); !ok {
+			return
+		}
+		guessed = true
 	}
 	path, ok := d.cfg.Registry.Path(netnsutil.Inode(v.NetnsInode))
 	if !ok {
@@ -104,16 +111,26 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	if ev.Encap {
 		tu = ev.Outer // the rules saw the VXLAN packet, not what it carries
 	}
-	pkt := nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
-	if ev.Hook == journey.HookForward || ev.Hook == journey.HookLocalOut || ev.Hook == journey.HookPostRouting {
-		pkt.Oif, _ = routeGet(path, tu.Dst)
+	var pkt nfrules.Packet
+	var dec nfrules.Decision
+	for _, h := range hooks {
+		ev.Hook = h
+		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
+		if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
+			pkt.Oif, _ = routeGet(path, tu.Dst)
+		}
+		if h == journey.HookLocalOut {
+			pkt.Iif = ""
+		}
+		if dec, ok = nfrules.Decide(d.before[v.NetnsInode], after, h, ev.Stage, pkt); ok {
+			break
+		}
 	}
-	if ev.Hook == journey.HookLocalOut {
-		pkt.Iif = ""
-	}
-	dec, ok := nfrules.Decide(d.before[v.NetnsInode], after, ev.Hook, ev.Stage, pkt)
 	if !ok {
 		return
+	}
+	if guessed {
+		v.Hook = journey.HookName(ev.Hook)
 	}
 	v.Table, v.Chain, v.Rule = dec.Table, dec.Chain, dec.Rule
 	if dec.Source == "nft" {
@@ -153,10 +170,40 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		f.Message = fmt.Sprintf("rule %q in %s dropped %s%s", dec.Rule, loc, flow, where)
 		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
 	}
+	if guessed {
+		f.Message += fmt.Sprintf(" (hook %s told by the rule counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
+	}
 	if dec.IsReject() && v.Kind == journey.Dropped && j.Reply == nil {
 		v.Kind = journey.Rejected
 	}
 	j.AddFinding(f)
+}
+
+// suspectHooks is for a netfilter drop no observer saw: the hooks the
+// packet may have been at, in path order, and the event that shows it there
+// (Stage StageWholeHook). Received in the namespace: PREROUTING, INPUT,
+// FORWARD, POSTROUTING; sent from it: OUTPUT, POSTROUTING.
+func suspectHooks(j *journey.Journey) (journey.Event, []uint8, bool) {
+	evs := j.Events
+	if len(evs) == 0 || evs[len(evs)-1].Kind != journey.KindDrop {
+		return journey.Event{}, nil, false
+	}
+	drop := evs[len(evs)-1]
+	for i := len(evs) - 2; i >= 0; i-- {
+		e := evs[i]
+		if e.Netns != drop.Netns {
+			break
+		}
+		if e.Kind == journey.KindNF {
+			return journey.Event{}, nil, false // lastNF's case
+		}
+		if e.Kind == journey.KindRx {
+			e.Stage = journey.StageWholeHook
+			return e, []uint8{journey.HookPreRouting, journey.HookLocalIn, journey.HookForward, journey.HookPostRouting}, true
+		}
+	}
+	drop.Stage = journey.StageWholeHook
+	return drop, []uint8{journey.HookLocalOut, journey.HookPostRouting}, true
 }
 
 func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet) string {

@@ -2,6 +2,7 @@ package journey
 
 import (
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -25,10 +26,17 @@ var HookStages = map[uint8][]uint8{
 	HookPostRouting: {0, 4, 5},
 }
 
+// StageWholeHook stands for "no observer saw the packet at this hook" (none
+// was attached in its namespace yet): every table of the hook is a suspect.
+const StageWholeHook uint8 = 255
+
 // StageRange is the priority interval between observer stage s of hook
 // and the next observer attached to that hook (the end of the hook after
-// the last one).
+// the last one); the whole hook for StageWholeHook.
 func StageRange(hook, s uint8) (lo, hi int32) {
+	if s == StageWholeHook {
+		return -1 << 31, 1<<31 - 1
+	}
 	lo, hi = NFStages[len(NFStages)-1], 1<<31-1
 	if int(s) < len(NFStages) {
 		lo = NFStages[s]
@@ -105,6 +113,12 @@ type Builder struct {
 	closed map[uint64]struct{}
 	names  map[uint32]string
 	ready  []*Journey
+
+	// caches of the drop monitor's path (one journey per event): strings
+	// and single-namespace name maps are built once, not per drop
+	reasons  map[uint32]string
+	addrs    map[netip.Addr]string
+	nameMaps map[uint32]map[uint32]string
 	// Late counts events that arrived for journeys already closed.
 	Late uint64
 	// LostTotal counts all events the kernel or a channel could not deliver.
@@ -141,7 +155,41 @@ func NewBuilder(opts Options) *Builder {
 		open:   map[uint64]*openJourney{},
 		closed: map[uint64]struct{}{},
 		names:  map[uint32]string{},
+
+		reasons:  map[uint32]string{},
+		addrs:    map[netip.Addr]string{},
+		nameMaps: map[uint32]map[uint32]string{},
 	}
+}
+
+// cacheLimit bounds each builder cache; a full cache starts over (a node's
+// namespaces and peers come and go over a daemon's life).
+const cacheLimit = 1 << 14
+
+func (b *Builder) addrString(a netip.Addr) string {
+	if s, ok := b.addrs[a]; ok {
+		return s
+	}
+	if len(b.addrs) >= cacheLimit {
+		clear(b.addrs)
+	}
+	s := a.String()
+	b.addrs[a] = s
+	return s
+}
+
+// nameMap is the journey Names map of a single namespace, shared by every
+// journey of that namespace (journeys never modify it after building).
+func (b *Builder) nameMap(ino uint32) map[uint32]string {
+	if m, ok := b.nameMaps[ino]; ok {
+		return m
+	}
+	if len(b.nameMaps) >= cacheLimit {
+		clear(b.nameMaps)
+	}
+	m := map[uint32]string{ino: b.NetnsName(ino)}
+	b.nameMaps[ino] = m
+	return m
 }
 
 // NetnsName names a namespace inode, remembering the first name seen so a
@@ -154,16 +202,28 @@ func (b *Builder) NetnsName(ino uint32) string {
 	if b.opts.NetnsName != nil {
 		n = b.opts.NetnsName(ino)
 	}
+	if len(b.names) >= cacheLimit {
+		clear(b.names)
+	}
 	b.names[ino] = n
 	return n
 }
 
-// ReasonName names a drop reason.
+// ReasonName names a drop reason (the kernel's names do not change while
+// it runs: each is asked for once).
 func (b *Builder) ReasonName(r uint32) string {
-	if b.opts.ReasonName != nil {
-		return b.opts.ReasonName(r)
+	if n, ok := b.reasons[r]; ok {
+		return n
 	}
-	return fmt.Sprintf("REASON_%d", r)
+	n := fmt.Sprintf("REASON_%d", r)
+	if b.opts.ReasonName != nil {
+		n = b.opts.ReasonName(r)
+	}
+	if len(b.reasons) >= cacheLimit {
+		clear(b.reasons)
+	}
+	b.reasons[r] = n
+	return n
 }
 
 // Add feeds one event.
@@ -265,6 +325,15 @@ func (b *Builder) CloseWhere(pred func(first Event) bool) []*Journey {
 	return out
 }
 
+// TakeReady returns the journeys finished so far without expiring any:
+// the drop monitor's one-event journeys are ready as soon as they are added.
+func (b *Builder) TakeReady() []*Journey {
+	if len(b.ready) == 0 {
+		return nil
+	}
+	return b.takeReady()
+}
+
 func (b *Builder) takeReady() []*Journey {
 	r := b.ready
 	b.ready = nil
@@ -318,14 +387,14 @@ func (b *Builder) dropJourney(e Event) *Journey {
 	}
 	d.j = Journey{
 		Schema:   Schema,
-		Packet:   PacketOf(e.Pkt),
+		Packet:   b.packetOf(e.Pkt),
 		Verdict:  Verdict{Kind: Dropped, Netns: name, Device: e.Ifname, Reason: b.ReasonName(e.Reason), NetnsInode: e.Netns, Ifindex: e.Ifindex},
 		Rewrites: []Rewrite{},
 		Encaps:   []Encap{},
 		Hops:     d.hops[:],
 		Findings: []Finding{},
 		Events:   d.events[:],
-		Names:    map[uint32]string{e.Netns: name},
+		Names:    b.nameMap(e.Netns),
 	}
 	if e.Encap {
 		d.j.Encaps = []Encap{{Kind: "vxlan", Netns: name, VNI: e.VNI, OuterSrc: e.Outer.Src.String(), OuterDst: e.Outer.Dst.String(), OuterDport: e.Outer.Dport, NetnsInode: e.Netns}}
@@ -338,11 +407,15 @@ func tupleJSON(t Tuple) TupleJSON {
 }
 
 // PacketOf renders a tuple as the contract's packet object.
-func PacketOf(t Tuple) Packet {
+func PacketOf(t Tuple) Packet { return packetOf(t, netip.Addr.String) }
+
+func (b *Builder) packetOf(t Tuple) Packet { return packetOf(t, b.addrString) }
+
+func packetOf(t Tuple, str func(netip.Addr) string) Packet {
 	if !t.Src.IsValid() || (t.Proto == 0 && t.Src.IsUnspecified() && t.Dst.IsUnspecified()) {
 		return Packet{Proto: "other"} // not IPv4: no addresses to show
 	}
-	p := Packet{Proto: ProtoName(t.Proto), Src: t.Src.String(), Dst: t.Dst.String()}
+	p := Packet{Proto: ProtoName(t.Proto), Src: str(t.Src), Dst: str(t.Dst)}
 	switch t.Proto {
 	case ProtoTCP:
 		p.Sport, p.Dport = t.Sport, t.Dport

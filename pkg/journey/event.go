@@ -160,19 +160,24 @@ func ProtoName(p uint8) string {
 }
 
 // TCPFlagsString renders TCP flags as "SYN", "SYN|ACK", ...
-func TCPFlagsString(f uint8) string {
+func TCPFlagsString(f uint8) string { return tcpFlagNames[f&0x3f] }
+
+// tcpFlagNames holds the name of every combination of the six classic
+// flags, "SYN|ACK" style.
+var tcpFlagNames = func() (t [64]string) {
 	names := []struct {
 		bit  uint8
 		name string
 	}{{0x02, "SYN"}, {0x10, "ACK"}, {0x01, "FIN"}, {0x04, "RST"}, {0x08, "PSH"}, {0x20, "URG"}}
-	s := ""
-	for _, n := range names {
-		if f&n.bit != 0 {
-			if s != "" {
-				s += "|"
+	for f := range t {
+		for _, n := range names {
+			if uint8(f)&n.bit != 0 {
+				if t[f] != "" {
+					t[f] += "|"
+				}
+				t[f] += n.name
 			}
-			s += n.name
 		}
 	}
-	return s
-}
+	return t
+}()

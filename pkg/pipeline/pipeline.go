@@ -127,6 +127,11 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.cfg.OnEvent(ev)
 		}
 		p.b.Add(ev)
+		if ev.Journey == 0 {
+			// an untracked drop is a finished journey: hand it on now
+			// rather than holding it (and every one after it) until the tick
+			deliver(p.b.TakeReady())
+		}
 	}
 	drain := func() {
 		for {

@@ -20,8 +20,10 @@ type EngineConfig struct {
 	Settings tracer.Settings
 	// IgnoreReasons are drop reason names the drop monitor does not report.
 	IgnoreReasons []string
-	// Netfilter attaches the netfilter observers to every namespace (and to
-	// namespaces that appear later).
+	// Netfilter enables the netfilter observers. They are attached per
+	// trace session: to every namespace for a session that asks for all
+	// (a probe), otherwise to each namespace when a tracked packet first
+	// shows up there, so traffic no trace follows meets no observer.
 	Netfilter bool
 	// ReplyWait: how long a delivered request waits for its reply.
 	ReplyWait time.Duration
@@ -58,12 +60,23 @@ type Engine struct {
 	attached atomic.Int64
 	degraded []string
 
-	actMu  sync.Mutex // serialises (de)activation of the per-packet programs
-	active int        // open sessions
+	actMu   sync.Mutex // serialises (de)activation of the per-packet programs
+	active  int        // open sessions
+	wantAll int        // open sessions that want observers everywhere
+
+	// lazy attachment: the processor asks (nfAsk, never blocking) for
+	// observers in a namespace the first time a tracked packet shows up
+	// there; the attacher goroutine attaches them.
+	nfAsk    chan uint32
+	nfOpen   atomic.Bool   // a session is open: asking makes sense
+	nfGen    atomic.Uint64 // bumped when every observer is detached
+	asked    map[uint32]bool
+	askedGen uint64
 }
 
 type session struct {
 	slot     int
+	all      bool
 	filter   tracer.Filter
 	out      chan *journey.Journey
 	overflow atomic.Uint64
@@ -133,11 +146,16 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
 		log.Debug("kprobe backend unavailable", zap.Error(err))
 	}
-	if cfg.Netfilter && !cfg.OnDemand {
-		e.syncNamespaces()
-		feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: e.attached.Load() > 0}
-	} else if cfg.Netfilter {
-		feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
+	if cfg.Netfilter {
+		if err := tr.LoadNetfilter(); err != nil {
+			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
+			cfg.Netfilter = false
+		} else {
+			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
+			e.nfAsk = make(chan uint32, 64)
+			e.asked = map[uint32]bool{}
+		}
+		e.cfg.Netfilter = cfg.Netfilter
 	}
 	if feat.Kprobe.Available {
 		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
@@ -154,7 +172,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			ReplyWait:  cfg.ReplyWait,
 		},
 		OnJourney: e.dispatch,
-		OnEvent:   cfg.OnEvent,
+		OnEvent:   e.onEvent,
 		OnLost:    cfg.OnLost,
 		Logger:    log,
 	})
@@ -172,35 +190,85 @@ func (e *Engine) Tracer() *tracer.Tracer { return e.tr }
 func (e *Engine) Run(ctx context.Context) error {
 	defer close(e.done)
 	if e.cfg.Netfilter {
-		go func() {
-			t := time.NewTicker(e.cfg.Rescan)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					e.actMu.Lock()
-					if !e.cfg.OnDemand || e.active > 0 {
-						e.syncNamespaces()
-					}
-					e.actMu.Unlock()
-				}
-			}
-		}()
+		go e.watchNamespaces(ctx)
 	}
 	return e.pipe.Run(ctx)
 }
 
-// syncNamespaces attaches observers to new namespaces and detaches those
-// of namespaces that are gone.
-func (e *Engine) syncNamespaces() {
+// watchNamespaces attaches the observers the processor asks for and, every
+// Rescan, follows namespaces appearing (sessions that want all) and
+// vanishing.
+func (e *Engine) watchNamespaces(ctx context.Context) {
+	t := time.NewTicker(e.cfg.Rescan)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ino := <-e.nfAsk:
+			e.actMu.Lock()
+			if e.active > 0 {
+				e.attachOne(ino)
+			}
+			e.actMu.Unlock()
+		case <-t.C:
+			e.actMu.Lock()
+			if e.active > 0 {
+				e.syncNamespaces(e.wantAll > 0)
+			}
+			e.actMu.Unlock()
+		}
+	}
+}
+
+// onEvent runs on the processor goroutine for every event: the first
+// tracked packet in a namespace without observers asks for them.
+func (e *Engine) onEvent(ev journey.Event) {
+	if e.cfg.OnEvent != nil {
+		e.cfg.OnEvent(ev)
+	}
+	if ev.Journey == 0 || e.nfAsk == nil || !e.nfOpen.Load() {
+		return
+	}
+	if g := e.nfGen.Load(); g != e.askedGen {
+		clear(e.asked) // everything was detached since
+		e.askedGen = g
+	}
+	if e.asked[ev.Netns] {
+		return
+	}
+	select {
+	case e.nfAsk <- ev.Netns:
+		e.asked[ev.Netns] = true
+	default: // the attacher is busy: the next event asks again
+	}
+}
+
+// attachOne attaches the observers of one namespace (actMu held).
+func (e *Engine) attachOne(ino uint32) {
+	path, ok := e.Registry.Path(netnsutil.Inode(ino))
+	if !ok {
+		e.log.Debug("netns of a journey not found; no netfilter observers there", zap.Uint32("netns", ino))
+		return
+	}
+	if err := e.tr.AttachNetfilter(path, ino); err != nil {
+		e.log.Warn("netfilter observers not attached", zap.String("netns", e.Registry.Name(netnsutil.Inode(ino))), zap.Error(err))
+	}
+	e.attached.Store(int64(len(e.tr.NetfilterNamespaces())))
+}
+
+// syncNamespaces detaches the observers of namespaces that are gone and,
+// with all, attaches observers to every namespace (actMu held).
+func (e *Engine) syncNamespaces(all bool) {
 	if err := e.Registry.Refresh(); err != nil {
 		e.log.Debug("rescan namespaces", zap.Error(err))
 	}
 	live := map[uint32]bool{}
 	for _, ns := range e.Registry.All() {
 		live[uint32(ns.Inode)] = true
+		if !all {
+			continue
+		}
 		if err := e.tr.AttachNetfilter(ns.Path, uint32(ns.Inode)); err != nil {
 			e.log.Warn("netfilter observers not attached", zap.String("netns", ns.Name), zap.Error(err))
 		}
@@ -215,34 +283,43 @@ func (e *Engine) syncNamespaces() {
 	e.attached.Store(int64(len(e.tr.NetfilterNamespaces())))
 }
 
-func (e *Engine) attachedText() string {
-	if !e.cfg.Netfilter {
+func (e *Engine) attachedText(all bool) string {
+	switch {
+	case !e.cfg.Netfilter:
 		return ""
+	case all:
+		return fmt.Sprintf(", netfilter observers in %d namespaces", e.attached.Load())
 	}
-	return fmt.Sprintf(", netfilter observers in %d namespaces", e.attached.Load())
+	return ", netfilter observers join each namespace the traced packets reach (--netfilter all: everywhere from the start)"
 }
 
 // open installs a session's filter, first attaching the per-packet
-// programs if they wait for a session (OnDemand).
-func (e *Engine) open(f tracer.Filter) (*session, error) {
+// programs if they wait for a session (OnDemand). all: the session wants
+// netfilter observers in every namespace now, not as packets arrive.
+func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
 	e.actMu.Lock()
 	if e.cfg.OnDemand && e.active == 0 {
 		if err := e.tr.AttachTracepoints(tracer.PathTracepoints...); err != nil {
 			e.actMu.Unlock()
 			return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
 		}
-		if e.cfg.Netfilter {
-			e.syncNamespaces()
-		}
 	}
 	e.active++
+	all = all && e.cfg.Netfilter
+	if all {
+		e.wantAll++
+		e.syncNamespaces(true)
+	} else if e.cfg.Netfilter && f.Netns != 0 {
+		e.attachOne(f.Netns) // where the traced packets start
+	}
+	e.nfOpen.Store(true)
 	e.actMu.Unlock()
 	slot, err := e.tr.AddFilter(f)
 	if err != nil {
-		e.release()
+		e.release(all)
 		return nil, err
 	}
-	s := &session{slot: slot, filter: f, out: make(chan *journey.Journey, 256)}
+	s := &session{slot: slot, all: all, filter: f, out: make(chan *journey.Journey, 256)}
 	e.mu.Lock()
 	e.sessions[slot] = s
 	e.mu.Unlock()
@@ -256,26 +333,33 @@ func (e *Engine) closeSession(s *session) {
 	if err := e.tr.RemoveFilter(s.slot); err != nil {
 		e.log.Warn("remove trace filter", zap.Error(err))
 	}
-	e.release()
+	e.release(s.all)
 }
 
 // release ends one session's claim on the per-packet programs; the last
-// one detaches them (OnDemand).
-func (e *Engine) release() {
+// one detaches them (OnDemand) and every netfilter observer.
+func (e *Engine) release(all bool) {
 	e.actMu.Lock()
 	defer e.actMu.Unlock()
 	e.active--
-	if !e.cfg.OnDemand || e.active > 0 {
+	if all {
+		e.wantAll--
+	}
+	if e.active > 0 {
 		return
 	}
-	if err := e.tr.DetachTracepoints(tracer.PathTracepoints...); err != nil {
-		e.log.Warn("detach tracepoints", zap.Error(err))
+	e.nfOpen.Store(false)
+	if e.cfg.OnDemand {
+		if err := e.tr.DetachTracepoints(tracer.PathTracepoints...); err != nil {
+			e.log.Warn("detach tracepoints", zap.Error(err))
+		}
 	}
 	for _, ino := range e.tr.NetfilterNamespaces() {
 		if err := e.tr.DetachNetfilter(ino); err != nil {
 			e.log.Warn("detach netfilter observers", zap.Error(err))
 		}
 	}
+	e.nfGen.Add(1)
 	e.attached.Store(0)
 }
 

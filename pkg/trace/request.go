@@ -14,16 +14,21 @@ import (
 // Request is a trace as a user asks for it (flags, or the daemon API's
 // JSON). Options validates it.
 type Request struct {
-	Src         string        `json:"src,omitempty"`
-	Dst         string        `json:"dst,omitempty"`
-	Sport       uint16        `json:"sport,omitempty"`
-	Dport       uint16        `json:"dport,omitempty"`
-	Proto       string        `json:"proto,omitempty"`
-	To          string        `json:"to,omitempty"`
-	SYN         bool          `json:"syn,omitempty"`
-	FromNetns   string        `json:"from_netns,omitempty"`
-	Probe       bool          `json:"probe,omitempty"`
-	ProbeSize   int           `json:"probe_size,omitempty"`
+	Src       string `json:"src,omitempty"`
+	Dst       string `json:"dst,omitempty"`
+	Sport     uint16 `json:"sport,omitempty"`
+	Dport     uint16 `json:"dport,omitempty"`
+	Proto     string `json:"proto,omitempty"`
+	To        string `json:"to,omitempty"`
+	SYN       bool   `json:"syn,omitempty"`
+	FromNetns string `json:"from_netns,omitempty"`
+	Probe     bool   `json:"probe,omitempty"`
+	ProbeSize int    `json:"probe_size,omitempty"`
+	// Netfilter says where the netfilter observers go: "reached" (each
+	// namespace when a journey of the trace first reaches it), "all"
+	// (every namespace, before the first packet) or "" (all with --probe,
+	// reached without).
+	Netfilter   string        `json:"netfilter,omitempty"`
 	Timeout     time.Duration `json:"timeout"`
 	Count       int           `json:"count"`
 	ServiceCIDR string        `json:"service_cidr,omitempty"`
@@ -137,6 +142,15 @@ func (r Request) options() (Options, error) {
 		return o, fmt.Errorf("--probe-size must be 0-65000")
 	}
 	o.FromNetns, o.Timeout, o.Count, o.ProbeSize = r.FromNetns, r.Timeout, r.Count, r.ProbeSize
+	switch r.Netfilter {
+	case "":
+		o.NetfilterAll = r.Probe // the probe's first packet must meet every observer
+	case NetfilterReached:
+	case NetfilterAll:
+		o.NetfilterAll = true
+	default:
+		return o, fmt.Errorf("--netfilter %q: want %s or %s", r.Netfilter, NetfilterReached, NetfilterAll)
+	}
 	if r.Probe {
 		o.Probe = true
 		o.ProbeProto = journey.ProtoName(o.Filter.Proto)
@@ -158,6 +172,12 @@ func (r Request) options() (Options, error) {
 	}
 	return o, nil
 }
+
+// Where the netfilter observers of a trace go (Request.Netfilter).
+const (
+	NetfilterReached = "reached"
+	NetfilterAll     = "all"
+)
 
 // DiagnoseConfig returns the service range and node addresses of the request.
 func (r Request) DiagnoseConfig() (netip.Prefix, []netip.Addr, error) {

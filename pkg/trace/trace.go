@@ -31,6 +31,10 @@ type Options struct {
 	ProbeProto string
 	ProbeDst   netip.AddrPort
 	ProbeSize  int // UDP/ICMP payload bytes (DF set)
+	// NetfilterAll attaches the netfilter observers to every namespace
+	// before the trace starts; otherwise each namespace gets them when a
+	// tracked packet first reaches it (the filter's own netns at once).
+	NetfilterAll bool
 	// Ready is called once the trace's filter is in the kernel.
 	Ready func(desc string)
 	// Diagnose adds findings to a finished journey (on the session's goroutine).
@@ -69,7 +73,7 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		}
 		fromPath = path
 	}
-	s, err := e.open(o.Filter)
+	s, err := e.open(o.Filter, o.NetfilterAll)
 	if err != nil {
 		return res, err
 	}
@@ -79,7 +83,7 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		if d := e.degraded; len(d) > 0 {
 			o.Ready("degraded: " + strings.Join(d, "; "))
 		}
-		o.Ready(describe(o) + e.attachedText())
+		o.Ready(describe(o) + e.attachedText(o.NetfilterAll))
 	}
 	if o.Probe {
 		go func() {

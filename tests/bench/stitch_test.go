@@ -121,7 +121,8 @@ func TestRecordingsBuildTheirJourneys(t *testing.T) {
 
 // BenchmarkStitch measures the journey builder, the processor goroutine's
 // work per event: Add for every event and Expire every 50ms of the stream's
-// simulated clock, as the pipeline does. One op is one event.
+// simulated clock, as the pipeline does (which also takes an untracked
+// drop's journey as soon as it is added). One op is one event.
 //
 //   - lab-journeys: copies of the traced journeys recorded in the lab
 //     (a delivered TCP connection to the ClusterIP with its replies, a SYN
@@ -150,6 +151,9 @@ func BenchmarkStitch(b *testing.B) {
 			for b.Loop() {
 				e := s.Next()
 				bl.Add(e)
+				if e.Journey == 0 {
+					_ = bl.TakeReady() // as the pipeline does for untracked drops
+				}
 				if e.TimeNs >= next {
 					maxOpen = max(maxOpen, bl.Open())
 					bl.Expire(e.TimeNs)

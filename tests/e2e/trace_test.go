@@ -1,7 +1,14 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os/exec"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/tests/lab"
@@ -76,5 +83,93 @@ func TestTraceForwardPolicyDrop(t *testing.T) {
 				t.Errorf("dropped journey reaches %s: %+v", l.PodB, j.Hops)
 			}
 		})
+	}
+}
+
+// A passive trace (no --probe) attaches netfilter observers in a namespace
+// only when a traced packet first reaches it. The first connection's SYN
+// crosses node-b before its observers are there: the rule counters still
+// name the hook, chain and policy. The next connection's SYN meets them.
+func TestTracePassiveObserversJoin(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{})
+	if err := l.ApplyFault("forward-drop"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, skbtrailBin, "trace", "--json", "--no-daemon", "--from-netns", l.PodA,
+		"--to", l.WebService.Addr(), "--syn", "--count", "2", "--timeout", "10s")
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	var errText strings.Builder
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			errText.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "skbtrail: tracing") {
+				ready <- sc.Text()
+			}
+		}
+		close(ready)
+	}()
+	line, ok := <-ready
+	if !ok {
+		t.Fatalf("trace never became ready: %v", cmd.Wait())
+	}
+	if !strings.Contains(line, "join each namespace") {
+		t.Errorf("ready line does not say where the observers go: %q", line)
+	}
+	for i := 0; i < 2; i++ { // two connections: a retransmitted SYN joins its first journey
+		if err := l.Dial(ctx, l.PodA, l.WebService.Addr(), 500*time.Millisecond); err == nil {
+			t.Fatal("connect through the FORWARD drop succeeded")
+		}
+	}
+	werr := cmd.Wait()
+	t.Logf("stderr: %s\nstdout: %s", errText.String(), stdout.String())
+	if werr == nil {
+		t.Fatal("trace of dropped SYNs exited 0")
+	}
+	var js []journey.Journey
+	for _, ln := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var j journey.Journey
+		if err := json.Unmarshal([]byte(ln), &j); err != nil {
+			t.Fatalf("decode %q: %v", ln, err)
+		}
+		js = append(js, j)
+	}
+	if len(js) != 2 {
+		t.Fatalf("%d journeys, want 2 (one per connection)", len(js))
+	}
+	nfHopsInNodeB := func(j journey.Journey) int {
+		n := 0
+		for _, h := range j.Hops {
+			if h.Netns == l.NodeB && strings.HasPrefix(h.Event, "nf:") {
+				n++
+			}
+		}
+		return n
+	}
+	for i, j := range js {
+		v := j.Verdict
+		if v.Kind != journey.Dropped || v.Netns != l.NodeB || v.Hook != "FORWARD" || v.Chain != "FORWARD" || v.Rule != "policy DROP" {
+			t.Errorf("journey %d: verdict %+v, want dropped in %s by FORWARD policy DROP", i, v, l.NodeB)
+		}
+		if !hasFinding(j, "NF_POLICY_DROP") {
+			t.Errorf("journey %d: findings %v", i, findingCodes(j))
+		}
+	}
+	if n := nfHopsInNodeB(js[1]); n == 0 {
+		t.Errorf("the second SYN met no netfilter observer in %s: %+v", l.NodeB, js[1].Hops)
+	}
+	if js[1].Verdict.Table != "filter" {
+		t.Errorf("second SYN: table %q, want filter", js[1].Verdict.Table)
 	}
 }

@@ -110,7 +110,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 		defAffinity = "0,1"
 	}
 	fs.StringVar(&cfg.affinity, "affinity", defAffinity, "iperf3 -A: CPU of the client,CPU of the server (steadier numbers; empty: let the scheduler place them)")
-	fs.StringVar(&cfg.modes, "modes", "abcde", "modes to run (a, the baseline, always runs): a nothing, b daemon, c daemon + trace, d tcpdump, e tracepoints-only trace")
+	fs.StringVar(&cfg.modes, "modes", "abcde", "modes to run (a, the baseline, always runs): a nothing, b daemon, c daemon + trace, d tcpdump, e daemon + trace with netfilter observers in every namespace")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -144,9 +144,9 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	for _, m := range []mode{
 		{key: "a", name: "baseline (nothing attached)", attach: b.attachNothing},
 		{key: "b", name: "skbtrail daemon (always-on)", target: daemonTarget, attach: b.attachDaemon},
-		{key: "c", name: "daemon + active trace (other flow)", target: traceTarget, attach: b.attachTrace},
+		{key: "c", name: "daemon + active trace (other flow)", target: traceTarget, attach: b.traceAttacher()},
 		{key: "d", name: "tcpdump -i any in node-a + node-b", attach: b.attachTcpdump},
-		{key: "e", name: "trace --no-netfilter, no daemon (other flow)", attach: b.attachTracepointsOnly},
+		{key: "e", name: "daemon + trace --netfilter all (other flow)", attach: b.traceAttacher("--netfilter", "all")},
 	} {
 		if m.key == "a" || strings.Contains(cfg.modes, m.key) {
 			b.modes = append(b.modes, m)
@@ -591,14 +591,20 @@ func (b *runner) attachDaemon(ctx context.Context) (*attachment, error) {
 	}, nil
 }
 
-func (b *runner) attachTrace(ctx context.Context) (*attachment, error) {
+// traceAttacher runs the daemon plus a trace of a flow nobody sends
+// (extra: more trace flags).
+func (b *runner) traceAttacher(extra ...string) func(context.Context) (*attachment, error) {
+	return func(ctx context.Context) (*attachment, error) { return b.attachTrace(ctx, extra) }
+}
+
+func (b *runner) attachTrace(ctx context.Context, extra []string) (*attachment, error) {
 	d, err := b.startDaemon(ctx)
 	if err != nil {
 		return nil, err
 	}
 	timeout := max(60*time.Second, 3*(b.cfg.duration+b.cfg.omit))
-	tr, err := b.kids.start("skbtrail trace", b.cfg.skbtrail, "trace", "--daemon-socket", d.socket,
-		"--to", unrelatedTarget, "--timeout", timeout.String(), "--count", "0")
+	argv := append([]string{b.cfg.skbtrail, "trace", "--daemon-socket", d.socket, "--to", unrelatedTarget, "--timeout", timeout.String(), "--count", "0"}, extra...)
+	tr, err := b.kids.start(strings.TrimSpace("skbtrail trace "+strings.Join(extra, " ")), argv...)
 	if err == nil {
 		err = tr.waitOutput(ctx, 30*time.Second, "skbtrail: tracing")
 	}
@@ -625,37 +631,6 @@ func (b *runner) attachTrace(ctx context.Context) (*attachment, error) {
 			// the trace ends on SIGTERM with "no matching packet" (exit 3)
 			_ = b.kids.stop(tr)
 			return note, b.stopDaemon(d)
-		},
-	}, nil
-}
-
-// attachTracepointsOnly runs a private trace (no daemon) without the
-// netfilter observers: the tracepoint programs alone, with a filter, for
-// comparison with the daemon's cost.
-func (b *runner) attachTracepointsOnly(ctx context.Context) (*attachment, error) {
-	timeout := max(60*time.Second, 3*(b.cfg.duration+b.cfg.omit))
-	tr, err := b.kids.start("skbtrail trace --no-daemon --no-netfilter", b.cfg.skbtrail, "trace", "--no-daemon", "--no-netfilter",
-		"--to", unrelatedTarget, "--timeout", timeout.String(), "--count", "0")
-	if err != nil {
-		return nil, err
-	}
-	if err := tr.waitOutput(ctx, 60*time.Second, "skbtrail: tracing"); err != nil {
-		_ = b.kids.stop(tr)
-		return nil, err
-	}
-	time.Sleep(time.Second) // as for the daemon: let the start-up settle
-	return &attachment{
-		owner: tr.pid(),
-		pids:  []int{tr.pid()},
-		check: func() error {
-			if tr.exited() {
-				return fmt.Errorf("%s ended during the run (%v):\n%s", tr.name, tr.err, indent(tr.out.String()))
-			}
-			return nil
-		},
-		detach: func() (string, error) {
-			_ = b.kids.stop(tr)
-			return "", nil
 		},
 	}, nil
 }

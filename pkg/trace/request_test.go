@@ -1,0 +1,58 @@
+package trace
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRequestNetfilterPlacement(t *testing.T) {
+	base := Request{To: "10.96.0.10:80", Timeout: time.Second, Count: 1}
+	cases := []struct {
+		netfilter string
+		probe     bool
+		all       bool
+		err       string
+	}{
+		{"", false, false, ""}, // passive: observers join namespaces as packets reach them
+		{"", true, true, ""},   // a probe's one packet must meet every observer
+		{"reached", true, false, ""},
+		{"all", false, true, ""},
+		{"everywhere", false, false, `--netfilter "everywhere": want reached or all`},
+	}
+	for _, c := range cases {
+		r := base
+		r.Netfilter, r.Probe = c.netfilter, c.probe
+		o, err := r.Options()
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) || !IsUsage(err) {
+				t.Errorf("%q probe=%v: error %v, want usage error %q", c.netfilter, c.probe, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%q probe=%v: %v", c.netfilter, c.probe, err)
+		}
+		if o.NetfilterAll != c.all {
+			t.Errorf("%q probe=%v: NetfilterAll %v, want %v", c.netfilter, c.probe, o.NetfilterAll, c.all)
+		}
+	}
+}
+
+func TestRequestErrors(t *testing.T) {
+	for _, c := range []struct {
+		r   Request
+		err string
+	}{
+		{Request{To: "10.0.0.1", Timeout: time.Second}, "want HOST:PORT"},
+		{Request{To: "10.0.0.1:0", Timeout: time.Second}, "port must be 1-65535"},
+		{Request{To: "10.0.0.1:80", Dport: 81, Timeout: time.Second}, "cannot be combined"},
+		{Request{To: "10.0.0.1:80"}, "--timeout must be positive"},
+		{Request{Proto: "icmp", Dport: 1, Timeout: time.Second}, "ports make no sense"},
+		{Request{Probe: true, Dst: "10.0.0.0/24", Dport: 1, Timeout: time.Second}, "--probe needs a destination address"},
+	} {
+		if _, err := c.r.Options(); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%+v: error %v, want %q", c.r, err, c.err)
+		}
+	}
+}
