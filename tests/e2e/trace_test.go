@@ -127,8 +127,10 @@ func TestTracePassiveObserversJoin(t *testing.T) {
 	if !strings.Contains(line, "join each namespace") {
 		t.Errorf("ready line does not say where the observers go: %q", line)
 	}
-	for i := 0; i < 2; i++ { // two connections: a retransmitted SYN joins its first journey
-		if err := l.Dial(ctx, l.PodA, l.WebService.Addr(), 500*time.Millisecond); err == nil {
+	// two connections (a retransmitted SYN joins its first journey); the
+	// first one's wait leaves the observers time to join node-b
+	for _, wait := range []time.Duration{time.Second, 500 * time.Millisecond} {
+		if err := l.Dial(ctx, l.PodA, l.WebService.Addr(), wait); err == nil {
 			t.Fatal("connect through the FORWARD drop succeeded")
 		}
 	}
