@@ -166,64 +166,49 @@ func NewBuilder(opts Options) *Builder {
 // namespaces and peers come and go over a daemon's life).
 const cacheLimit = 1 << 14
 
-func (b *Builder) addrString(a netip.Addr) string {
-	if s, ok := b.addrs[a]; ok {
-		return s
+// memo returns m[k], computed by f and remembered on a miss.
+func memo[K comparable, V any](m map[K]V, k K, f func(K) V) V {
+	if v, ok := m[k]; ok {
+		return v
 	}
-	if len(b.addrs) >= cacheLimit {
-		clear(b.addrs)
+	if len(m) >= cacheLimit {
+		clear(m)
 	}
-	s := a.String()
-	b.addrs[a] = s
-	return s
+	v := f(k)
+	m[k] = v
+	return v
 }
+
+func (b *Builder) addrString(a netip.Addr) string { return memo(b.addrs, a, netip.Addr.String) }
 
 // nameMap is the journey Names map of a single namespace, shared by every
 // journey of that namespace (journeys never modify it after building).
 func (b *Builder) nameMap(ino uint32) map[uint32]string {
-	if m, ok := b.nameMaps[ino]; ok {
-		return m
-	}
-	if len(b.nameMaps) >= cacheLimit {
-		clear(b.nameMaps)
-	}
-	m := map[uint32]string{ino: b.NetnsName(ino)}
-	b.nameMaps[ino] = m
-	return m
+	return memo(b.nameMaps, ino, func(ino uint32) map[uint32]string {
+		return map[uint32]string{ino: b.NetnsName(ino)}
+	})
 }
 
 // NetnsName names a namespace inode, remembering the first name seen so a
 // namespace that disappears keeps its name in journeys.
 func (b *Builder) NetnsName(ino uint32) string {
-	if n, ok := b.names[ino]; ok {
-		return n
-	}
-	n := fmt.Sprintf("ino:%d", ino)
-	if b.opts.NetnsName != nil {
-		n = b.opts.NetnsName(ino)
-	}
-	if len(b.names) >= cacheLimit {
-		clear(b.names)
-	}
-	b.names[ino] = n
-	return n
+	return memo(b.names, ino, func(ino uint32) string {
+		if b.opts.NetnsName != nil {
+			return b.opts.NetnsName(ino)
+		}
+		return fmt.Sprintf("ino:%d", ino)
+	})
 }
 
 // ReasonName names a drop reason (the kernel's names do not change while
 // it runs: each is asked for once).
 func (b *Builder) ReasonName(r uint32) string {
-	if n, ok := b.reasons[r]; ok {
-		return n
-	}
-	n := fmt.Sprintf("REASON_%d", r)
-	if b.opts.ReasonName != nil {
-		n = b.opts.ReasonName(r)
-	}
-	if len(b.reasons) >= cacheLimit {
-		clear(b.reasons)
-	}
-	b.reasons[r] = n
-	return n
+	return memo(b.reasons, r, func(r uint32) string {
+		if b.opts.ReasonName != nil {
+			return b.opts.ReasonName(r)
+		}
+		return fmt.Sprintf("REASON_%d", r)
+	})
 }
 
 // Add feeds one event.
