@@ -119,10 +119,8 @@ func TestSameJourneyFromBothBackends(t *testing.T) {
 // The kprobe backend adds what only it sees: netfilter verdicts per hook and
 // the tunnel transmit. The tp_btf backend sees netfilter through observers.
 func TestKprobeExtrasKeepTheJourney(t *testing.T) {
-	tpSteps := bkInsert(bkCommon, 6, // netfilter observers on node B's FORWARD
+	tpSteps := bkInsert(bkCommon, 6, // the netfilter observer of node B's FORWARD
 		bkStep{kind: KindNF, netns: bkNodeB, dev: "flannel.1", hook: HookForward, stage: 0},
-		bkStep{kind: KindNF, netns: bkNodeB, dev: "flannel.1", hook: HookForward, stage: 1},
-		bkStep{kind: KindNF, netns: bkNodeB, dev: "flannel.1", hook: HookForward, stage: 2},
 	)
 	kpSteps := bkInsert(bkCommon, 6,
 		bkStep{kind: KindNFVerdict, netns: bkNodeB, dev: "flannel.1", hook: HookPreRouting, reason: NFAccept},
@@ -143,9 +141,9 @@ func TestKprobeExtrasKeepTheJourney(t *testing.T) {
 			t.Errorf("verdict = %+v, want dropped NETFILTER_DROP in node-b on flannel.1", v)
 		}
 	}
-	// the observers pin the hook and the table in the tracepoint journey
-	if tp.Verdict.Hook != "FORWARD" || tp.Verdict.Table != "filter" {
-		t.Errorf("tracepoint verdict hook/table = %q/%q, want FORWARD/filter", tp.Verdict.Hook, tp.Verdict.Table)
+	// the observer pins the hook, and the tables it leaves, in the tracepoint journey
+	if tp.Verdict.Hook != "FORWARD" || tp.Verdict.Table != "mangle/filter/security" {
+		t.Errorf("tracepoint verdict hook/table = %q/%q, want FORWARD/mangle/filter/security", tp.Verdict.Hook, tp.Verdict.Table)
 	}
 	// every hop the tracepoints saw is in the kprobe journey, in order
 	if !bkSubsequence(bkPlainHops(tp.Hops), kp.Hops) {
@@ -159,11 +157,11 @@ func TestKprobeExtrasKeepTheJourney(t *testing.T) {
 		t.Errorf("pinNFVerdict(kprobe) = %+v, want hook FORWARD, no table", v)
 	}
 	// with observers as well, the table comes from the last observer stage
-	both := bkBuild(t, bkEvents(SourceKprobe, bkInsert(tpSteps, 9,
+	both := bkBuild(t, bkEvents(SourceKprobe, bkInsert(tpSteps, 7,
 		bkStep{kind: KindNFVerdict, netns: bkNodeB, dev: "flannel.1", hook: HookForward, reason: NFDrop})))
 	v = Verdict{}
-	if !pinNFVerdict(&v, both.Events, &both.Events[len(both.Events)-1]) || v.Hook != "FORWARD" || v.Table != "filter" {
-		t.Errorf("pinNFVerdict(kprobe+observers) = %+v, want FORWARD/filter", v)
+	if !pinNFVerdict(&v, both.Events, &both.Events[len(both.Events)-1]) || v.Hook != "FORWARD" || v.Table != "mangle/filter/security" {
+		t.Errorf("pinNFVerdict(kprobe+observers) = %+v, want FORWARD/mangle/filter/security", v)
 	}
 	// no verdict: nothing pinned
 	v = Verdict{}

@@ -15,15 +15,19 @@ import (
 var NFStages = []int32{-301, -101, -99, 1, 99, 101}
 
 // HookStages lists, per netfilter hook, the observer stages attached to it:
-// only where a table can decide (DNAT in PREROUTING and OUTPUT, SNAT in
-// POSTROUTING and INPUT, filter everywhere but POSTROUTING), so every
-// packet pays for as few observers as the attribution needs.
+// every packet pays for each one, so a hook gets an observer where the
+// packet enters it (stage 0), plus one after the tables that rewrite
+// addresses (after DNAT in PREROUTING and OUTPUT, after SNAT in INPUT and
+// POSTROUTING) so NAT is pinned to its hook, and INPUT's last observer
+// tells that the stack hands the packet to a socket. Which table and rule
+// in a hook dropped a packet is told by the rule counters (pkg/nfrules);
+// the observers narrow it to the tables between two of them.
 var HookStages = map[uint8][]uint8{
-	HookPreRouting:  {0, 1, 2, 3},
-	HookLocalIn:     {0, 2, 3, 5},
-	HookForward:     {0, 2, 3},
-	HookLocalOut:    {0, 1, 2, 3, 5},
-	HookPostRouting: {0, 4, 5},
+	HookPreRouting:  {0, 2},
+	HookLocalIn:     {0, 5},
+	HookForward:     {0},
+	HookLocalOut:    {0, 2},
+	HookPostRouting: {0, 5},
 }
 
 // StageWholeHook stands for "no observer saw the packet at this hook" (none
