@@ -1,9 +1,10 @@
 package journey
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -117,6 +118,7 @@ type Builder struct {
 	closed map[uint64]struct{}
 	names  map[uint32]string
 	ready  []*Journey
+	lru    lruList
 
 	// caches of the drop monitor's path (one journey per event): strings
 	// and single-namespace name maps are built once, not per drop
@@ -138,6 +140,36 @@ type openJourney struct {
 	awaits  bool // delivered request that expects a reply
 	lastNs  uint64
 	lost    uint64
+
+	prev, next *openJourney // the builder's activity order (b.lru)
+}
+
+// lruList orders the open journeys by their last event, least recent
+// first: closing the oldest when MaxOpen is reached is O(1).
+type lruList struct{ head, tail *openJourney }
+
+func (l *lruList) pushBack(o *openJourney) {
+	o.prev, o.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = o
+	} else {
+		l.head = o
+	}
+	l.tail = o
+}
+
+func (l *lruList) remove(o *openJourney) {
+	if o.prev != nil {
+		o.prev.next = o.next
+	} else {
+		l.head = o.next
+	}
+	if o.next != nil {
+		o.next.prev = o.prev
+	} else {
+		l.tail = o.prev
+	}
+	o.prev, o.next = nil, nil
 }
 
 // NewBuilder returns an empty builder.
@@ -234,6 +266,7 @@ func (b *Builder) Add(e Event) {
 		}
 		o = &openJourney{id: id, fwd: make([]Event, 0, 16)}
 		b.open[id] = o
+		b.lru.pushBack(o)
 	}
 	if e.Journey&1 == 1 {
 		o.rev = append(o.rev, e)
@@ -251,6 +284,10 @@ func (b *Builder) Add(e Event) {
 	}
 	if e.TimeNs > o.lastNs {
 		o.lastNs = e.TimeNs
+		if o != b.lru.tail {
+			b.lru.remove(o)
+			b.lru.pushBack(o)
+		}
 	}
 }
 
@@ -273,14 +310,14 @@ func (b *Builder) Open() int { return len(b.open) }
 // nothing for Idle, and returns every journey closed since the last call.
 func (b *Builder) Expire(nowNs uint64) []*Journey {
 	grace, idle, wait := uint64(b.opts.Grace), uint64(b.opts.Idle), uint64(b.opts.ReplyWait)
-	for id, o := range b.open {
+	for _, o := range b.open {
 		ended := o.endNs != 0 && nowNs >= o.endNs+grace
 		if ended && o.awaits && len(o.rev) == 0 && nowNs < o.endNs+wait {
 			continue // delivered: give the reply its chance
 		}
 		if ended || nowNs >= o.lastNs+max(idle, wait) {
 			b.ready = append(b.ready, b.finish(o))
-			b.markClosed(id)
+			b.markClosed(o)
 		}
 	}
 	return b.takeReady()
@@ -288,9 +325,9 @@ func (b *Builder) Expire(nowNs uint64) []*Journey {
 
 // Close closes every open journey (end of a trace) and returns them.
 func (b *Builder) Close() []*Journey {
-	for id, o := range b.open {
+	for _, o := range b.open {
 		b.ready = append(b.ready, b.finish(o))
-		b.markClosed(id)
+		b.markClosed(o)
 	}
 	return b.takeReady()
 }
@@ -298,7 +335,7 @@ func (b *Builder) Close() []*Journey {
 // CloseWhere closes the open journeys whose first event pred selects.
 func (b *Builder) CloseWhere(pred func(first Event) bool) []*Journey {
 	var out []*Journey
-	for id, o := range b.open {
+	for _, o := range b.open {
 		first := Event{}
 		if len(o.fwd) > 0 {
 			first = o.fwd[0]
@@ -307,10 +344,10 @@ func (b *Builder) CloseWhere(pred func(first Event) bool) []*Journey {
 		}
 		if pred(first) {
 			out = append(out, b.finish(o))
-			b.markClosed(id)
+			b.markClosed(o)
 		}
 	}
-	sort.SliceStable(out, func(i, k int) bool { return firstNs(out[i]) < firstNs(out[k]) })
+	slices.SortStableFunc(out, func(a, b *Journey) int { return cmp.Compare(firstNs(a), firstNs(b)) })
 	return out
 }
 
@@ -326,7 +363,7 @@ func (b *Builder) TakeReady() []*Journey {
 func (b *Builder) takeReady() []*Journey {
 	r := b.ready
 	b.ready = nil
-	sort.SliceStable(r, func(i, k int) bool { return firstNs(r[i]) < firstNs(r[k]) })
+	slices.SortStableFunc(r, func(a, b *Journey) int { return cmp.Compare(firstNs(a), firstNs(b)) })
 	return r
 }
 
@@ -337,24 +374,21 @@ func firstNs(j *Journey) uint64 {
 	return j.Events[0].TimeNs
 }
 
-func (b *Builder) markClosed(id uint64) {
+func (b *Builder) markClosed(o *openJourney) {
+	id := o.id
 	delete(b.open, id)
+	b.lru.remove(o)
 	if len(b.closed) > 4*b.opts.MaxOpen {
 		b.closed = map[uint64]struct{}{}
 	}
 	b.closed[id] = struct{}{}
 }
 
+// closeOldest closes the journey whose last event is the least recent.
 func (b *Builder) closeOldest() {
-	var oldest *openJourney
-	for _, o := range b.open {
-		if oldest == nil || o.lastNs < oldest.lastNs {
-			oldest = o
-		}
-	}
-	if oldest != nil {
+	if oldest := b.lru.head; oldest != nil {
 		b.ready = append(b.ready, b.finish(oldest))
-		b.markClosed(oldest.id)
+		b.markClosed(oldest)
 	}
 }
 
@@ -416,8 +450,17 @@ func packetOf(t Tuple, str func(netip.Addr) string) Packet {
 }
 
 func (b *Builder) finish(o *openJourney) *Journey {
-	sort.SliceStable(o.fwd, func(i, k int) bool { return o.fwd[i].TimeNs < o.fwd[k].TimeNs })
-	sort.SliceStable(o.rev, func(i, k int) bool { return o.rev[i].TimeNs < o.rev[k].TimeNs })
+	byTime := func(a, b Event) int { return cmp.Compare(a.TimeNs, b.TimeNs) }
+	slices.SortStableFunc(o.fwd, byTime)
+	slices.SortStableFunc(o.rev, byTime)
+	names := map[uint32]string{}
+	for _, list := range [][]Event{o.fwd, o.rev} {
+		for _, e := range list {
+			names[e.Netns] = b.NetnsName(e.Netns)
+		}
+	}
+	rejected := isRejection(o.rev)
+	// firstLife reuses the slices: o.fwd and o.rev are not read after this
 	fwd, rev := firstLife(o.fwd), firstLife(o.rev)
 	j := &Journey{
 		Schema:      Schema,
@@ -429,12 +472,7 @@ func (b *Builder) finish(o *openJourney) *Journey {
 		Encaps:      []Encap{},
 		Hops:        []Hop{},
 		Findings:    []Finding{},
-		Names:       map[uint32]string{},
-	}
-	for _, list := range [][]Event{o.fwd, o.rev} {
-		for _, e := range list {
-			j.Names[e.Netns] = b.NetnsName(e.Netns)
-		}
+		Names:       names,
 	}
 	if len(fwd) == 0 {
 		j.Verdict = Verdict{Kind: Unknown}
@@ -456,7 +494,7 @@ func (b *Builder) finish(o *openJourney) *Journey {
 		}
 		r.Verdict, r.Netns, r.Device, r.Reason = v.Kind, v.Netns, v.Device, v.Reason
 		j.Reply = r
-		if (j.Verdict.Kind == Dropped || j.Verdict.Kind == Lost) && isRejection(o.rev) {
+		if (j.Verdict.Kind == Dropped || j.Verdict.Kind == Lost) && rejected {
 			j.Verdict.Kind = Rejected
 		}
 	}
@@ -611,7 +649,7 @@ func firstLife(evs []Event) []Event {
 	for i := range evs {
 		e := evs[i]
 		if e.Skb != first.Skb {
-			out = append(make([]Event, 0, len(evs)), evs[:i]...)
+			// compacted in place too: out never passes the event being read
 			return lifeSlow(out, evs[i:], first)
 		}
 		if !samePacket(first.Pkt, e.Pkt) {

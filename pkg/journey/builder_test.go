@@ -1,6 +1,7 @@
 package journey
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -304,5 +305,30 @@ func TestTablesAfterStage(t *testing.T) {
 	}
 	if lo, hi := StageRange(HookForward, 0); lo != -301 || hi != 1<<31-1 {
 		t.Errorf("StageRange(FORWARD, last) = %d, %d", lo, hi)
+	}
+}
+
+// firstLife keeps the first skb's events up to its free, in order, when
+// another skb's events (a clone, a copy) are interleaved with them; it
+// compacts them in place.
+func TestFirstLifeInterleaved(t *testing.T) {
+	ev := func(skb uint64, ns uint32, k Kind) Event {
+		return Event{Skb: skb, Netns: ns, Kind: k, Pkt: synPod}
+	}
+	evs := []Event{
+		ev(1, nsPodA, KindTx), ev(2, nsNodeA, KindRx), ev(1, nsNodeA, KindRx),
+		ev(2, nsNodeA, KindDrop), ev(1, nsNodeB, KindRx), ev(1, nsPodB, KindConsume), ev(1, nsPodB, KindRx),
+	}
+	got := firstLife(evs)
+	var kinds []string
+	for _, e := range got {
+		if e.Skb != 1 {
+			t.Fatalf("event of skb %d in the first life: %+v", e.Skb, got)
+		}
+		kinds = append(kinds, fmt.Sprintf("%d/%s", e.Netns, e.Kind))
+	}
+	want := fmt.Sprintf("[%d/tx %d/rx %d/rx %d/consume]", nsPodA, nsNodeA, nsNodeB, nsPodB)
+	if fmt.Sprint(kinds) != want {
+		t.Errorf("first life %v, want %s", kinds, want)
 	}
 }
