@@ -73,6 +73,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() > 0 {
 		return usageErr("trace: unexpected argument %q", fs.Arg(0))
 	}
+	if f.noNetfilter && f.req.Netfilter != "" {
+		return usageErr("trace: --netfilter and --no-netfilter cannot be combined")
+	}
 	logf := func(string, ...any) {}
 	if f.verbose {
 		logf = func(format string, args ...any) { fmt.Fprintf(stderr, "skbtrail: "+format+"\n", args...) }

@@ -171,7 +171,7 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
 	}
 	if guessed {
-		f.Message += fmt.Sprintf(" (hook %s told by the rule counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
+		f.Message += fmt.Sprintf(" (hook %s found from the rules and their counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
 	}
 	if dec.IsReject() && v.Kind == journey.Dropped && j.Reply == nil {
 		v.Kind = journey.Rejected
