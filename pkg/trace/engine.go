@@ -201,20 +201,30 @@ func (e *Engine) Run(ctx context.Context) error {
 func (e *Engine) watchNamespaces(ctx context.Context) {
 	t := time.NewTicker(e.cfg.Rescan)
 	defer t.Stop()
+	retry := map[uint32]int{} // asked for, not attached yet (netns not listed yet, say): tries left
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case ino := <-e.nfAsk:
 			e.actMu.Lock()
-			if e.active > 0 {
-				e.attachOne(ino)
+			if e.active > 0 && !e.attachOne(ino) {
+				retry[ino] = 5
 			}
 			e.actMu.Unlock()
 		case <-t.C:
 			e.actMu.Lock()
 			if e.active > 0 {
 				e.syncNamespaces(e.wantAll > 0)
+				for ino, left := range retry {
+					if e.attachOne(ino) || left <= 1 {
+						delete(retry, ino)
+					} else {
+						retry[ino] = left - 1
+					}
+				}
+			} else {
+				clear(retry)
 			}
 			e.actMu.Unlock()
 		}
@@ -244,17 +254,20 @@ func (e *Engine) onEvent(ev journey.Event) {
 	}
 }
 
-// attachOne attaches the observers of one namespace (actMu held).
-func (e *Engine) attachOne(ino uint32) {
+// attachOne attaches the observers of one namespace (actMu held) and
+// reports whether they are there.
+func (e *Engine) attachOne(ino uint32) bool {
 	path, ok := e.Registry.Path(netnsutil.Inode(ino))
 	if !ok {
-		e.log.Debug("netns of a journey not found; no netfilter observers there", zap.Uint32("netns", ino))
-		return
+		e.log.Debug("netns of a journey not found (yet); no netfilter observers there", zap.Uint32("netns", ino))
+		return false
 	}
-	if err := e.tr.AttachNetfilter(path, ino); err != nil {
+	err := e.tr.AttachNetfilter(path, ino)
+	if err != nil {
 		e.log.Warn("netfilter observers not attached", zap.String("netns", e.Registry.Name(netnsutil.Inode(ino))), zap.Error(err))
 	}
 	e.attached.Store(int64(len(e.tr.NetfilterNamespaces())))
+	return err == nil
 }
 
 // syncNamespaces detaches the observers of namespaces that are gone and,
@@ -310,7 +323,7 @@ func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
 		e.wantAll++
 		e.syncNamespaces(true)
 	} else if e.cfg.Netfilter && f.Netns != 0 {
-		e.attachOne(f.Netns) // where the traced packets start
+		e.attachOne(f.Netns) // where the traced packets start (a failure is logged)
 	}
 	e.nfOpen.Store(true)
 	e.actMu.Unlock()
