@@ -67,14 +67,18 @@ func runTrace(t *testing.T, args ...string) traceResult {
 	cmd := exec.CommandContext(ctx, skbtrailBin, append([]string{"trace", "--json"}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := traceResult{stderr: stderr.String(), stdout: stdout.String()}
+	return finishTrace(t, args, cmd.Run(), stdout.Bytes(), stderr.String())
+}
+
+func finishTrace(t *testing.T, args []string, err error, stdout []byte, stderr string) traceResult {
+	t.Helper()
+	res := traceResult{stderr: stderr, stdout: string(stdout)}
 	if ee, ok := err.(*exec.ExitError); ok {
 		res.exit = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("run skbtrail: %v", err)
 	}
-	sc := bufio.NewScanner(&stdout)
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	for sc.Scan() {
 		line := sc.Bytes()
@@ -93,6 +97,59 @@ func runTrace(t *testing.T, args ...string) traceResult {
 	}
 	t.Logf("skbtrail %s -> exit %d\nstderr: %s\nstdout: %s", strings.Join(args, " "), res.exit, res.stderr, res.stdout)
 	return res
+}
+
+// bgTrace is a `skbtrail trace --json` running while the test makes traffic.
+type bgTrace struct {
+	args   []string
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr chan string // all of stderr, once it closes
+	ready  string      // the "skbtrail: tracing ..." line
+}
+
+// startTrace starts a trace and returns once it printed that it is tracing.
+func startTrace(t *testing.T, args ...string) *bgTrace {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	b := &bgTrace{args: args, stderr: make(chan string, 1)}
+	b.cmd = exec.CommandContext(ctx, skbtrailBin, append([]string{"trace", "--json"}, args...)...)
+	b.cmd.Stdout = &b.stdout
+	pipe, err := b.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			all.WriteString(sc.Text() + "\n")
+			if strings.HasPrefix(sc.Text(), "skbtrail: tracing") {
+				ready <- sc.Text()
+			}
+		}
+		close(ready)
+		b.stderr <- all.String()
+	}()
+	line, ok := <-ready
+	if !ok {
+		err := b.cmd.Wait()
+		t.Fatalf("trace never became ready (%v): %s", err, <-b.stderr)
+	}
+	b.ready = line
+	return b
+}
+
+// wait waits for the trace to end and decodes its journeys.
+func (b *bgTrace) wait(t *testing.T) traceResult {
+	t.Helper()
+	err := b.cmd.Wait()
+	return finishTrace(t, b.args, err, b.stdout.Bytes(), <-b.stderr)
 }
 
 // probeService traces one probe SYN from pod A to the web ClusterIP.

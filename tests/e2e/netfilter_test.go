@@ -1,9 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/tests/lab"
 )
@@ -96,6 +101,67 @@ func TestNetfilterVerdicts(t *testing.T) {
 			}
 			if errs := errorFindings(j); len(errs) != 0 {
 				t.Errorf("error findings %v", errs)
+			}
+		})
+	}
+}
+
+// CT_INVALID: a packet of an established connection reaches a node whose
+// conntrack lost the connection (flushed) and does not pick up connections
+// mid-stream (nf_conntrack_tcp_loose=0): conntrack marks it INVALID and the
+// kube-proxy-style "--ctstate INVALID -j DROP" rule drops it.
+func TestConntrackInvalidDrop(t *testing.T) {
+	for _, ipt := range iptablesVariants {
+		t.Run(ipt, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{Iptables: ipt})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			conn, err := l.DialConn(ctx, l.PodA, l.WebService.Addr(), 2*time.Second)
+			if err != nil {
+				t.Fatalf("connect on the healthy lab: %v", err)
+			}
+			defer conn.Close()
+			rule := []string{"FORWARD", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"}
+			for _, cmd := range [][]string{
+				{"sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0"},
+				append([]string{ipt, "-w", "10", "-I"}, rule...),
+			} {
+				if out, err := l.Run(l.NodeB, cmd...); err != nil {
+					t.Fatalf("%v in %s: %v %s", cmd, l.NodeB, err, out)
+				}
+			}
+			h, err := netnsutil.NewHandle("/run/netns/" + l.NodeB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = h.ConntrackTableFlush(netlink.ConntrackTable)
+			h.Close()
+			if err != nil {
+				t.Fatalf("flush conntrack in %s: %v", l.NodeB, err)
+			}
+
+			tr := startTrace(t, "--no-daemon", "--netfilter", "all", "--from-netns", l.PodA, "--to", l.WebService.Addr(),
+				"--proto", "tcp", "--count", "1", "--timeout", "8s")
+			if _, err := conn.Write([]byte("mid-stream\n")); err != nil {
+				t.Fatalf("write: %v", err)
+			}
+			res := tr.wait(t)
+			if res.exit != 1 || len(res.journeys) != 1 {
+				t.Fatalf("exit %d, %d journeys; want exit 1 and one journey", res.exit, len(res.journeys))
+			}
+			j := res.journeys[0]
+			v := j.Verdict
+			if v.Kind != journey.Dropped || v.Netns != l.NodeB || v.Reason != "NETFILTER_DROP" || v.Hook != "FORWARD" || v.Chain != "FORWARD" {
+				t.Fatalf("verdict %+v, want dropped in %s FORWARD (NETFILTER_DROP)", v, l.NodeB)
+			}
+			if !strings.Contains(v.Rule, "INVALID") {
+				t.Errorf("rule %q, want the INVALID rule", v.Rule)
+			}
+			if !hasFinding(j, "CT_INVALID") || hasFinding(j, "NF_RULE_DROP") {
+				t.Errorf("findings %v, want CT_INVALID (not NF_RULE_DROP)", findingCodes(j))
+			}
+			if j.Packet.TCPFlags == "SYN" {
+				t.Errorf("traced packet %+v: want the mid-stream data segment", j.Packet)
 			}
 		})
 	}

@@ -1,11 +1,7 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -97,35 +93,9 @@ func TestTracePassiveObserversJoin(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, skbtrailBin, "trace", "--json", "--no-daemon", "--from-netns", l.PodA,
-		"--to", l.WebService.Addr(), "--syn", "--count", "2", "--timeout", "10s")
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	var errText strings.Builder
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			errText.WriteString(sc.Text() + "\n")
-			if strings.HasPrefix(sc.Text(), "skbtrail: tracing") {
-				ready <- sc.Text()
-			}
-		}
-		close(ready)
-	}()
-	line, ok := <-ready
-	if !ok {
-		t.Fatalf("trace never became ready: %v", cmd.Wait())
-	}
-	if !strings.Contains(line, "join each namespace") {
-		t.Errorf("ready line does not say where the observers go: %q", line)
+	tr := startTrace(t, "--no-daemon", "--from-netns", l.PodA, "--to", l.WebService.Addr(), "--syn", "--count", "2", "--timeout", "10s")
+	if !strings.Contains(tr.ready, "join each namespace") {
+		t.Errorf("ready line does not say where the observers go: %q", tr.ready)
 	}
 	// two connections (a retransmitted SYN joins its first journey); the
 	// first one's wait leaves the observers time to join node-b
@@ -134,19 +104,11 @@ func TestTracePassiveObserversJoin(t *testing.T) {
 			t.Fatal("connect through the FORWARD drop succeeded")
 		}
 	}
-	werr := cmd.Wait()
-	t.Logf("stderr: %s\nstdout: %s", errText.String(), stdout.String())
-	if werr == nil {
-		t.Fatal("trace of dropped SYNs exited 0")
+	res := tr.wait(t)
+	if res.exit != 1 {
+		t.Errorf("trace of dropped SYNs: exit %d, want 1", res.exit)
 	}
-	var js []journey.Journey
-	for _, ln := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		var j journey.Journey
-		if err := json.Unmarshal([]byte(ln), &j); err != nil {
-			t.Fatalf("decode %q: %v", ln, err)
-		}
-		js = append(js, j)
-	}
+	js := res.journeys
 	if len(js) != 2 {
 		t.Fatalf("%d journeys, want 2 (one per connection)", len(js))
 	}
