@@ -113,11 +113,16 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	}
 	var pkt nfrules.Packet
 	var dec nfrules.Decision
+	oif, routed := "", false // the route is looked up once, for the first hook that has an out-device
 	for _, h := range hooks {
 		ev.Hook = h
 		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
 		if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
-			pkt.Oif, _ = routeGet(path, tu.Dst)
+			if !routed {
+				oif, _ = routeGet(path, tu.Dst)
+				routed = true
+			}
+			pkt.Oif = oif
 		}
 		if h == journey.HookLocalOut {
 			pkt.Iif = ""

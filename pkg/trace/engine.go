@@ -149,13 +149,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.Netfilter {
 		if err := tr.LoadNetfilter(); err != nil {
 			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
-			cfg.Netfilter = false
+			e.cfg.Netfilter = false
 		} else {
 			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
 			e.nfAsk = make(chan uint32, 64)
 			e.asked = map[uint32]bool{}
 		}
-		e.cfg.Netfilter = cfg.Netfilter
 	}
 	if feat.Kprobe.Available {
 		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
@@ -262,12 +261,19 @@ func (e *Engine) attachOne(ino uint32) bool {
 		e.log.Debug("netns of a journey not found (yet); no netfilter observers there", zap.Uint32("netns", ino))
 		return false
 	}
-	err := e.tr.AttachNetfilter(path, ino)
-	if err != nil {
-		e.log.Warn("netfilter observers not attached", zap.String("netns", e.Registry.Name(netnsutil.Inode(ino))), zap.Error(err))
-	}
+	ok = e.attach(path, ino, e.Registry.Name(netnsutil.Inode(ino)))
 	e.attached.Store(int64(len(e.tr.NetfilterNamespaces())))
-	return err == nil
+	return ok
+}
+
+// attach attaches the observers of the netns at path (actMu held); a
+// failure is logged.
+func (e *Engine) attach(path string, ino uint32, name string) bool {
+	if err := e.tr.AttachNetfilter(path, ino); err != nil {
+		e.log.Warn("netfilter observers not attached", zap.String("netns", name), zap.Error(err))
+		return false
+	}
+	return true
 }
 
 // syncNamespaces detaches the observers of namespaces that are gone and,
@@ -282,9 +288,7 @@ func (e *Engine) syncNamespaces(all bool) {
 		if !all {
 			continue
 		}
-		if err := e.tr.AttachNetfilter(ns.Path, uint32(ns.Inode)); err != nil {
-			e.log.Warn("netfilter observers not attached", zap.String("netns", ns.Name), zap.Error(err))
-		}
+		e.attach(ns.Path, uint32(ns.Inode), ns.Name)
 	}
 	for _, ino := range e.tr.NetfilterNamespaces() {
 		if !live[ino] {
