@@ -12,6 +12,9 @@ const (
 	Rejected  = "rejected"
 	Lost      = "lost"
 	Unknown   = "unknown"
+	// Left: handed to a device whose far end this node cannot see (a NIC,
+	// a tap, a veth into a namespace of another node): the packet left.
+	Left = "left"
 )
 
 // Journey is what happened to one packet (and its replies), in the form of
@@ -27,6 +30,9 @@ type Journey struct {
 	LostEvents uint64    `json:"lost_events"`
 	// Reply summarises the reverse direction when it was seen.
 	Reply *Reply `json:"reply,omitempty"`
+	// Nodes lists, in cluster mode, the nodes on the path and whether
+	// their daemon was asked.
+	Nodes []NodeObserved `json:"nodes,omitempty"`
 	// Suppressed counts the earlier events of the same (netns, reason) the
 	// daemon's rate limit kept out of the stream since the last one written.
 	Suppressed uint64 `json:"suppressed,omitempty"`
@@ -70,6 +76,7 @@ type Verdict struct {
 	Rule   string `json:"rule,omitempty"`
 	Pod    string `json:"pod,omitempty"`
 	PodID  string `json:"pod_id,omitempty"` // container runtime sandbox id
+	Node   string `json:"node,omitempty"`   // Kubernetes node name (cluster mode)
 
 	// Ifindex and NetnsInode locate the verdict for diagnosis.
 	Ifindex    uint32 `json:"-"`
@@ -93,6 +100,7 @@ type Rewrite struct {
 	After  TupleJSON `json:"after"`
 	// Devices around the rewrite when the hook is inferred, not observed.
 	Between string `json:"between,omitempty"`
+	Node    string `json:"node,omitempty"`
 }
 
 // Encap is one encapsulation with its outer headers.
@@ -106,6 +114,7 @@ type Encap struct {
 	OuterDport uint16 `json:"outer_dport,omitempty"`
 	// Underlay is the device the encapsulated packet left through.
 	Underlay   string `json:"underlay,omitempty"`
+	Node       string `json:"node,omitempty"`
 	NetnsInode uint32 `json:"-"`
 }
 
@@ -120,6 +129,7 @@ type Hop struct {
 	CT string `json:"ct,omitempty"`
 	// PodID is the container runtime's id of the pod sandbox.
 	PodID string `json:"pod_id,omitempty"`
+	Node  string `json:"node,omitempty"`
 }
 
 // Severities of findings.
@@ -136,6 +146,14 @@ type Finding struct {
 	Netns    string `json:"netns,omitempty"`
 	Message  string `json:"message"`
 	Advice   string `json:"advice,omitempty"`
+	Node     string `json:"node,omitempty"`
+}
+
+// NodeObserved says whether a node on the path was observed (cluster mode).
+type NodeObserved struct {
+	Name     string `json:"name"`
+	Observed bool   `json:"observed"`
+	Why      string `json:"why,omitempty"`
 }
 
 // Reply summarises the reverse direction of the flow.
