@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -73,6 +74,11 @@ type Registry struct {
 	mu    sync.RWMutex
 	byIno map[Inode]Entry
 	host  Inode
+	// scope, when set, limits the namespaces this registry stands for
+	// (one lab "node" of several sharing a kernel): patterns (path.Match
+	// syntax) over names, and the inodes that matched at the last scan.
+	scope   []string
+	inScope map[Inode]bool
 
 	refreshMu   sync.Mutex // serializes rescans; guards lastRefresh
 	lastRefresh time.Time
@@ -106,6 +112,7 @@ func (r *Registry) refreshLocked() error {
 	r.mu.Lock()
 	r.byIno = byIno
 	r.host = s.host
+	r.inScope = scopeOf(byIno, r.scope)
 	r.mu.Unlock()
 	r.lastRefresh = time.Now()
 	r.refreshes.Add(1)
@@ -171,17 +178,71 @@ func (r *Registry) Name(ino Inode) string {
 // are handled like in Name.
 func (r *Registry) Path(ino Inode) (string, bool) {
 	e, ok := r.get(ino)
-	if !ok || e.Path == "" {
+	if !ok || e.Path == "" || !r.InScope(ino) {
 		return "", false
 	}
 	return e.Path, true
 }
 
-// All returns all known namespaces sorted by name.
+// SetScope limits the registry to the namespaces whose names match one of
+// patterns (path.Match syntax, e.g. "lab-node-a" or "lab-pod-a*"): All and
+// Path know only them, InScope tells them apart. Names are still given for
+// every namespace. It is meant for several lab "nodes" sharing one kernel,
+// each with its own skbtrail daemon; nil patterns: every namespace.
+func (r *Registry) SetScope(patterns []string) error {
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("netns pattern %q: %w", p, err)
+		}
+	}
+	r.mu.Lock()
+	r.scope = patterns
+	r.inScope = scopeOf(r.byIno, patterns)
+	r.mu.Unlock()
+	return nil
+}
+
+// scopeOf is the set of inodes whose names match patterns (nil: no scope).
+func scopeOf(byIno map[Inode]Entry, patterns []string) map[Inode]bool {
+	if len(patterns) == 0 {
+		return nil
+	}
+	in := map[Inode]bool{}
+	for ino, e := range byIno {
+		for _, p := range patterns {
+			if ok, _ := path.Match(p, e.Name); ok {
+				in[ino] = true
+				break
+			}
+		}
+	}
+	return in
+}
+
+// Scoped reports whether SetScope limited the registry.
+func (r *Registry) Scoped() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.inScope != nil
+}
+
+// InScope reports whether the namespace belongs to the registry's scope
+// (always true without one). It never rescans: a namespace not seen by the
+// last scan is out of scope until the next one.
+func (r *Registry) InScope(ino Inode) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.inScope == nil || r.inScope[ino]
+}
+
+// All returns all known namespaces (of the scope, when set) sorted by name.
 func (r *Registry) All() []Entry {
 	r.mu.RLock()
 	out := make([]Entry, 0, len(r.byIno))
-	for _, e := range r.byIno {
+	for ino, e := range r.byIno {
+		if r.inScope != nil && !r.inScope[ino] {
+			continue
+		}
 		out = append(out, e)
 	}
 	r.mu.RUnlock()

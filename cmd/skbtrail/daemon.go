@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/skbtrail/skbtrail/pkg/api"
 	"github.com/skbtrail/skbtrail/pkg/daemon"
+	"github.com/skbtrail/skbtrail/pkg/kubeclient"
 	"github.com/skbtrail/skbtrail/pkg/trace"
 )
 
@@ -29,6 +32,12 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.Rate.Burst, "rate-burst", 50, "burst of the per-(netns, reason) rate limit")
 	fs.DurationVar(&cfg.ReplyWait, "reply-wait", time.Second, "how long a delivered request waits for its reply")
 	fs.StringSliceVar(&cfg.CRIEndpoints, "cri-endpoint", nil, "container runtime socket(s) used to name pods in events (default: containerd, CRI-O and cri-dockerd sockets)")
+	fs.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's Kubernetes name (cluster mode; in a pod: NODE_NAME from the downward API)")
+	fs.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig for the API server (cluster mode; default: the pod's service account when run in a pod)")
+	fs.StringVar(&cfg.ClusterListen, "cluster-listen", ":9776", "HTTPS address the API server's pod proxy reaches for `kubectl skbtrail` (callers checked with TokenReview + SubjectAccessReview); active when a Kubernetes configuration exists, empty: off")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "certificate of the cluster endpoint (default: self-signed at start)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key of --tls-cert")
+	fs.StringSliceVar(&cfg.NodeNetns, "node-netns", nil, "labs only: observe just these network namespaces (names or glob patterns), so several lab nodes on one kernel each have their own daemon")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -41,6 +50,18 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if _, err := api.SocketPath(cfg.Listen); err != nil {
 		return usageErr("daemon: %v", err)
+	}
+	if fs.Changed("cluster-listen") && cfg.ClusterListen != "" {
+		cfg.ClusterListenSet()
+		if _, _, err := net.SplitHostPort(cfg.ClusterListen); err != nil {
+			return usageErr("daemon: --cluster-listen %q: want [HOST]:PORT", cfg.ClusterListen)
+		}
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return usageErr("daemon: --tls-cert and --tls-key go together")
+	}
+	if cfg.ClusterListen != "" && cfg.NodeName == "" && (cfg.Kubeconfig != "" || kubeclient.InCluster()) {
+		return usageErr("daemon: cluster mode needs --node-name (or NODE_NAME from the downward API)")
 	}
 	if cfg.Rate.Rate < 0 || cfg.Rate.Burst < 1 {
 		return usageErr("daemon: --rate-limit must be >= 0 and --rate-burst >= 1")
@@ -59,6 +80,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer log.Sync()
 	cfg.Logger = log
+	cfg.Version = version
 	err = daemon.Run(ctx, cfg)
 	switch {
 	case err == nil:

@@ -36,7 +36,28 @@ type Config struct {
 	ReplyWait     time.Duration
 	CRIEndpoints  []string // container runtime sockets for pod names (nil: defaults)
 	Logger        *zap.Logger
+	Version       string
+
+	// Cluster mode (kubectl skbtrail): the node's name, the API server
+	// configuration (a kubeconfig, else the pod's service account), the
+	// HTTPS address the API server's pod proxy reaches ("" disables) and
+	// its certificate (self-signed when not given).
+	NodeName      string
+	Kubeconfig    string
+	ClusterListen string
+	TLSCert       string
+	TLSKey        string
+	// clusterListenSet: --cluster-listen was given explicitly, so a missing
+	// Kubernetes configuration is an error, not "cluster mode off".
+	clusterListenSet bool
+	// NodeNetns limits the daemon to these namespaces (names or path.Match
+	// patterns): several lab nodes on one kernel. nil: every namespace.
+	NodeNetns []string
 }
+
+// ClusterListenSet records that --cluster-listen was given on the command
+// line (cluster mode is then required, not optional).
+func (c *Config) ClusterListenSet() { c.clusterListenSet = true }
 
 // Run serves until ctx ends (SIGTERM/SIGINT), then detaches everything and
 // removes the socket.
@@ -75,6 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Observe:       m.Journey,
 		Unclaimed:     write,
 		OnLost:        m.Lost,
+		NetnsScope:    cfg.NodeNetns,
 		Logger:        log,
 	})
 	if err != nil {
@@ -91,12 +113,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer os.Remove(sock)
-	apiSrv := &http.Server{Handler: api.Handler(&engineTracer{eng: eng, stream: write, dropsOnly: cfg.DropsOnly}), ReadHeaderTimeout: 5 * time.Second}
+	local := &engineTracer{eng: eng, stream: write, dropsOnly: cfg.DropsOnly}
+	apiSrv := &http.Server{Handler: api.Handler(local), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := apiSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("API server", zap.Error(err))
 		}
 	}()
+	clusterSrv, err := serveCluster(cfg, local, newInfo(cfg, eng), log)
+	if err != nil {
+		_ = apiSrv.Close()
+		return err
+	}
 	var metricsSrv *http.Server
 	if cfg.Metrics != "" {
 		ml, err := net.Listen("tcp", cfg.Metrics)
@@ -149,6 +177,9 @@ func Run(ctx context.Context, cfg Config) error {
 	shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = apiSrv.Shutdown(shut)
+	if clusterSrv != nil {
+		_ = clusterSrv.Shutdown(shut)
+	}
 	if metricsSrv != nil {
 		_ = metricsSrv.Shutdown(shut)
 	}

@@ -108,6 +108,10 @@ type Options struct {
 	// ReplyWait keeps a delivered TCP/UDP journey open this long for its
 	// reply (so "no reply" can be told). Default 1s.
 	ReplyWait time.Duration
+	// InScope, when set, names the namespaces this builder reports on (one
+	// node of several sharing a kernel): events elsewhere are left out, as
+	// if another kernel had seen them.
+	InScope func(ino uint32) bool
 }
 
 // Builder groups events into journeys. It is not safe for concurrent use:
@@ -119,6 +123,9 @@ type Builder struct {
 	names  map[uint32]string
 	ready  []*Journey
 	lru    lruList
+
+	// outside marks skbs last seen outside the scope (Options.InScope)
+	outside map[uint64]bool
 
 	// caches of the drop monitor's path (one journey per event): strings
 	// and single-namespace name maps are built once, not per drop
@@ -192,6 +199,7 @@ func NewBuilder(opts Options) *Builder {
 		closed: map[uint64]struct{}{},
 		names:  map[uint32]string{},
 
+		outside:  map[uint64]bool{},
 		reasons:  map[uint32]string{},
 		addrs:    map[netip.Addr]string{},
 		nameMaps: map[uint32]map[uint32]string{},
@@ -247,8 +255,29 @@ func (b *Builder) ReasonName(r uint32) string {
 	})
 }
 
+// inScope reports whether an event belongs to the builder's scope. An event
+// without a namespace (a free after the stack let go of the device)
+// belongs where its skb was last seen.
+func (b *Builder) inScope(e Event) bool {
+	if e.Netns == 0 {
+		return !b.outside[e.Skb]
+	}
+	if b.opts.InScope(e.Netns) {
+		delete(b.outside, e.Skb)
+		return true
+	}
+	if len(b.outside) >= cacheLimit {
+		clear(b.outside)
+	}
+	b.outside[e.Skb] = true
+	return false
+}
+
 // Add feeds one event.
 func (b *Builder) Add(e Event) {
+	if b.opts.InScope != nil && !b.inScope(e) {
+		return
+	}
 	b.NetnsName(e.Netns)
 	if e.Journey == 0 {
 		b.ready = append(b.ready, b.dropJourney(e))

@@ -20,13 +20,25 @@ func (r *Resolver) scanNetns(ctx context.Context, ip netip.Addr) (Pod, bool, err
 	if err := reg.Refresh(); err != nil {
 		r.logf("kube: netns scan: %v", err)
 	}
+	e, found, err := NetnsWithAddr(ctx, reg, ip, r.logf)
+	if !found || err != nil {
+		return Pod{}, false, err
+	}
+	r.logf("kube: netns scan: %s is configured in network namespace %s", ip, e.Name)
+	return Pod{IP: ip, NetnsPath: e.Path, NetnsInode: uint32(e.Inode), Source: SourceNetnsScan}, true, nil
+}
+
+// NetnsWithAddr finds the one namespace of reg (not the host's) that has
+// address ip configured: a pod's namespace by its IP. Not found is not an
+// error; an address in several namespaces or only in the host's is.
+func NetnsWithAddr(ctx context.Context, reg *netnsutil.Registry, ip netip.Addr, logf func(string, ...any)) (netnsutil.Entry, bool, error) {
 	host := reg.Host()
 	var owners []netnsutil.Entry
 	hostOwns := false
 	unreadable := 0
 	for _, e := range reg.All() {
 		if err := ctx.Err(); err != nil {
-			return Pod{}, false, err
+			return netnsutil.Entry{}, false, err
 		}
 		if e.Path == "" {
 			continue
@@ -45,25 +57,23 @@ func (r *Resolver) scanNetns(ctx context.Context, ip netip.Addr) (Pod, bool, err
 			owners = append(owners, e)
 		}
 	}
-	if unreadable > 0 {
-		r.logf("kube: netns scan: %d network namespaces could not be inspected", unreadable)
+	if unreadable > 0 && logf != nil {
+		logf("kube: netns scan: %d network namespaces could not be inspected", unreadable)
 	}
 	switch len(owners) {
 	case 0:
 		if hostOwns {
-			return Pod{}, false, newError(ErrNotFound, "address %s belongs to the host network namespace, not to a pod; give the pod as NAMESPACE/NAME", ip)
+			return netnsutil.Entry{}, false, newError(ErrNotFound, "address %s belongs to the host network namespace, not to a pod; give the pod as NAMESPACE/NAME", ip)
 		}
-		return Pod{}, false, nil
+		return netnsutil.Entry{}, false, nil
 	case 1:
-		e := owners[0]
-		r.logf("kube: netns scan: %s is configured in network namespace %s", ip, e.Name)
-		return Pod{IP: ip, NetnsPath: e.Path, NetnsInode: uint32(e.Inode), Source: SourceNetnsScan}, true, nil
+		return owners[0], true, nil
 	}
 	names := make([]string, len(owners))
 	for i, e := range owners {
 		names[i] = e.Name
 	}
-	return Pod{}, false, newError(ErrAmbiguous, "address %s is configured in several network namespaces: %s", ip, strings.Join(names, ", "))
+	return netnsutil.Entry{}, false, newError(ErrAmbiguous, "address %s is configured in several network namespaces: %s", ip, strings.Join(names, ", "))
 }
 
 // nsHasAddr reports whether ip is configured on an interface of the

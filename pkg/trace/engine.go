@@ -40,6 +40,10 @@ type EngineConfig struct {
 	// netfilter observers) only while a trace session is open; kfree_skb
 	// (the drop monitor) stays attached. The daemon's always-on mode.
 	OnDemand bool
+	// NetnsScope limits the engine to the namespaces whose names match
+	// (path.Match patterns): several lab "nodes" on one kernel, each with
+	// its own daemon. Events elsewhere are left out; nil: every namespace.
+	NetnsScope []string
 	// Rescan is how often namespaces are rescanned. Default 1s.
 	Rescan time.Duration
 	Logger *zap.Logger
@@ -59,6 +63,7 @@ type Engine struct {
 	done     chan struct{}
 	attached atomic.Int64
 	degraded []string
+	backends []string
 
 	actMu   sync.Mutex // serialises (de)activation of the per-packet programs
 	active  int        // open sessions
@@ -96,6 +101,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		cfg.Rescan = time.Second
 	}
 	reg := netnsutil.NewRegistry()
+	if err := reg.SetScope(cfg.NetnsScope); err != nil {
+		return nil, &UsageError{Err: err}
+	}
 	if err := reg.Refresh(); err != nil {
 		log.Warn("listing network namespaces", zap.Error(err))
 	}
@@ -141,10 +149,14 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			return nil, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
 		}
 		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
+		e.backends = append(e.backends, "kprobe")
 	} else if err := tr.AttachKprobes(); err != nil {
 		// the precise netfilter verdict and tunnel points, where the kernel allows
 		feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
 		log.Debug("kprobe backend unavailable", zap.Error(err))
+		e.backends = append(e.backends, "tp_btf")
+	} else {
+		e.backends = append(e.backends, "tp_btf", "kprobe")
 	}
 	if cfg.Netfilter {
 		if err := tr.LoadNetfilter(); err != nil {
@@ -152,6 +164,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 			e.cfg.Netfilter = false
 		} else {
 			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
+			e.backends = append(e.backends, "netfilter_link")
 			e.nfAsk = make(chan uint32, 64)
 			e.asked = map[uint32]bool{}
 		}
@@ -163,13 +176,17 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	for _, d := range e.degraded {
 		log.Info("degraded capability", zap.String("what", d))
 	}
+	bo := journey.Options{
+		NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
+		ReasonName: reasons.Name,
+		ReplyWait:  cfg.ReplyWait,
+	}
+	if len(cfg.NetnsScope) > 0 {
+		bo.InScope = func(ino uint32) bool { return reg.InScope(netnsutil.Inode(ino)) }
+	}
 	e.pipe = pipeline.New(pipeline.Config{
-		Source: tr,
-		Builder: journey.Options{
-			NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
-			ReasonName: reasons.Name,
-			ReplyWait:  cfg.ReplyWait,
-		},
+		Source:    tr,
+		Builder:   bo,
 		OnJourney: e.dispatch,
 		OnEvent:   e.onEvent,
 		OnLost:    cfg.OnLost,
@@ -181,6 +198,9 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 // Degraded lists, one line each, what this kernel lacks and what that
 // costs (empty: every hook point has its preferred backend).
 func (e *Engine) Degraded() []string { return e.degraded }
+
+// Backends names the kernel mechanisms the engine traces with.
+func (e *Engine) Backends() []string { return e.backends }
 
 // Tracer gives access to the loaded tracer (stats, filters).
 func (e *Engine) Tracer() *tracer.Tracer { return e.tr }
@@ -243,7 +263,7 @@ func (e *Engine) onEvent(ev journey.Event) {
 		clear(e.asked) // everything was detached since
 		e.askedGen = g
 	}
-	if e.asked[ev.Netns] {
+	if e.asked[ev.Netns] || !e.Registry.InScope(netnsutil.Inode(ev.Netns)) {
 		return
 	}
 	select {

@@ -22,6 +22,10 @@ type Request struct {
 	To        string `json:"to,omitempty"`
 	SYN       bool   `json:"syn,omitempty"`
 	FromNetns string `json:"from_netns,omitempty"`
+	// FromIP is the source pod's address: its namespace, among the ones
+	// this node observes, is where the packets start (cluster mode, where
+	// the caller knows the pod but not its namespace on the node).
+	FromIP    string `json:"from_ip,omitempty"`
 	Probe     bool   `json:"probe,omitempty"`
 	ProbeSize int    `json:"probe_size,omitempty"`
 	// Netfilter says where the netfilter observers go: "reached" (each
@@ -33,6 +37,9 @@ type Request struct {
 	Count       int           `json:"count"`
 	ServiceCIDR string        `json:"service_cidr,omitempty"`
 	NodeIPs     []string      `json:"node_ips,omitempty"`
+	// NodeAddrs names the node that owns an underlay address (cluster
+	// mode: from the API server's Node objects), for diagnosis.
+	NodeAddrs map[string]string `json:"node_addrs,omitempty"`
 	// CRIEndpoints name the container runtime sockets used to label pods
 	// (nil: the usual containerd, CRI-O and cri-dockerd sockets).
 	CRIEndpoints []string `json:"cri_endpoints,omitempty"`

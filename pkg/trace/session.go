@@ -3,18 +3,31 @@ package trace
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 
 	"go.uber.org/zap"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/diagnose"
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/kube"
 )
 
 // TraceRequest validates a request, reads the node state its diagnosis
 // needs, and runs it: the same path for the CLI and the daemon API, so both
 // give the same journeys.
 func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(string), emit func(*journey.Journey) error) (Result, error) {
+	if err := e.Registry.Refresh(); err != nil {
+		e.log.Debug("rescan namespaces", zap.Error(err))
+	}
+	if req.FromIP != "" && req.FromNetns == "" {
+		ns, err := e.sourceNetns(ctx, req.FromIP)
+		if err != nil {
+			return Result{}, err
+		}
+		req.FromNetns = ns
+	}
 	o, err := req.Options()
 	if err != nil {
 		return Result{}, err
@@ -27,9 +40,6 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	svc, ips, err := req.DiagnoseConfig()
 	if err != nil {
 		return Result{}, &UsageError{Err: err}
-	}
-	if err := e.Registry.Refresh(); err != nil {
-		e.log.Debug("rescan namespaces", zap.Error(err))
 	}
 	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, NodeIPs: ips, Registry: e.Registry, Logger: e.log})
 	if err := diag.Prepare(ctx); err != nil {
@@ -72,4 +82,21 @@ func RunRequest(ctx context.Context, req Request, ec EngineConfig, ready func(st
 		err = e
 	}
 	return res, err
+}
+
+// sourceNetns names the namespace, among the ones this engine observes, that
+// holds the source pod's address (Request.FromIP).
+func (e *Engine) sourceNetns(ctx context.Context, ip string) (string, error) {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "", &UsageError{Err: fmt.Errorf("from_ip %q: want an IP address", ip)}
+	}
+	ns, found, err := kube.NetnsWithAddr(ctx, e.Registry, a, nil)
+	if err != nil {
+		return "", &UsageError{Err: fmt.Errorf("source pod %s: %w", a, err)}
+	}
+	if !found {
+		return "", &UsageError{Err: fmt.Errorf("source pod %s: no network namespace of this node has that address", a)}
+	}
+	return ns.Name, nil
 }
