@@ -6,7 +6,6 @@
 package api
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,26 +19,26 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/trace"
+	"github.com/skbtrail/skbtrail/pkg/wire"
 )
 
 // DefaultSocket is where the daemon listens by default.
 const DefaultSocket = "/run/skbtrail/skbtrail.sock"
 
-// Message is one line of the trace stream.
-type Message struct {
-	Ready   string           `json:"ready,omitempty"`
-	Journey *journey.Journey `json:"journey,omitempty"`
-	Done    *Done            `json:"done,omitempty"`
-	Error   string           `json:"error,omitempty"`
-}
+// The stream's types are pkg/wire's (shared with the kubectl plugin).
+type (
+	Message     = wire.Message
+	Done        = wire.Done
+	Info        = wire.Info
+	RemoteError = wire.RemoteError
+)
 
-// Done ends a successful stream.
-type Done struct {
-	Journeys int    `json:"journeys"`
-	Lost     uint64 `json:"lost"`
-}
+// ReadStream reads a trace stream (see wire.ReadStream).
+var ReadStream = wire.ReadStream
 
 // Tracer runs one trace (the daemon's engine).
 type Tracer interface {
@@ -104,7 +103,10 @@ func Handler(t Tracer) http.Handler {
 		}
 		res, err := t.Trace(r.Context(), req,
 			func(desc string) { _ = send(Message{Ready: desc}) },
-			func(j *journey.Journey) error { j.Normalize(); return send(Message{Journey: j}) })
+			func(j *journey.Journey) error {
+				j.Normalize()
+				return send(Message{Journey: j, Start: WallStart(j)})
+			})
 		if err != nil {
 			_ = send(Message{Error: err.Error()})
 			return
@@ -119,11 +121,6 @@ func Handler(t Tracer) http.Handler {
 
 // ErrNoDaemon: nothing serves the socket.
 var ErrNoDaemon = errors.New("no skbtrail daemon")
-
-// RemoteError is an error the daemon reported for the trace.
-type RemoteError struct{ Msg string }
-
-func (e *RemoteError) Error() string { return e.Msg }
 
 // Trace runs a trace through the daemon at socket. It returns ErrNoDaemon
 // (wrapped) when nothing listens, so the caller can trace by itself.
@@ -160,30 +157,24 @@ func Trace(ctx context.Context, socket string, req trace.Request, ready func(str
 		_, _ = b.ReadFrom(resp.Body)
 		return done, &RemoteError{Msg: strings.TrimSpace(b.String())}
 	}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<16), 1<<24)
-	for sc.Scan() {
-		var m Message
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return done, fmt.Errorf("daemon sent a bad message: %w", err)
-		}
-		switch {
-		case m.Ready != "":
-			if ready != nil {
-				ready(m.Ready)
-			}
-		case m.Journey != nil:
-			if err := emit(m.Journey); err != nil {
-				return done, err
-			}
-		case m.Error != "":
-			return done, &RemoteError{Msg: m.Error}
-		case m.Done != nil:
-			return *m.Done, nil
-		}
+	return ReadStream(resp.Body, ready, func(m Message) error { return emit(m.Journey) })
+}
+
+// WallStart is the wall-clock time (Unix ns) of a journey's first event
+// (0 when it has none): event times are CLOCK_MONOTONIC.
+func WallStart(j *journey.Journey) int64 {
+	var first uint64
+	switch {
+	case len(j.Events) > 0:
+		first = j.Events[0].TimeNs
+	case len(j.ReplyEvents) > 0:
+		first = j.ReplyEvents[0].TimeNs
+	default:
+		return 0
 	}
-	if err := sc.Err(); err != nil {
-		return done, fmt.Errorf("reading from the daemon: %w", err)
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
 	}
-	return done, fmt.Errorf("the daemon closed the trace without finishing it")
+	return time.Now().UnixNano() - (ts.Nano() - int64(first))
 }

@@ -27,18 +27,6 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/trace"
 )
 
-// Info is what GET /v1/info answers (kubectl skbtrail nodes).
-type Info struct {
-	Node     string   `json:"node"`
-	Version  string   `json:"version"`
-	Kernel   string   `json:"kernel"`
-	Arch     string   `json:"arch"`
-	Backends []string `json:"backends"`
-	Degraded []string `json:"degraded,omitempty"`
-	// Netns lists the namespace patterns the daemon observes ("" = all).
-	Netns []string `json:"netns,omitempty"`
-}
-
 // clusterLimits bound what a remote caller may ask of a node.
 const (
 	maxClusterTimeout = time.Minute
@@ -67,7 +55,7 @@ func (t clusterTracer) Trace(ctx context.Context, req trace.Request, ready func(
 // serveCluster starts the HTTPS endpoint the kubectl plugin reaches through
 // the API server's pod proxy; every call is checked with the API server.
 // It returns the server to shut down (nil when cluster mode is off).
-func serveCluster(cfg Config, local api.Tracer, info Info, log *zap.Logger) (*http.Server, error) {
+func serveCluster(cfg Config, local api.Tracer, info api.Info, log *zap.Logger) (*http.Server, error) {
 	if cfg.ClusterListen == "" {
 		return nil, nil
 	}
@@ -150,7 +138,7 @@ func kernelRelease() string {
 	return unix.ByteSliceToString(u.Release[:])
 }
 
-func newInfo(cfg Config, eng *trace.Engine) Info {
-	return Info{Node: cfg.NodeName, Version: cfg.Version, Kernel: kernelRelease(), Arch: runtime.GOARCH,
+func newInfo(cfg Config, eng *trace.Engine) api.Info {
+	return api.Info{Node: cfg.NodeName, Version: cfg.Version, Kernel: kernelRelease(), Arch: runtime.GOARCH,
 		Backends: eng.Backends(), Degraded: eng.Degraded(), Netns: cfg.NodeNetns}
 }

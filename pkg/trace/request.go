@@ -6,44 +6,15 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/wire"
 )
 
 // Request is a trace as a user asks for it (flags, or the daemon API's
-// JSON). Options validates it.
-type Request struct {
-	Src       string `json:"src,omitempty"`
-	Dst       string `json:"dst,omitempty"`
-	Sport     uint16 `json:"sport,omitempty"`
-	Dport     uint16 `json:"dport,omitempty"`
-	Proto     string `json:"proto,omitempty"`
-	To        string `json:"to,omitempty"`
-	SYN       bool   `json:"syn,omitempty"`
-	FromNetns string `json:"from_netns,omitempty"`
-	// FromIP is the source pod's address: its namespace, among the ones
-	// this node observes, is where the packets start (cluster mode, where
-	// the caller knows the pod but not its namespace on the node).
-	FromIP    string `json:"from_ip,omitempty"`
-	Probe     bool   `json:"probe,omitempty"`
-	ProbeSize int    `json:"probe_size,omitempty"`
-	// Netfilter says where the netfilter observers go: "reached" (each
-	// namespace when a journey of the trace first reaches it), "all"
-	// (every namespace, before the first packet) or "" (all with --probe,
-	// reached without).
-	Netfilter   string        `json:"netfilter,omitempty"`
-	Timeout     time.Duration `json:"timeout"`
-	Count       int           `json:"count"`
-	ServiceCIDR string        `json:"service_cidr,omitempty"`
-	NodeIPs     []string      `json:"node_ips,omitempty"`
-	// NodeAddrs names the node that owns an underlay address (cluster
-	// mode: from the API server's Node objects), for diagnosis.
-	NodeAddrs map[string]string `json:"node_addrs,omitempty"`
-	// CRIEndpoints name the container runtime sockets used to label pods
-	// (nil: the usual containerd, CRI-O and cri-dockerd sockets).
-	CRIEndpoints []string `json:"cri_endpoints,omitempty"`
-}
+// JSON); Validate checks it. The type lives in pkg/wire, which the kubectl
+// plugin shares without the tracer.
+type Request = wire.Request
 
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
@@ -87,17 +58,17 @@ type UsageError struct{ Err error }
 func (e *UsageError) Error() string { return e.Err.Error() }
 func (e *UsageError) Unwrap() error { return e.Err }
 
-// Options validates the request and turns it into trace options. Errors
+// Validate checks the request and turns it into trace options. Errors
 // read as one line naming the flag.
-func (r Request) Options() (Options, error) {
-	o, err := r.options()
+func Validate(r Request) (Options, error) {
+	o, err := options(r)
 	if err != nil {
 		return o, &UsageError{Err: err}
 	}
 	return o, nil
 }
 
-func (r Request) options() (Options, error) {
+func options(r Request) (Options, error) {
 	var o Options
 	var err error
 	dst, dport := r.Dst, r.Dport
@@ -187,7 +158,7 @@ const (
 )
 
 // DiagnoseConfig returns the service range and node addresses of the request.
-func (r Request) DiagnoseConfig() (netip.Prefix, []netip.Addr, error) {
+func DiagnoseConfig(r Request) (netip.Prefix, []netip.Addr, error) {
 	cidr := r.ServiceCIDR
 	if cidr == "" {
 		cidr = "10.96.0.0/12"

@@ -23,7 +23,7 @@ func TestRequestNetfilterPlacement(t *testing.T) {
 	for _, c := range cases {
 		r := base
 		r.Netfilter, r.Probe = c.netfilter, c.probe
-		o, err := r.Options()
+		o, err := Validate(r)
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) || !IsUsage(err) {
 				t.Errorf("%q probe=%v: error %v, want usage error %q", c.netfilter, c.probe, err, c.err)
@@ -51,7 +51,7 @@ func TestRequestErrors(t *testing.T) {
 		{Request{Proto: "icmp", Dport: 1, Timeout: time.Second}, "ports make no sense"},
 		{Request{Probe: true, Dst: "10.0.0.0/24", Dport: 1, Timeout: time.Second}, "--probe needs a destination address"},
 	} {
-		if _, err := c.r.Options(); err == nil || !strings.Contains(err.Error(), c.err) {
+		if _, err := Validate(c.r); err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%+v: error %v, want %q", c.r, err, c.err)
 		}
 	}

@@ -28,7 +28,7 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 		}
 		req.FromNetns = ns
 	}
-	o, err := req.Options()
+	o, err := Validate(req)
 	if err != nil {
 		return Result{}, err
 	}
@@ -37,7 +37,7 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 			return Result{}, &UsageError{Err: err}
 		}
 	}
-	svc, ips, err := req.DiagnoseConfig()
+	svc, ips, err := DiagnoseConfig(req)
 	if err != nil {
 		return Result{}, &UsageError{Err: err}
 	}
@@ -64,7 +64,7 @@ func IsUsage(err error) bool {
 
 // RunRequest traces a request on a private engine (no daemon).
 func RunRequest(ctx context.Context, req Request, ec EngineConfig, ready func(string), emit func(*journey.Journey) error) (Result, error) {
-	if _, err := req.Options(); err != nil {
+	if _, err := Validate(req); err != nil {
 		return Result{}, err // before loading anything
 	}
 	eng, err := NewEngine(ec)

@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/wire"
+)
+
+// Options describe one cluster trace.
+type Options struct {
+	Probe       bool
+	Timeout     time.Duration
+	ServiceCIDR string
+	// DaemonNamespace is where the daemon pods run.
+	DaemonNamespace string
+	// Progress is told what is going on (one line each, stderr).
+	Progress func(format string, args ...any)
+}
+
+// nodeRun is one node's trace: what it was asked and what came back.
+type nodeRun struct {
+	node   string
+	daemon Daemon
+	req    wire.Request
+	parts  []*Part
+	err    error
+	ready  chan struct{}
+	once   sync.Once
+	doneCh chan struct{}
+}
+
+func (r *nodeRun) markReady() { r.once.Do(func() { close(r.ready) }) }
+
+// Requests returns what each node on the path is asked: the source node
+// traces from the pod's namespace toward the target; every other node
+// traces the packet as it arrives (after the source node's NAT).
+func (p *Plan) Requests(o Options) map[string]wire.Request {
+	base := wire.Request{Proto: p.Proto, Timeout: o.Timeout, Count: 1, ServiceCIDR: o.ServiceCIDR, NodeAddrs: map[string]string{}}
+	for a, n := range p.NodeAddrs {
+		base.NodeAddrs[a.String()] = n
+	}
+	if p.Proto == "tcp" {
+		base.SYN = true
+	}
+	src := base
+	src.FromIP, src.Src, src.To, src.Probe = p.PodIP.String(), p.PodIP.String(), p.Dst.String(), o.Probe
+	out := map[string]wire.Request{p.Node: src}
+	for _, n := range p.Nodes[1:] {
+		r := base
+		r.Src = p.PodIP.String()
+		r.Timeout += 2 * time.Second // it starts before the source node's trace
+		var eps []Endpoint
+		for _, e := range p.Endpoints {
+			if e.Node == n {
+				eps = append(eps, e)
+			}
+		}
+		if len(eps) == 1 {
+			r.Dst = eps[0].IP.String()
+		}
+		if len(eps) > 0 && eps[0].Port != 0 && allPorts(eps, eps[0].Port) {
+			r.Dport = eps[0].Port
+		}
+		out[n] = r
+	}
+	return out
+}
+
+func allPorts(eps []Endpoint, port uint16) bool {
+	for _, e := range eps {
+		if e.Port != port {
+			return false
+		}
+	}
+	return true
+}
+
+// Run traces the plan on every node's daemon and returns the journey.
+func Run(ctx context.Context, c Caller, p *Plan, daemons map[string]Daemon, o Options) (*journey.Journey, error) {
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	reqs := p.Requests(o)
+	runs := map[string]*nodeRun{}
+	for _, n := range p.Nodes {
+		runs[n] = &nodeRun{node: n, req: reqs[n], ready: make(chan struct{}), doneCh: make(chan struct{})}
+	}
+	// the other nodes first: their filters must be in place before the
+	// source node's probe (or the user's traffic) leaves
+	for _, n := range p.Nodes[1:] {
+		go runs[n].run(ctx, c, daemons, progress)
+	}
+	if err := waitReady(ctx, runs, p.Nodes[1:], o.Timeout+5*time.Second); err != nil {
+		return nil, err
+	}
+	src := runs[p.Node]
+	go src.run(ctx, c, daemons, progress)
+	<-src.ready
+	if src.err != nil && !IsUnobserved(src.err) {
+		return nil, src.err
+	}
+	progress("tracing %s %s -> %s on %s", p.Proto, p.Pod, p.targetText(), strings.Join(p.Nodes, ", "))
+	for _, r := range runs {
+		<-r.doneCh
+	}
+	for _, r := range runs {
+		if r.err != nil && !IsUnobserved(r.err) {
+			return nil, r.err
+		}
+	}
+	return assemble(p, runs)
+}
+
+func (p *Plan) targetText() string {
+	if p.Service != "" {
+		return fmt.Sprintf("Service %s (%s)", p.Service, p.Dst)
+	}
+	return p.Dst.String()
+}
+
+// waitReady waits until the listed nodes have their filters in place (or
+// failed); a user error (RBAC, a bad request) ends the trace.
+func waitReady(ctx context.Context, runs map[string]*nodeRun, nodes []string, limit time.Duration) error {
+	deadline := time.After(limit)
+	for _, n := range nodes {
+		r := runs[n]
+		select {
+		case <-r.ready:
+		case <-deadline:
+			return fmt.Errorf("node %s: the daemon did not start tracing within %s", n, limit)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if r.err != nil && !IsUnobserved(r.err) {
+			return r.err
+		}
+	}
+	return nil
+}
+
+func (r *nodeRun) run(ctx context.Context, c Caller, daemons map[string]Daemon, progress func(string, ...any)) {
+	defer close(r.doneCh)
+	defer r.markReady()
+	d, ok := daemons[r.node]
+	switch {
+	case !ok:
+		r.err = &errDaemon{why: "no skbtrail daemon pod runs on it"}
+		return
+	case d.Phase != "Running":
+		r.err = &errDaemon{why: fmt.Sprintf("its daemon pod %s/%s is %s", d.Namespace, d.Pod, orUnknown(d.Phase))}
+		return
+	}
+	r.daemon = d
+	_, r.err = c.Trace(ctx, d, r.req, func(line string) {
+		if strings.HasPrefix(line, "tracing") {
+			progress("%s: %s", r.node, line)
+			r.markReady()
+		}
+	}, func(m wire.Message) error {
+		r.parts = append(r.parts, &Part{Node: r.node, Journey: m.Journey, Start: m.Start})
+		return nil
+	})
+}
+
+// assemble stitches the nodes' parts into one journey.
+func assemble(p *Plan, runs map[string]*nodeRun) (*journey.Journey, error) {
+	var nodes []journey.NodeObserved
+	var next []*Part
+	for _, n := range p.Nodes {
+		r := runs[n]
+		o := journey.NodeObserved{Name: n, Observed: r.err == nil}
+		if r.err != nil {
+			o.Why = r.err.Error()
+		}
+		nodes = append(nodes, o)
+		if n != p.Node {
+			next = append(next, r.parts...)
+		}
+	}
+	src := runs[p.Node]
+	var j *journey.Journey
+	var used *Part
+	switch {
+	case len(src.parts) > 0:
+		j, used = Stitch(src.parts[0], next)
+	case len(next) > 0:
+		// the source node said nothing (unobserved): what the others saw
+		sort.SliceStable(next, func(a, b int) bool { return next[a].Start < next[b].Start })
+		used = next[0]
+		j = used.Journey
+		label(j, used.Node)
+	default:
+		return nil, nil
+	}
+	j.Nodes = nodes
+	if used == nil && len(src.parts) > 0 {
+		p.notContinued(j, runs)
+	}
+	Diagnose(j, p)
+	j.Normalize()
+	return j, nil
+}
+
+// notContinued: the packet left the source node toward nodes whose daemons
+// were asked and saw nothing of it.
+func (p *Plan) notContinued(j *journey.Journey, runs map[string]*nodeRun) {
+	if j.Verdict.Kind != journey.Left {
+		return
+	}
+	var silent []string
+	for _, n := range p.Nodes[1:] {
+		if runs[n].err == nil {
+			silent = append(silent, n)
+		}
+	}
+	if len(silent) == 0 {
+		return
+	}
+	// transmitted and never seen again: lost between the nodes
+	j.Verdict.Kind = journey.Lost
+	for i := range j.Findings {
+		if j.Findings[i].Code == CodeLeftNode {
+			j.Findings[i].Message += fmt.Sprintf("; the daemon of %s saw nothing of it before the timeout", strings.Join(silent, ", "))
+		}
+	}
+}
