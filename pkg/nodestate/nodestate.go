@@ -18,14 +18,19 @@ import (
 
 // Link is one network device.
 type Link struct {
-	Index  int
-	Name   string
-	Type   string // "veth", "bridge", "vxlan", ...
-	MTU    int
-	MAC    string
-	Master int // ifindex of the bridge it is enslaved to
-	Addrs  []netip.Prefix
-	VXLAN  *VXLAN
+	Index int
+	Name  string
+	Type  string // netlink's kind: "veth", "bridge", "vxlan", "tuntap", "device" (no kind: a NIC or lo), ...
+	MTU   int
+	MAC   string
+	// Master is the ifindex of the bridge (or bond) it is enslaved to.
+	Master int
+	// ParentIndex is IFLA_LINK: for a veth its peer's ifindex (in the
+	// peer's namespace), for a VLAN its lower device.
+	ParentIndex int
+	Loopback    bool
+	Addrs       []netip.Prefix
+	VXLAN       *VXLAN
 }
 
 // VXLAN is a VXLAN device's configuration and forwarding database.
@@ -115,7 +120,8 @@ func ReadNetns(path string) (*Netns, error) {
 	for _, l := range links {
 		a := l.Attrs()
 		names[a.Index] = a.Name
-		lk := Link{Index: a.Index, Name: a.Name, Type: l.Type(), MTU: a.MTU, Master: a.MasterIndex}
+		lk := Link{Index: a.Index, Name: a.Name, Type: l.Type(), MTU: a.MTU, Master: a.MasterIndex,
+			ParentIndex: a.ParentIndex, Loopback: a.Flags&net.FlagLoopback != 0}
 		if a.HardwareAddr != nil {
 			lk.MAC = a.HardwareAddr.String()
 		}
@@ -176,6 +182,45 @@ func (n *Netns) Link(name string) (*Link, bool) {
 		}
 	}
 	return nil, false
+}
+
+// LinkByIndex returns the device with this ifindex.
+func (n *Netns) LinkByIndex(index int) (*Link, bool) {
+	for i := range n.Links {
+		if n.Links[i].Index == index {
+			return &n.Links[i], true
+		}
+	}
+	return nil, false
+}
+
+// RouteTo returns the longest-prefix route of the main table for dst.
+func (n *Netns) RouteTo(dst netip.Addr) (Route, bool) {
+	best, found := Route{}, false
+	for _, r := range n.Routes {
+		if r.Dst.Contains(dst) && (!found || r.Dst.Bits() > best.Dst.Bits()) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// VethPeer returns the namespace that holds the peer of veth l (which
+// lives in namespace of): a veth there whose index is l's ParentIndex and
+// whose own ParentIndex is l's index. False when no namespace that was read
+// holds it: the far end is out of sight.
+func (s *State) VethPeer(of *Netns, l *Link) (*Netns, *Link, bool) {
+	if l.Type != "veth" || l.ParentIndex == 0 {
+		return nil, nil, false
+	}
+	for _, ns := range s.sorted() {
+		p, ok := ns.LinkByIndex(l.ParentIndex)
+		if !ok || p.Type != "veth" || p.ParentIndex != l.Index || (ns == of && p == l) {
+			continue
+		}
+		return ns, p, true
+	}
+	return nil, nil, false
 }
 
 // VTEP is a VXLAN endpoint some namespace owns.
