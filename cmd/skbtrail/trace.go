@@ -108,7 +108,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	bad, n := false, 0
 	emit := func(j *journey.Journey) error {
 		n++
-		if j.Verdict.Kind != journey.Delivered || j.HasError() {
+		if j.Failed() {
 			bad = true
 		}
 		return w.Write(j)

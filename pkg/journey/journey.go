@@ -192,6 +192,50 @@ func (j *Journey) HasError() bool {
 	return false
 }
 
+// ReplyCameBack reports whether the reverse direction was seen and was not
+// dropped on its way back.
+func (j *Journey) ReplyCameBack() bool {
+	return j.Reply != nil && j.Reply.Verdict != Dropped && j.Reply.Verdict != Rejected
+}
+
+// Failed reports whether the journey makes `trace` exit 1: an error
+// finding, or a verdict other than delivered, except a packet that left the
+// node and whose reply came back (this node saw the round trip work).
+func (j *Journey) Failed() bool {
+	if j.HasError() {
+		return true
+	}
+	switch j.Verdict.Kind {
+	case Delivered:
+		return false
+	case Left:
+		return !j.ReplyCameBack()
+	}
+	return true
+}
+
+// Toward is where a packet that left the node (verdict left) was headed,
+// from the journey's own fields: the outer destination when it left
+// encapsulated through the verdict's device (encap names the
+// encapsulation, "vxlan"), else its destination after the last rewrite
+// ("addr:port" when it has a port).
+func (j *Journey) Toward() (addr, encap string) {
+	v := j.Verdict
+	for i := len(j.Encaps) - 1; i >= 0; i-- {
+		if e := j.Encaps[i]; e.Underlay == v.Device && e.Netns == v.Netns && e.OuterDst != "" {
+			return e.OuterDst, e.Kind
+		}
+	}
+	dst, port := j.Packet.Dst, j.Packet.Dport
+	if n := len(j.Rewrites); n > 0 {
+		dst, port = j.Rewrites[n-1].After.Dst, j.Rewrites[n-1].After.Dport
+	}
+	if port != 0 {
+		return fmt.Sprintf("%s:%d", dst, port), ""
+	}
+	return dst, ""
+}
+
 // AddFinding appends a finding unless one with the same code exists.
 func (j *Journey) AddFinding(f Finding) {
 	for _, g := range j.Findings {

@@ -67,6 +67,13 @@ func Summary(j *journey.Journey) string {
 	if v.Reason != "" {
 		b.WriteString(": " + v.Reason)
 	}
+	if v.Kind == journey.Left {
+		to, encap := j.Toward()
+		b.WriteString(" toward " + to)
+		if encap != "" {
+			b.WriteString(" (" + strings.ToUpper(encap) + " outer destination)")
+		}
+	}
 	var nf []string
 	for _, s := range []string{v.Table, v.Chain, v.Hook} {
 		if s != "" && (len(nf) == 0 || nf[len(nf)-1] != s) {
