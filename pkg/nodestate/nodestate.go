@@ -195,10 +195,16 @@ func (n *Netns) LinkByIndex(index int) (*Link, bool) {
 }
 
 // RouteTo returns the longest-prefix route of the main table for dst.
-func (n *Netns) RouteTo(dst netip.Addr) (Route, bool) {
+func (n *Netns) RouteTo(dst netip.Addr) (Route, bool) { return n.route(dst, "") }
+
+// RouteThrough returns the longest-prefix route for dst among the routes
+// through dev: what a socket or tunnel bound to dev uses.
+func (n *Netns) RouteThrough(dst netip.Addr, dev string) (Route, bool) { return n.route(dst, dev) }
+
+func (n *Netns) route(dst netip.Addr, dev string) (Route, bool) {
 	best, found := Route{}, false
 	for _, r := range n.Routes {
-		if r.Dst.Contains(dst) && (!found || r.Dst.Bits() > best.Dst.Bits()) {
+		if (dev == "" || r.Dev == dev) && r.Dst.Contains(dst) && (!found || r.Dst.Bits() > best.Dst.Bits()) {
 			best, found = r, true
 		}
 	}

@@ -56,6 +56,9 @@ func TestPrivVethPeerAndTun(t *testing.T) {
 	if r, ok := na.RouteTo(netip.MustParseAddr("203.0.113.80")); !ok || r.Dev != "nic0" {
 		t.Errorf("route to 203.0.113.80: %+v %v", r, ok)
 	}
+	if r, ok := na.RouteThrough(netip.MustParseAddr("203.0.113.80"), "eth0"); ok {
+		t.Errorf("route through eth0 to 203.0.113.80: %+v", r)
+	}
 	na.Name, nr.Name = a, r
 	alone := &State{Namespaces: map[uint32]*Netns{1: na}}
 	if _, _, ok := alone.VethPeer(na, eth0); ok || eth0.ParentIndex == 0 {
