@@ -33,6 +33,7 @@ const (
 	CodeNoReply          = "NO_REPLY"
 	CodeRPFilter         = "RP_FILTER"
 	CodeEventsLost       = "EVENTS_LOST"
+	CodeLeftNode         = "LEFT_NODE"
 )
 
 // Config configures a Diagnoser.
@@ -45,6 +46,10 @@ type Config struct {
 	// NodeIPs are the addresses peers know this node by (flannel's
 	// public-ip), for single nodes where no peer FDB can be read.
 	NodeIPs []netip.Addr
+	// NodeAddrs maps the addresses of the cluster's nodes to node names
+	// (cluster mode), to name the node a packet that left went to; nil:
+	// only the namespaces of this kernel can be named.
+	NodeAddrs map[netip.Addr]string
 }
 
 // Diagnoser adds findings to journeys.
@@ -105,6 +110,8 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 			Advice:  "narrow the filter or trace when the node is less busy",
 		})
 	}
+	// first: what the later steps say depends on whether the packet left
+	d.leftNode(j)
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
 	d.underlay(j)
@@ -149,7 +156,7 @@ func atDropSrc(j *journey.Journey) string {
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
 	CodeCTInvalid: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
-	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeEventsLost: 9,
+	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 
 // droppedDst is the destination the kernel failed to route: the outer one

@@ -75,12 +75,18 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 		vteps, list := knownVTEPs(st, enc.NetnsInode)
 		_, died := diedEncapsulated(j)
 		peer, known := vteps[dst]
+		if node, ok := d.cfg.NodeAddrs[dst]; ok && !known {
+			peer, known = "node "+node, true
+		}
+		// a packet that left toward a peer of which this node sees nothing
+		// (no other VTEP here, no cluster node list) cannot be judged
+		blind := j.Verdict.Kind == journey.Left && list == "" && len(d.cfg.NodeAddrs) == 0
 		devName := enc.Device
 		if devName == "" {
 			devName = "the VXLAN device"
 		}
 		switch {
-		case !known:
+		case !known && !blind:
 			msg := fmt.Sprintf("%s in %s sent the packet to VTEP %s, which is not the underlay address of any known node (known VTEPs: %s)", devName, enc.Netns, dst, orNone(list))
 			if dev != nil && dev.VXLAN != nil {
 				for _, f := range dev.VXLAN.FDB {
@@ -279,14 +285,11 @@ func isOverlay(st *nodestate.State, ino uint32, dev string) bool {
 
 // routeDevice is the device of the longest-prefix route for dst.
 func routeDevice(ns *nodestate.Netns, dst netip.Addr) *nodestate.Link {
-	best := -1
-	var dev string
-	for _, r := range ns.Routes {
-		if r.Dst.Contains(dst) && r.Dst.Bits() > best {
-			best, dev = r.Dst.Bits(), r.Dev
-		}
+	r, ok := ns.RouteTo(dst)
+	if !ok {
+		return nil
 	}
-	if l, ok := ns.Link(dev); ok {
+	if l, ok := ns.Link(r.Dev); ok {
 		return l
 	}
 	return nil
