@@ -161,6 +161,12 @@ var faults = map[string]fault{
 			return l.ip(ctx, l.NodeB, "route", "replace", "10.244.0.0/24", "via", RouterBIP, "dev", "eth0")
 		},
 	},
+	"nic-exit": {
+		desc: "node-a: tun device nic0 (its far end is the lab process, which reads and discards what it sends, so the fault lasts as long as that process) under the VXLAN device, with routes " + NodeBIP + "/32 and " + ExitProbeIP + "/32 dev nic0: packets to node-b and to " + ExitProbeIP + " leave the lab through nic0 like through a physical NIC",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.applyNICExit(ctx)
+		},
+	},
 	"silent-dns": {
 		desc: "pod-b: a UDP socket on 10.244.1.2:53 (behind the DNS ClusterIP 10.96.0.10:53) reads queries and never answers, so DNS lookups time out",
 		apply: func(ctx context.Context, l *Lab) error {

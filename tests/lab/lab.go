@@ -36,6 +36,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -177,8 +178,10 @@ type Lab struct {
 	mu      sync.Mutex
 	created []nsID // namespaces this lab created, in creation order
 	servers map[string]*server
-	down    bool
-	wg      sync.WaitGroup
+	// exitFrames counts what the "nic-exit" fault's tun reader took off nic0.
+	exitFrames atomic.Uint64
+	down       bool
+	wg         sync.WaitGroup
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,9}$`)
@@ -558,6 +561,7 @@ type vtep struct {
 	mac   string // MAC of the local VXLAN device
 	local string // underlay address used as outer source ("local")
 	addr  string // address of the local VXLAN device (x.x.x.0/32)
+	under string // underlay device the VXLAN device is bound to ("": eth0)
 
 	peerCIDR string // pod network of the other node
 	peerAddr string // VXLAN device address of the other node (gateway, onlink)
@@ -583,9 +587,13 @@ func (l *Lab) vtepB() vtep {
 // address and an fdb entry sending its MAC to the remote VTEP.
 func (l *Lab) setupVTEP(ctx context.Context, v vtep) error {
 	dev := l.VXLANDevice
+	under := v.under
+	if under == "" {
+		under = "eth0"
+	}
 	steps := [][]string{
 		{"link", "add", dev, "address", v.mac, "mtu", fmt.Sprint(PodMTU),
-			"type", "vxlan", "id", fmt.Sprint(l.VNI), "local", v.local, "dev", "eth0",
+			"type", "vxlan", "id", fmt.Sprint(l.VNI), "local", v.local, "dev", under,
 			"dstport", fmt.Sprint(l.VXLANPort), "nolearning"},
 		{"addr", "add", v.addr + "/32", "dev", dev},
 		{"link", "set", dev, "up"},

@@ -144,6 +144,7 @@ func TestFaults(t *testing.T) {
 		"wrong-src":             timeout,
 		"rp-filter":             timeout,
 		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
+		"nic-exit":              timeout,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -153,7 +154,7 @@ func TestFaults(t *testing.T) {
 	// Faults implemented with iptables run against both backends.
 	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
-	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true}
+	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
@@ -236,6 +237,8 @@ func TestFaults(t *testing.T) {
 				}
 			case "wrong-src":
 				checkWrongSrc(t, l)
+			case "nic-exit":
+				checkNICExit(t, l)
 			case "rp-filter":
 				// The SYN (and its retransmission) failed node-b's strict
 				// reverse path check on the VXLAN device.
@@ -313,6 +316,42 @@ func checkWrongSrc(t *testing.T, l *Lab) {
 	t.Logf("router FORWARD -s %s DROP: %d packets", WrongSrcIP, dropped)
 	if dropped <= 0 {
 		t.Errorf("router anti-spoofing rule dropped nothing:\n%s", out)
+	}
+}
+
+// checkNICExit checks the state the "nic-exit" fault leaves: nic0 is a
+// tun device under node-a's VXLAN device, node-b's underlay address and
+// ExitProbeIP are routed through it, and the lab's reader took the SYN's
+// outer packet off it.
+func checkNICExit(t *testing.T, l *Lab) {
+	t.Helper()
+	checks := map[string]string{
+		"ip -d link show " + ExitDevice:        "tun type tun pi off",
+		"ip -d link show " + l.VXLANDevice:     "local " + NodeAIP + " dev " + ExitDevice,
+		"ip route get " + NodeBIP:              "dev " + ExitDevice,
+		"ip route get " + ExitProbeIP:          "dev " + ExitDevice,
+		"bridge fdb show dev " + l.VXLANDevice: FlannelMACB + " dst " + NodeBIP,
+	}
+	for cmd, want := range checks {
+		out, err := l.Run(l.NodeA, strings.Fields(cmd)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, want) {
+			t.Errorf("node-a %s: want %q in:\n%s", cmd, want, out)
+		}
+	}
+	if n := l.ExitFrames(); n == 0 {
+		t.Errorf("nothing was read from %s", ExitDevice)
+	} else {
+		t.Logf("%d frames read from %s", n, ExitDevice)
+	}
+	if !l.StopServer("tun", 0) {
+		t.Fatal("no tun reader running")
+	}
+	// closing the file descriptor removes the device
+	if out, err := l.Run(l.NodeA, "ip", "link", "show", ExitDevice); err == nil {
+		t.Errorf("%s still exists after its reader closed:\n%s", ExitDevice, out)
 	}
 }
 

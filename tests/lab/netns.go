@@ -22,7 +22,8 @@ func InNetns(name string, fn func() error) error {
 	return netnsutil.Do(NetnsPath(name), fn)
 }
 
-// server is an in-process socket living in a lab namespace.
+// server is an in-process socket (or tun file descriptor) living in a lab
+// namespace.
 type server struct {
 	closeOnce sync.Once
 	closer    io.Closer
@@ -61,14 +62,14 @@ func (s *server) close() {
 
 func serverKey(proto string, port int) string { return proto + "/" + strconv.Itoa(port) }
 
-func (l *Lab) addServer(key string, s *server) error {
+func (l *Lab) addServer(key, ns string, s *server) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.down {
 		return errors.New("lab: lab is down")
 	}
 	if _, ok := l.servers[key]; ok {
-		return fmt.Errorf("lab: %s server already running in %s", key, l.PodB)
+		return fmt.Errorf("lab: %s server already running in %s", key, ns)
 	}
 	l.servers[key] = s
 	return nil
@@ -89,7 +90,7 @@ func (l *Lab) StartTCPEcho(port int) error {
 		return fmt.Errorf("lab: tcp listener %s in %s: %w", addr, l.PodB, err)
 	}
 	s := &server{closer: ln, conns: map[net.Conn]struct{}{}}
-	if err := l.addServer(serverKey("tcp", port), s); err != nil {
+	if err := l.addServer(serverKey("tcp", port), l.PodB, s); err != nil {
 		ln.Close()
 		return err
 	}
@@ -133,7 +134,7 @@ func (l *Lab) StartSilentUDP(port int) error {
 		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
 	}
 	s := &server{closer: pc}
-	if err := l.addServer(serverKey("udp", port), s); err != nil {
+	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
 		pc.Close()
 		return err
 	}
@@ -163,7 +164,8 @@ func (l *Lab) ensureSilentUDP(port int) error {
 }
 
 // StopServer closes the in-process server for proto ("tcp" or "udp") and
-// port. It reports whether such a server was running.
+// port, or with ("tun", 0) the "nic-exit" fault's tun reader (which removes
+// nic0). It reports whether such a server was running.
 func (l *Lab) StopServer(proto string, port int) bool {
 	key := serverKey(proto, port)
 	l.mu.Lock()
