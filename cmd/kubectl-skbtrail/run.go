@@ -66,7 +66,24 @@ commands:
 
 run 'kubectl skbtrail <command> --help' for the flags of a command`
 
+// commandFirst moves flags given before the command (kubectl style:
+// kubectl-skbtrail --kubeconfig F trace ...) after it.
+func commandFirst(args []string) []string {
+	valued := map[string]bool{"--kubeconfig": true, "--context": true, "--skbtrail-namespace": true, "-n": true, "--namespace": true}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			return append(append([]string{a}, args[:i]...), args[i+1:]...)
+		}
+		if valued[a] {
+			i++
+		}
+	}
+	return args
+}
+
 func run(ctx context.Context, args []string) error {
+	args = commandFirst(args)
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, usage)
 		return &exitError{code: exitUsage}

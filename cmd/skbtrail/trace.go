@@ -86,10 +86,10 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if f.replyWait <= 0 {
 		return usageErr("trace: --reply-wait must be positive")
 	}
-	if _, err := f.req.Options(); err != nil {
+	if _, err := trace.Validate(f.req); err != nil {
 		return usageErr("trace: %v", err)
 	}
-	if _, _, err := f.req.DiagnoseConfig(); err != nil {
+	if _, _, err := trace.DiagnoseConfig(f.req); err != nil {
 		return usageErr("trace: %v", err)
 	}
 	log := zap.NewNop()

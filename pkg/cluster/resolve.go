@@ -203,7 +203,7 @@ func (p *Plan) resolveService(ctx context.Context, cs kubernetes.Interface, ns s
 		}
 	}
 	if sp == nil {
-		return fmt.Errorf("Service %s has no port %s", p.Service, t.Port)
+		return fmt.Errorf("service %s has no port %s", p.Service, t.Port)
 	}
 	if p.Proto == "" {
 		p.Proto = strings.ToLower(string(sp.Protocol))
@@ -216,7 +216,7 @@ func (p *Plan) resolveService(ctx context.Context, cs kubernetes.Interface, ns s
 		p.addSliceEndpoints(sl, sp.Name)
 	}
 	if len(p.Endpoints) == 0 {
-		return fmt.Errorf("Service %s has no ready endpoints: its pods are not Ready or its selector matches none (kubectl -n %s get endpointslices -l %s=%s)", p.Service, ns, discoveryv1.LabelServiceName, t.Name)
+		return fmt.Errorf("service %s has no ready endpoints: its pods are not Ready or its selector matches none (kubectl -n %s get endpointslices -l %s=%s)", p.Service, ns, discoveryv1.LabelServiceName, t.Name)
 	}
 	if ip, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil {
 		p.Dst = netip.AddrPortFrom(ip, uint16(sp.Port))
@@ -279,7 +279,7 @@ func (p *Plan) resolveIP(ctx context.Context, cs kubernetes.Interface, t Target)
 		return apiErr("find the pod with IP "+ip.String(), err)
 	}
 	for _, q := range pods.Items {
-		if q.Status.Phase == corev1.PodRunning && !q.Spec.HostNetwork {
+		if q.Status.PodIP == ip.String() && q.Status.Phase == corev1.PodRunning && !q.Spec.HostNetwork {
 			e.Node, e.Pod = q.Spec.NodeName, q.Namespace+"/"+q.Name
 			break
 		}

@@ -53,7 +53,7 @@ func (p *Plan) Requests(o Options) map[string]wire.Request {
 	out := map[string]wire.Request{p.Node: src}
 	for _, n := range p.Nodes[1:] {
 		r := base
-		r.Src = p.PodIP.String()
+		r.Src, r.Arriving = p.PodIP.String(), true
 		r.Timeout += 2 * time.Second // it starts before the source node's trace
 		var eps []Endpoint
 		for _, e := range p.Endpoints {

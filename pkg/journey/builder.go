@@ -273,9 +273,38 @@ func (b *Builder) inScope(e Event) bool {
 	return false
 }
 
+// leftScope marks where a tracked skb left the scope: the last event of
+// that skb the builder kept ends its life on this node. A packet that left
+// ends its journey there (and waits for its reply like a delivered one).
+func (b *Builder) leftScope(e Event) {
+	if e.Journey == 0 || e.Netns == 0 {
+		return
+	}
+	o := b.open[e.Journey&^1]
+	if o == nil {
+		return
+	}
+	list := o.fwd
+	if e.Journey&1 == 1 {
+		list = o.rev
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].Skb != e.Skb {
+			continue
+		}
+		if !list[i].Exit && e.Journey&1 == 0 && e.Skb == o.primary && o.endNs == 0 {
+			o.endNs = e.TimeNs
+			o.awaits = e.Pkt.Proto == ProtoTCP || e.Pkt.Proto == ProtoUDP
+		}
+		list[i].Exit = true
+		return
+	}
+}
+
 // Add feeds one event.
 func (b *Builder) Add(e Event) {
 	if b.opts.InScope != nil && !b.inScope(e) {
+		b.leftScope(e)
 		return
 	}
 	b.NetnsName(e.Netns)
@@ -686,7 +715,7 @@ func firstLife(evs []Event) []Event {
 		}
 		inheritPlace(&e, out)
 		out = append(out, e)
-		if e.Kind == KindDrop || e.Kind == KindConsume {
+		if e.Kind == KindDrop || e.Kind == KindConsume || e.Exit {
 			break
 		}
 	}
@@ -704,7 +733,7 @@ func lifeSlow(out, rest []Event, first Event) []Event {
 		}
 		inheritPlace(&e, out)
 		out = append(out, e)
-		if e.Kind == KindDrop || e.Kind == KindConsume {
+		if e.Kind == KindDrop || e.Kind == KindConsume || e.Exit {
 			break
 		}
 	}

@@ -96,6 +96,10 @@ type Event struct {
 	Outer   Tuple // outer header when Encap
 	VNI     uint32
 	CT      uint8 // 0: no conntrack entry; else 1 + the kernel's enum ip_conntrack_info
+	// Exit is set by the builder, not the kernel: after this event the skb
+	// went where the builder's scope ends (Options.InScope), so its life
+	// on this node ends here.
+	Exit bool
 }
 
 // CTState names the conntrack state an event saw ("" when no entry was

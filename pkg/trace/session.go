@@ -21,6 +21,13 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	if err := e.Registry.Refresh(); err != nil {
 		e.log.Debug("rescan namespaces", zap.Error(err))
 	}
+	if req.Arriving && req.FromNetns == "" {
+		ino, err := netnsutil.InodeOf("/proc/self/ns/net")
+		if err != nil {
+			return Result{}, fmt.Errorf("%w: own network namespace: %v", ErrEnvironment, err)
+		}
+		req.FromNetns = e.Registry.Name(ino)
+	}
 	if req.FromIP != "" && req.FromNetns == "" {
 		ns, err := e.sourceNetns(ctx, req.FromIP)
 		if err != nil {

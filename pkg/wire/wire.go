@@ -27,9 +27,13 @@ type Request struct {
 	// FromIP is the source pod's address: its namespace, among the ones
 	// this node observes, is where the packets start (cluster mode, where
 	// the caller knows the pod but not its namespace on the node).
-	FromIP    string `json:"from_ip,omitempty"`
-	Probe     bool   `json:"probe,omitempty"`
-	ProbeSize int    `json:"probe_size,omitempty"`
+	FromIP string `json:"from_ip,omitempty"`
+	// Arriving: the packets come from another node; journeys start where
+	// they enter this one, the daemon's own (host) network namespace
+	// (cluster mode, for the nodes after the first).
+	Arriving  bool `json:"arriving,omitempty"`
+	Probe     bool `json:"probe,omitempty"`
+	ProbeSize int  `json:"probe_size,omitempty"`
 	// Netfilter says where the netfilter observers go: "reached" (each
 	// namespace when a journey of the trace first reaches it), "all"
 	// (every namespace, before the first packet) or "" (all with --probe,
