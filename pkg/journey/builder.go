@@ -660,6 +660,9 @@ func (b *Builder) encaps(evs []Event) []Encap {
 			}
 			continue
 		}
+		if p == nil && e.Kind == KindRx {
+			continue // arrived encapsulated from another node: encapsulated there, not here
+		}
 		if p != nil && p.Encap {
 			if e.Kind == KindTx && len(out) > 0 && out[len(out)-1].Underlay == "" && out[len(out)-1].NetnsInode == e.Netns {
 				out[len(out)-1].Underlay = e.Ifname

@@ -66,3 +66,16 @@ func TestScopeDropsUntrackedElsewhere(t *testing.T) {
 		t.Fatalf("drop monitor journeys %+v, want node-a's only", got)
 	}
 }
+
+func TestArrivedEncapsulatedIsNoEncap(t *testing.T) {
+	r := forwardPath()
+	r.add(KindDrop, nsNodeB, "flannel.1", synPod, func(e *Event) { e.Reason = 12 })
+	b := scopedBuilder(nsNodeB, nsPodB)
+	for _, e := range r.evts {
+		b.Add(e)
+	}
+	js := b.Expire(r.t + uint64(3*time.Second))
+	if len(js) != 1 || len(js[0].Encaps) != 0 {
+		t.Fatalf("journeys %d, encaps %+v: a packet that arrives encapsulated was not encapsulated on this node", len(js), js[0].Encaps)
+	}
+}
