@@ -89,7 +89,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := trace.Validate(f.req); err != nil {
 		return usageErr("trace: %v", err)
 	}
-	if _, _, err := trace.DiagnoseConfig(f.req); err != nil {
+	if _, err := trace.DiagnoseConfig(f.req); err != nil {
 		return usageErr("trace: %v", err)
 	}
 	log := zap.NewNop()

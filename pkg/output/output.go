@@ -53,11 +53,22 @@ func flow(t journey.TupleJSON) string {
 	return endpoint(t.Src, t.Sport) + " -> " + endpoint(t.Dst, t.Dport)
 }
 
+// place names a namespace, with its node in cluster mode ("node-a/cni0 netns").
+func place(node, netns string) string {
+	if node == "" {
+		return netns
+	}
+	return node + "/" + netns
+}
+
 // Summary is the one-line verdict of a journey.
 func Summary(j *journey.Journey) string {
 	v := j.Verdict
 	var b strings.Builder
 	b.WriteString(strings.ToUpper(v.Kind))
+	if v.Node != "" {
+		b.WriteString(" on node " + v.Node)
+	}
 	if v.Netns != "" {
 		b.WriteString(" in " + v.Netns)
 	}
@@ -103,6 +114,17 @@ func (t *Text) Write(j *journey.Journey) error {
 	if j.LostEvents > 0 {
 		fmt.Fprintf(&b, "  warning: %d trace events were lost; this journey may be incomplete\n", j.LostEvents)
 	}
+	if len(j.Nodes) > 0 {
+		var ns []string
+		for _, n := range j.Nodes {
+			if n.Observed {
+				ns = append(ns, n.Name)
+			} else {
+				ns = append(ns, n.Name+" (not observed)")
+			}
+		}
+		fmt.Fprintf(&b, "  nodes: %s\n", strings.Join(ns, ", "))
+	}
 	if len(j.Hops) > 0 {
 		b.WriteString("  path (t in µs):\n")
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
@@ -111,7 +133,11 @@ func (t *Text) Write(j *journey.Journey) error {
 			if dev == "" {
 				dev = "-"
 			}
-			fmt.Fprintf(tw, "    %7d\t%s\t%s\t%s\n", h.TUs, h.Netns, dev, h.Event)
+			where := h.Netns
+			if len(j.Nodes) > 0 {
+				where = h.Node + "\t" + h.Netns // cluster mode: which node's namespace
+			}
+			fmt.Fprintf(tw, "    %7d\t%s\t%s\t%s\n", h.TUs, where, dev, h.Event)
 		}
 		tw.Flush()
 	}
@@ -120,7 +146,7 @@ func (t *Text) Write(j *journey.Journey) error {
 		if r.Between != "" {
 			hook += " (inferred: " + r.Between + ")"
 		}
-		fmt.Fprintf(&b, "  %s in %s %s: %s  =>  %s\n", r.Kind, r.Netns, hook, flow(r.Before), flow(r.After))
+		fmt.Fprintf(&b, "  %s in %s %s: %s  =>  %s\n", r.Kind, place(r.Node, r.Netns), hook, flow(r.Before), flow(r.After))
 	}
 	for _, e := range j.Encaps {
 		dport := ""
@@ -131,7 +157,7 @@ func (t *Text) Write(j *journey.Journey) error {
 		if e.Underlay != "" {
 			via = " via " + e.Underlay
 		}
-		fmt.Fprintf(&b, "  %s encap in %s on %s vni %d: outer %s -> %s%s%s\n", e.Kind, e.Netns, e.Device, e.VNI, e.OuterSrc, e.OuterDst, dport, via)
+		fmt.Fprintf(&b, "  %s encap in %s on %s vni %d: outer %s -> %s%s%s\n", e.Kind, place(e.Node, e.Netns), e.Device, e.VNI, e.OuterSrc, e.OuterDst, dport, via)
 	}
 	if j.Reply != nil {
 		r := j.Reply

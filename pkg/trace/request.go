@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/skbtrail/skbtrail/pkg/diagnose"
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/wire"
 )
@@ -157,23 +158,36 @@ const (
 	NetfilterAll     = "all"
 )
 
-// DiagnoseConfig returns the service range and node addresses of the request.
-func DiagnoseConfig(r Request) (netip.Prefix, []netip.Addr, error) {
+// DiagnoseConfig is the diagnosis configuration a request asks for: the
+// service range, the addresses peers know this node by, and which node owns
+// which address (cluster mode).
+func DiagnoseConfig(r Request) (diagnose.Config, error) {
+	var c diagnose.Config
 	cidr := r.ServiceCIDR
 	if cidr == "" {
 		cidr = "10.96.0.0/12"
 	}
 	svc, err := netip.ParsePrefix(cidr)
 	if err != nil {
-		return svc, nil, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12", cidr)
+		return c, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12", cidr)
 	}
-	var ips []netip.Addr
+	c.ServiceCIDR = svc
 	for _, s := range r.NodeIPs {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return svc, nil, fmt.Errorf("--node-ip %q: want an IP address", s)
+			return c, fmt.Errorf("--node-ip %q: want an IP address", s)
 		}
-		ips = append(ips, a)
+		c.NodeIPs = append(c.NodeIPs, a)
 	}
-	return svc, ips, nil
+	for s, node := range r.NodeAddrs {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return c, fmt.Errorf("node_addrs: %q is not an IP address", s)
+		}
+		if c.NodeAddrs == nil {
+			c.NodeAddrs = map[netip.Addr]string{}
+		}
+		c.NodeAddrs[a] = node
+	}
+	return c, nil
 }

@@ -44,11 +44,12 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 			return Result{}, &UsageError{Err: err}
 		}
 	}
-	svc, ips, err := DiagnoseConfig(req)
+	dc, err := DiagnoseConfig(req)
 	if err != nil {
 		return Result{}, &UsageError{Err: err}
 	}
-	diag := diagnose.New(diagnose.Config{ServiceCIDR: svc, NodeIPs: ips, Registry: e.Registry, Logger: e.log})
+	dc.Registry, dc.Logger = e.Registry, e.log
+	diag := diagnose.New(dc)
 	if err := diag.Prepare(ctx); err != nil {
 		e.log.Warn("node state only partly read before the trace", zap.Error(err))
 	}
