@@ -1,7 +1,11 @@
 # skbtrail — build, demo, test, bench.
 #   make demo [SCENARIO=name]   build, create a lab, trace a SYN, print the diagnosis (root)
-#   make test                   lint + generated-code check + every test, privileged ones required (root)
-#   make bench                  throughput and decode benchmarks (root)
+#   make demo CLUSTER=1 [SCENARIO=name]
+#                               the same lab with a real kube-apiserver + etcd and one daemon per
+#                               lab node, traced through the kubectl plugin (root)
+#   make test                   lint + generated-code check + every test, privileged ones required,
+#                               + the race detector over pkg/, cmd/, netnsutil/ (root)
+#   make bench                  throughput, decode and cluster-trace benchmarks (root)
 
 SHELL     := /bin/bash
 GO        ?= go
@@ -9,10 +13,17 @@ BIN       := bin
 SCENARIO  ?= forward-drop
 FLAVOR    ?= flannel
 GOFLAGS_T ?= -count=1
+CLUSTER   ?=
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all deps build generate check-generate lint test unit-test demo scenarios bench clean
+.PHONY: all deps deps-packages deps-cluster build generate check-generate lint test unit-test demo scenarios bench clean
+
+# CLUSTER=1 (anything but empty or 0) makes `make demo` run the cluster demo.
+cluster := $(filter-out 0,$(CLUSTER))
+
+# Packages run a second time under the race detector by `make test`.
+RACE_PKGS := ./pkg/... ./cmd/... ./netnsutil/...
 
 # System packages (Debian/Ubuntu) the demo, tests and benchmarks use.
 DEB_PACKAGES := make git ca-certificates clang llvm libbpf-dev bpftool iproute2 iptables nftables \
@@ -21,7 +32,9 @@ DEP_TOOLS    := clang llvm-strip bpftool ip iptables iptables-legacy nft iperf3 
 
 # Installs what is missing (a no-op when everything is there), so `make demo`
 # and `make test` work on a fresh machine.
-deps:
+deps: deps-packages deps-cluster
+
+deps-packages:
 	@missing=""; for t in $(DEP_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	  test -e /usr/lib/cni/bridge || missing="$$missing cni-plugins"; \
 	  test -z "$$missing" && exit 0; \
@@ -30,11 +43,28 @@ deps:
 	  command -v apt-get >/dev/null || { echo "make: missing$$missing and no apt-get: install them by hand" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 
+# kube-apiserver, kubectl and etcd for the cluster-mode tests, demo and bench,
+# built from the Go module proxy once per machine into $SKBTRAIL_CACHE (default
+# /var/cache/skbtrail) by tests/cluster/build-components.sh, a no-op when they are
+# there. The check below only decides whether to announce a build; it uses the
+# script's defaults (SKBTRAIL_CACHE, K8S_VERSION, ETCD_VERSION).
+deps-cluster:
+	@cache=$${SKBTRAIL_CACHE:-/var/cache/skbtrail}; \
+	  k8s=$$cache/k8s-$${K8S_VERSION:-v1.37.2}; etcd=$$cache/etcd-$${ETCD_VERSION:-v3.6.16}; \
+	  if ! { test -x $$k8s/kube-apiserver && test -x $$k8s/kubectl && test -x $$etcd/etcd; }; then \
+	    command -v $(GO) >/dev/null 2>&1 || { echo "make: building kube-apiserver, kubectl and etcd needs Go ($(GO) not found)" >&2; exit 2; }; \
+	    echo "building kube-apiserver, kubectl and etcd into $$cache (tests/cluster/build-components.sh):"; \
+	    echo "  first run on this machine, ~10-20 min on 2 cores (~3 GB RAM, ~5 GB of Go caches); later runs skip it"; \
+	  fi; \
+	  GO=$(GO) bash tests/cluster/build-components.sh
+
 all: build
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/skbtrail ./cmd/skbtrail
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/kubectl-skbtrail ./cmd/kubectl-skbtrail
 	$(GO) build -o $(BIN)/skbtrail-lab ./tests/lab/cmd/skbtrail-lab
+	$(GO) build -o $(BIN)/skbtrail-cluster ./tests/cluster/cmd/skbtrail-cluster
 
 # Regenerate the bpf2go output (needs clang, llvm-strip, libbpf headers).
 generate:
@@ -57,6 +87,12 @@ test: deps check-generate lint
 	  status=$${PIPESTATUS[0]}; \
 	  if grep -q -- '--- SKIP' .test.log; then echo "FAIL: tests were skipped (the privileged suite must run):" >&2; grep -- '--- SKIP' .test.log >&2; exit 1; fi; \
 	  exit $$status
+	@echo "race detector: go test -race $(RACE_PKGS)"
+	@mkdir -p $(BIN); cc=$${CC:-$$(command -v gcc || command -v clang)}; \
+	  SKBTRAIL_REQUIRE_PRIVILEGED=1 CGO_ENABLED=1 CC=$$cc $(GO) test -race $(GOFLAGS_T) -p 1 -v $(RACE_PKGS) 2>&1 | tee $(BIN)/test-race.log | grep -E '^(--- (FAIL|SKIP)|FAIL|ok|PASS|panic|WARNING: DATA RACE)' ; \
+	  status=$${PIPESTATUS[0]}; \
+	  if grep -q -- '--- SKIP' $(BIN)/test-race.log; then echo "FAIL: tests were skipped under -race:" >&2; grep -- '--- SKIP' $(BIN)/test-race.log >&2; exit 1; fi; \
+	  exit $$status
 
 unit-test:
 	$(GO) test $(GOFLAGS_T) ./pkg/... ./tracer/...
@@ -64,11 +100,16 @@ unit-test:
 scenarios: build
 	@$(BIN)/skbtrail-lab faults
 
-demo: deps build
+demo: deps-packages $(if $(cluster),deps-cluster) build
 	@test "$$(id -u)" = 0 || { echo "make demo needs root (it creates network namespaces): run it with sudo" >&2; exit 2; }
 	@echo "scenarios (make demo SCENARIO=<name>):"; $(BIN)/skbtrail-lab faults | sed 's/^/  /'
 	@echo
+ifneq ($(cluster),)
+	@test "$(FLAVOR)" = flannel || { echo "make demo CLUSTER=1 runs the flannel lab only (FLAVOR=$(FLAVOR))" >&2; exit 2; }
+	$(BIN)/skbtrail-cluster demo --skbtrail $(BIN)/skbtrail --plugin $(BIN)/kubectl-skbtrail --fault $(SCENARIO) || test $$? -le 1
+else
 	$(BIN)/skbtrail-lab demo --skbtrail $(BIN)/skbtrail --fault $(SCENARIO) --flavor $(FLAVOR) || test $$? -le 1
+endif
 
 bench: deps build
 	$(GO) build -o $(BIN)/skbtrail-bench ./tests/bench/cmd/skbtrail-bench
@@ -77,6 +118,8 @@ bench: deps build
 	@status=0; $(BIN)/skbtrail-bench micro $(BIN)/bench-micro.txt || status=$$?; \
 	  test "$$(id -u)" = 0 || { echo "make bench: the throughput benchmark needs root (it builds a network-namespace lab, runs iperf3/tcpdump in it and loads BPF programs): run it with sudo" >&2; exit 2; }; \
 	  $(BIN)/skbtrail-bench throughput --skbtrail $(BIN)/skbtrail $(BENCH_FLAGS) || status=$$?; \
+	  $(BIN)/skbtrail-cluster bench --skbtrail $(BIN)/skbtrail --plugin $(BIN)/kubectl-skbtrail $(CLUSTER_BENCH_FLAGS) > $(BIN)/bench-cluster.txt || status=$$?; \
+	  cat $(BIN)/bench-cluster.txt; \
 	  exit $$status
 
 clean:
