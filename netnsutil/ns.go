@@ -198,14 +198,17 @@ func Do(path string, fn func() error) error {
 	return res.err
 }
 
-// NewHandle returns a netlink handle (all families supported by the netlink
-// package) whose sockets live in the network namespace at path. The calling
-// goroutine's thread is never switched: the handle is created with
-// netlink.NewHandleAt on a separate, locked goroutine whose thread is only
-// released if it is verifiably back in its original namespace. The caller
-// must Close the handle.
-func NewHandle(path string) (*netlink.Handle, error) {
-	return newHandle(path, 0)
+// NewHandle returns a netlink handle whose sockets live in the network
+// namespace at path: for the given netlink families, or all the families
+// the netlink package supports by default (route, xfrm, netfilter) if none
+// are given. Ask for unix.NETLINK_INET_DIAG to list sockets: a handle
+// without a family's socket makes its requests from the caller's own
+// namespace. The calling goroutine's thread is never switched: the handle
+// is created with netlink.NewHandleAt on a separate, locked goroutine whose
+// thread is only released if it is verifiably back in its original
+// namespace. The caller must Close the handle.
+func NewHandle(path string, families ...int) (*netlink.Handle, error) {
+	return newHandle(path, 0, families...)
 }
 
 // errStaleNsPath reports that a path no longer opens the expected namespace

@@ -346,8 +346,8 @@ func checkNICExit(t *testing.T, l *Lab) {
 	} else {
 		t.Logf("%d frames read from %s", n, ExitDevice)
 	}
-	if !l.StopServer("tun", 0) {
-		t.Fatal("no tun reader running")
+	if err := l.StopServer("tun", 0); err != nil {
+		t.Fatal(err)
 	}
 	// closing the file descriptor removes the device
 	if out, err := l.Run(l.NodeA, "ip", "link", "show", ExitDevice); err == nil {
@@ -760,6 +760,50 @@ func TestDownLeavesReplacedNetns(t *testing.T) {
 	assertGone(t, second)
 }
 
+// TestStopServerWaitsForSocket: a listener whose socket has a second
+// descriptor (as every child forked by a concurrent exec has until it
+// execs) still completes handshakes after this process closed its own;
+// StopServer returns only once the socket is gone, so a dial right after
+// it is refused (TestFaults/no-listener failed on exactly that).
+func TestStopServerWaitsForSocket(t *testing.T) {
+	l := NewForTest(t, Config{})
+	const port = 8081
+	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	if err := l.StartTCPEcho(port); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	ln := l.servers[serverKey("tcp", port)].closer.(*net.TCPListener)
+	l.mu.Unlock()
+	dup, err := ln.File() // a second descriptor of the same socket
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- l.StopServer("tcp", port) }()
+	time.Sleep(200 * time.Millisecond)
+	if err := l.Dial(t.Context(), l.PodA, addr, time.Second); err != nil {
+		t.Errorf("dial while another descriptor holds the socket: %v, want success (the hazard this test is about)", err)
+	}
+	select {
+	case err := <-stopped:
+		t.Fatalf("StopServer returned (%v) while the socket still listens", err)
+	default:
+	}
+	dup.Close()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(stopWait + time.Second):
+		t.Fatal("StopServer did not return after the last descriptor closed")
+	}
+	if err := l.Dial(t.Context(), l.PodA, addr, time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial after StopServer: %v, want connection refused", err)
+	}
+}
+
 // TestSilentUDP checks that the silent DNS backend swallows queries sent to
 // the DNS ClusterIP without answering.
 func TestSilentUDP(t *testing.T) {
@@ -783,8 +827,11 @@ func TestSilentUDP(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !l.StopServer("udp", 53) {
-		t.Error("StopServer(udp, 53) found no server")
+	if err := l.StopServer("udp", 53); err != nil {
+		t.Error(err)
+	}
+	if err := l.StopServer("udp", 53); !errors.Is(err, ErrNoServer) {
+		t.Errorf("second StopServer(udp, 53) = %v, want ErrNoServer", err)
 	}
 }
 

@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 )
@@ -27,6 +31,9 @@ func InNetns(name string, fn func() error) error {
 type server struct {
 	closeOnce sync.Once
 	closer    io.Closer
+	// gone reports whether the kernel object behind closer (the bound
+	// socket, the tun device) no longer exists; nil: do not check.
+	gone func() (bool, error)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -89,7 +96,7 @@ func (l *Lab) StartTCPEcho(port int) error {
 	if err != nil {
 		return fmt.Errorf("lab: tcp listener %s in %s: %w", addr, l.PodB, err)
 	}
-	s := &server{closer: ln, conns: map[net.Conn]struct{}{}}
+	s := &server{closer: ln, conns: map[net.Conn]struct{}{}, gone: l.socketGone(l.PodB, unix.IPPROTO_TCP, ln.Addr())}
 	if err := l.addServer(serverKey("tcp", port), l.PodB, s); err != nil {
 		ln.Close()
 		return err
@@ -133,7 +140,7 @@ func (l *Lab) StartSilentUDP(port int) error {
 	if err != nil {
 		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
 	}
-	s := &server{closer: pc}
+	s := &server{closer: pc, gone: l.socketGone(l.PodB, unix.IPPROTO_UDP, pc.LocalAddr())}
 	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
 		pc.Close()
 		return err
@@ -163,19 +170,92 @@ func (l *Lab) ensureSilentUDP(port int) error {
 	return l.StartSilentUDP(port)
 }
 
+// ErrNoServer is matched (errors.Is) by StopServer's error when no such
+// server runs.
+var ErrNoServer = errors.New("lab: no such server running")
+
+// stopWait bounds how long StopServer waits for the kernel to let go of
+// what it closed.
+const stopWait = 5 * time.Second
+
 // StopServer closes the in-process server for proto ("tcp" or "udp") and
 // port, or with ("tun", 0) the "nic-exit" fault's tun reader (which removes
-// nic0). It reports whether such a server was running.
-func (l *Lab) StopServer(proto string, port int) bool {
+// nic0), and returns once the kernel object is gone: the socket no longer
+// bound (a closed listener no longer completes handshakes), the device
+// deleted. Closing this process's descriptor is not enough for that: a
+// child forked by any concurrent exec (ip, iptables) holds a copy of every
+// descriptor until it execs, and the socket lives as long as a copy does.
+func (l *Lab) StopServer(proto string, port int) error {
 	key := serverKey(proto, port)
 	l.mu.Lock()
 	s, ok := l.servers[key]
 	delete(l.servers, key)
 	l.mu.Unlock()
-	if ok {
-		s.close()
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNoServer, key)
 	}
-	return ok
+	s.close()
+	return s.waitGone(key, stopWait)
+}
+
+// waitGone polls s.gone until it reports the kernel object gone, for at
+// most timeout.
+func (s *server) waitGone(what string, timeout time.Duration) error {
+	if s.gone == nil {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		gone, err := s.gone()
+		if err != nil {
+			return fmt.Errorf("lab: stop %s server: %w", what, err)
+		}
+		if gone {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: stop %s server: still there %v after closing it", what, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// socketGone returns a check that no proto (IPPROTO_TCP or IPPROTO_UDP)
+// socket of namespace ns is bound to addr any more (for TCP: none listens
+// on it; connections accepted earlier may linger), asked with sock_diag.
+func (l *Lab) socketGone(ns string, proto int, addr net.Addr) func() (bool, error) {
+	ap, err := netip.ParseAddrPort(addr.String())
+	return func() (bool, error) {
+		if err != nil {
+			return false, fmt.Errorf("socket address %s: %w", addr, err)
+		}
+		h, err := netnsutil.NewHandle(NetnsPath(ns), unix.NETLINK_INET_DIAG)
+		if err != nil {
+			return false, err
+		}
+		defer h.Close()
+		var socks []*netlink.Socket
+		if proto == unix.IPPROTO_TCP {
+			socks, err = h.SocketDiagTCP(unix.AF_INET)
+		} else {
+			socks, err = h.SocketDiagUDP(unix.AF_INET)
+		}
+		if errors.Is(err, netlink.ErrDumpInterrupted) {
+			return false, nil // sockets changed during the dump: ask again
+		}
+		if err != nil {
+			return false, fmt.Errorf("sock_diag in %s: %w", ns, err)
+		}
+		for _, sk := range socks {
+			if sk.ID.SourcePort != ap.Port() || !sk.ID.Source.Equal(net.IP(ap.Addr().AsSlice())) {
+				continue
+			}
+			if proto == unix.IPPROTO_UDP || sk.State == netlink.TCP_LISTEN {
+				return false, nil
+			}
+		}
+		return true, nil
+	}
 }
 
 // Dial opens a TCP connection to addr from inside namespace from (a lab

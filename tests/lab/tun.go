@@ -2,10 +2,14 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
 )
 
 // The "nic-exit" fault: node A's underlay becomes a tun device whose far
@@ -53,7 +57,7 @@ func (l *Lab) openTun(ns, name string) error {
 	if err != nil {
 		return fmt.Errorf("lab: tun %s in %s: %w", name, ns, err)
 	}
-	s := &server{closer: f}
+	s := &server{closer: f, gone: linkGone(ns, name)}
 	if err := l.addServer(serverKey("tun", 0), ns, s); err != nil {
 		f.Close()
 		return err
@@ -70,6 +74,22 @@ func (l *Lab) openTun(ns, name string) error {
 		}
 	}()
 	return nil
+}
+
+// linkGone returns a check that namespace ns has no device name any more.
+func linkGone(ns, name string) func() (bool, error) {
+	return func() (bool, error) {
+		h, err := netnsutil.NewHandle(NetnsPath(ns))
+		if err != nil {
+			return false, err
+		}
+		defer h.Close()
+		_, err = h.LinkByName(name)
+		if errors.As(err, new(netlink.LinkNotFoundError)) {
+			return true, nil
+		}
+		return false, err
+	}
 }
 
 // ExitFrames is the number of frames node A sent out of ExitDevice (the
