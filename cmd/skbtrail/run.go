@@ -52,6 +52,7 @@ commands:
   trace    follow packets matching a filter and report their journeys
   daemon   node service: drop monitor, NDJSON events, metrics, trace API
   doctor   report what this kernel offers skbtrail
+  show     render saved NDJSON journeys (trace --json, the daemon's events) as text
   version  print the version
 
 run 'skbtrail <command> --help' for the flags of a command`
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string) error {
 		return runDaemon(ctx, args[1:], os.Stderr)
 	case "doctor":
 		return runDoctor(ctx, args[1:], os.Stdout)
+	case "show":
+		return runShow(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "version", "--version":
 		fmt.Println("skbtrail " + version)
 		return nil
@@ -75,7 +78,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(usage)
 		return nil
 	}
-	return usageErr("unknown command %q (try: %s)", args[0], strings.Join([]string{"trace", "daemon", "doctor", "version"}, ", "))
+	return usageErr("unknown command %q (try: %s)", args[0], strings.Join([]string{"trace", "daemon", "doctor", "show", "version"}, ", "))
 }
 
 // version is set at build time with -ldflags "-X main.version=...".
