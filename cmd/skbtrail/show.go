@@ -24,7 +24,9 @@ const maxLine = 16 << 20
 func runShow(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("show", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(stderr, "usage: skbtrail show FILE|-   (NDJSON journeys from trace --json or the daemon's --events)") }
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: skbtrail show FILE|-   (NDJSON journeys from trace --json or the daemon's --events)")
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
