@@ -60,7 +60,7 @@ const usage = `usage: kubectl skbtrail <command> [flags]
 
 commands:
   trace POD [-n NS] --to TARGET   follow a packet from POD across the nodes it crosses
-                                  (TARGET: svc/NAME:PORT, pod/NAME:PORT or IP:PORT)
+                                  (TARGET: svc/NAME[.NS]:PORT, pod/NAME[.NS]:PORT or IP:PORT)
   nodes                           which nodes run a skbtrail daemon that answers
   version                         print the version
 

@@ -19,11 +19,13 @@ func TestParseTarget(t *testing.T) {
 		want Target
 		err  string
 	}{
-		{in: "svc/web:80", want: Target{"svc", "web", "80"}},
-		{in: "service/web:http", want: Target{"svc", "web", "http"}},
-		{in: "pod/web-0:8080", want: Target{"pod", "web-0", "8080"}},
-		{in: "10.244.1.2:80", want: Target{"ip", "10.244.1.2", "80"}},
-		{in: "[fd00::2]:80", want: Target{"ip", "fd00::2", "80"}},
+		{in: "svc/web:80", want: Target{"svc", "web", "80", ""}},
+		{in: "service/web:http", want: Target{"svc", "web", "http", ""}},
+		{in: "svc/kube-dns.kube-system:53", want: Target{"svc", "kube-dns", "53", "kube-system"}},
+		{in: "pod/web-0:8080", want: Target{"pod", "web-0", "8080", ""}},
+		{in: "10.244.1.2:80", want: Target{"ip", "10.244.1.2", "80", ""}},
+		{in: "[fd00::2]:80", want: Target{"ip", "fd00::2", "80", ""}},
+		{in: "svc/a.b.c:80", err: "want svc/NAME[.NAMESPACE]:PORT"},
 		{in: "web:80", err: "not an IP address"},
 		{in: "pod/web:0", err: "port must be"},
 		{in: "pod/web:http", err: "port must be"},
@@ -82,7 +84,7 @@ func fixture() *fake.Clientset {
 }
 
 func TestResolveService(t *testing.T) {
-	p, err := Resolve(context.Background(), fixture(), "default", "client", Target{"svc", "web", "80"}, "")
+	p, err := Resolve(context.Background(), fixture(), "default", "client", Target{Kind: "svc", Name: "web", Port: "80"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,12 +114,12 @@ func TestResolveErrors(t *testing.T) {
 		t   Target
 		err string
 	}{
-		{"client", Target{"svc", "empty", "80"}, "service default/empty has no ready endpoints"},
-		{"client", Target{"svc", "web", "443"}, "has no port 443"},
-		{"client", Target{"svc", "nope", "80"}, "Service"},
-		{"pending", Target{"svc", "web", "80"}, "pod default/pending is not running (phase Pending)"},
-		{"ghost", Target{"svc", "web", "80"}, "source pod"},
-		{"client", Target{"pod", "pending", "80"}, "not running"},
+		{"client", Target{Kind: "svc", Name: "empty", Port: "80"}, "service default/empty has no ready endpoints"},
+		{"client", Target{Kind: "svc", Name: "web", Port: "443"}, "has no port 443"},
+		{"client", Target{Kind: "svc", Name: "nope", Port: "80"}, "Service"},
+		{"pending", Target{Kind: "svc", Name: "web", Port: "80"}, "pod default/pending is not running (phase Pending)"},
+		{"ghost", Target{Kind: "svc", Name: "web", Port: "80"}, "source pod"},
+		{"client", Target{Kind: "pod", Name: "pending", Port: "80"}, "not running"},
 	} {
 		if _, err := Resolve(context.Background(), cs, "default", c.pod, c.t, ""); err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("Resolve(%s, %v) = %v, want %q", c.pod, c.t, err, c.err)
@@ -127,15 +129,15 @@ func TestResolveErrors(t *testing.T) {
 
 func TestResolvePodAndIP(t *testing.T) {
 	cs := fixture()
-	p, err := Resolve(context.Background(), cs, "default", "client", Target{"pod", "web", "80"}, "udp")
+	p, err := Resolve(context.Background(), cs, "default", "client", Target{Kind: "pod", Name: "web", Port: "80"}, "udp")
 	if err != nil || p.Dst.String() != "10.244.1.2:80" || p.Endpoints[0].Node != "node-b" || p.Proto != "udp" {
 		t.Fatalf("pod target: %+v %v", p, err)
 	}
-	p, err = Resolve(context.Background(), cs, "default", "client", Target{"ip", "198.51.100.20", "10250"}, "tcp")
+	p, err = Resolve(context.Background(), cs, "default", "client", Target{Kind: "ip", Name: "198.51.100.20", Port: "10250"}, "tcp")
 	if err != nil || p.Endpoints[0].Node != "node-b" || strings.Join(p.Nodes, ",") != "node-a,node-b" {
 		t.Fatalf("node address target: %+v %v", p, err)
 	}
-	p, err = Resolve(context.Background(), cs, "default", "client", Target{"ip", "203.0.113.7", "80"}, "tcp")
+	p, err = Resolve(context.Background(), cs, "default", "client", Target{Kind: "ip", Name: "203.0.113.7", Port: "80"}, "tcp")
 	if err != nil || p.Endpoints[0].Node != "" || len(p.Nodes) != 1 {
 		t.Fatalf("outside target: %+v %v", p, err)
 	}
@@ -200,7 +202,7 @@ func TestStitchOuterMismatch(t *testing.T) {
 }
 
 func TestDiagnoseCluster(t *testing.T) {
-	plan, err := Resolve(context.Background(), fixture(), "default", "client", Target{"svc", "web", "80"}, "")
+	plan, err := Resolve(context.Background(), fixture(), "default", "client", Target{Kind: "svc", Name: "web", Port: "80"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,10 @@ import (
 
 // Target is what the traced packets go to: svc/NAME:PORT, pod/NAME:PORT or IP:PORT.
 type Target struct {
-	Kind string // "svc", "pod" or "ip"
-	Name string // Service or pod name, or the address
-	Port string // a number, or a Service port's name
+	Kind      string // "svc", "pod" or "ip"
+	Name      string // Service or pod name, or the address
+	Port      string // a number, or a Service port's name
+	Namespace string // svc/NAME.NAMESPACE, pod/NAME.NAMESPACE; "": the source pod's
 }
 
 // ParseTarget parses a --to value.
@@ -48,6 +49,13 @@ func ParseTarget(s string) (Target, error) {
 	if err != nil || host == "" || port == "" {
 		return Target{}, bad
 	}
+	var ns string
+	if kind != "ip" {
+		host, ns, _ = strings.Cut(host, ".")
+		if host == "" || strings.Contains(ns, ".") {
+			return Target{}, fmt.Errorf("--to %q: want %s/NAME[.NAMESPACE]:PORT", s, kind)
+		}
+	}
 	if kind == "ip" {
 		if _, err := netip.ParseAddr(host); err != nil {
 			return Target{}, fmt.Errorf("--to %q: %q is not an IP address (use svc/NAME:PORT or pod/NAME:PORT for names)", s, host)
@@ -58,7 +66,7 @@ func ParseTarget(s string) (Target, error) {
 			return Target{}, fmt.Errorf("--to %q: port must be 1-65535", s)
 		}
 	}
-	return Target{Kind: kind, Name: host, Port: port}, nil
+	return Target{Kind: kind, Name: host, Port: port, Namespace: ns}, nil
 }
 
 // Endpoint is where a packet should end up.
@@ -106,6 +114,9 @@ func Resolve(ctx context.Context, cs kubernetes.Interface, ns, pod string, t Tar
 		return nil, err
 	}
 	plan := &Plan{Pod: ns + "/" + pod, PodIP: ip, Node: p.Spec.NodeName, Proto: proto}
+	if t.Namespace != "" {
+		ns = t.Namespace
+	}
 	if err := plan.readNodes(ctx, cs); err != nil {
 		return nil, err
 	}

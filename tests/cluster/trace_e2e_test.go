@@ -155,6 +155,7 @@ func TestClusterTrace(t *testing.T) {
 	t.Run("nodes", func(t *testing.T) { clusterNodes(ctx, t, c) })
 	t.Run("rbac-denied", func(t *testing.T) { clusterDenied(t, c) })
 	t.Run("direct-call-refused", func(t *testing.T) { clusterDirectCall(ctx, t, c) })
+	t.Run("silent-dns", func(t *testing.T) { clusterSilentDNS(t, c) })
 	t.Run("forward-drop", func(t *testing.T) { clusterForwardDrop(t, c) })
 	t.Run("wrong-vtep", func(t *testing.T) { clusterWrongVTEP(t, c) })
 	t.Run("node-b-unobserved", func(t *testing.T) { clusterUnobserved(t, c) })
@@ -319,5 +320,30 @@ func clusterUnobserved(t *testing.T, c *Cluster) {
 	}
 	if got := hopNodes(r.j); got != "node-a" {
 		t.Errorf("hops go through %q, want node-a's part only", got)
+	}
+}
+
+// clusterSilentDNS: seed 003's DNS timeout across nodes. The query reaches
+// the DNS pod on node-b, which reads it and never answers.
+func clusterSilentDNS(t *testing.T, c *Cluster) {
+	if err := c.opts.Lab.ApplyFault("silent-dns"); err != nil {
+		t.Fatal(err)
+	}
+	r := tracePlugin(t, c, UserTracer, "client", "-n", "default", "--to", "svc/kube-dns.kube-system:53", "--proto", "udp", "--probe", "--timeout", "4s")
+	if r.j == nil {
+		t.Fatalf("no journey (exit %d)", r.exit)
+	}
+	v := r.j.Verdict
+	if r.exit != 1 || v.Kind != journey.Delivered || v.Node != "node-b" {
+		t.Errorf("exit %d verdict %+v, want delivered on node-b, exit 1", r.exit, v)
+	}
+	if r.j.Packet.Proto != "udp" || r.j.Packet.Dst != lab.DNSClusterIP {
+		t.Errorf("packet %+v, want udp to the DNS ClusterIP", r.j.Packet)
+	}
+	if f, ok := finding(r.j, "NO_REPLY"); !ok || f.Node != "node-b" {
+		t.Errorf("findings %v (NO_REPLY %+v), want NO_REPLY on node-b", findingCodes(r.j), f)
+	}
+	if got := hopNodes(r.j); got != "node-a,node-b" {
+		t.Errorf("hops go through %q, want node-a then node-b", got)
 	}
 }
