@@ -59,8 +59,10 @@ func ParseIptablesSave(variant, out string) (*IptRuleset, error) {
 		switch {
 		case line == "" || strings.HasPrefix(line, "#") || line == "COMMIT":
 		case strings.HasPrefix(line, "*"):
-			cur = &IptTable{Name: line[1:], Chains: map[string]*IptChain{}}
-			rs.Tables[cur.Name] = cur
+			if cur = rs.Tables[line[1:]]; cur == nil {
+				cur = &IptTable{Name: line[1:], Chains: map[string]*IptChain{}}
+				rs.Tables[cur.Name] = cur
+			}
 		case strings.HasPrefix(line, ":"):
 			if cur == nil {
 				return nil, fmt.Errorf("line %d: chain outside a table", n)
@@ -69,11 +71,16 @@ func ParseIptablesSave(variant, out string) (*IptRuleset, error) {
 			if len(f) < 2 {
 				return nil, fmt.Errorf("line %d: bad chain %q", n, line)
 			}
-			c := &IptChain{Name: f[0], Policy: f[1]}
+			// a chain declared again (or after its rules) keeps its rules
+			c := cur.Chains[f[0]]
+			if c == nil {
+				c = &IptChain{Name: f[0]}
+				cur.Chains[c.Name] = c
+			}
+			c.Policy, c.Packets = f[1], 0
 			if len(f) > 2 {
 				c.Packets, _ = parseCounters(f[2])
 			}
-			cur.Chains[c.Name] = c
 		default:
 			if cur == nil {
 				return nil, fmt.Errorf("line %d: rule outside a table", n)
@@ -85,7 +92,7 @@ func ParseIptablesSave(variant, out string) (*IptRuleset, error) {
 				if pk, err = parseCounters(cnt); err != nil {
 					return nil, fmt.Errorf("line %d: %w", n, err)
 				}
-				line = rest
+				line = strings.TrimSpace(rest)
 			}
 			f := strings.Fields(line)
 			if len(f) < 2 || f[0] != "-A" {
@@ -156,12 +163,25 @@ func DropByCounters(before, after *IptRuleset, table, chain string) (Decision, b
 		return r.Packets - was
 	}
 	src := "iptables-" + after.Variant
+	// Each chain is walked once: what it gives does not depend on the way
+	// in, and a ruleset whose chains jump several times to the next ones
+	// has exponentially many ways.
+	type outcome struct {
+		d  Decision
+		ok bool
+	}
+	walked := map[string]outcome{}
 	var walk func(name string, depth int) (Decision, bool)
-	walk = func(name string, depth int) (Decision, bool) {
+	walk = func(name string, depth int) (d Decision, ok bool) {
+		if o, seen := walked[name]; seen {
+			return o.d, o.ok
+		}
 		c := ta.Chains[name]
 		if c == nil || depth > 16 {
 			return Decision{}, false
 		}
+		walked[name] = outcome{} // a loop back into name finds nothing
+		defer func() { walked[name] = outcome{d, ok} }()
 		for i, r := range c.Rules {
 			if delta(r, i) == 0 {
 				continue

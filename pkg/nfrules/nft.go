@@ -128,8 +128,9 @@ func (rs *NftRuleset) DropAt(hook string, lo, hi int, pkt Packet, skip map[strin
 		}
 	}
 	sort.Slice(base, func(i, k int) bool { return base[i].Prio < base[k].Prio })
+	ev := &nftEval{rs: rs, pkt: pkt, done: map[*NftChain]nftOutcome{}}
 	for _, c := range base {
-		d, verdict := rs.evalChain(c, pkt, 0)
+		d, verdict := ev.chain(c, 0)
 		if verdict == "drop" || verdict == "reject" {
 			return d, true
 		}
@@ -140,12 +141,37 @@ func (rs *NftRuleset) DropAt(hook string, lo, hi int, pkt Packet, skip map[strin
 	return Decision{}, false
 }
 
-// evalChain returns the decision and verdict ("accept", "drop", "reject",
+// nftEval evaluates chains for one packet. Each chain is evaluated once:
+// what it gives does not depend on the way in, and a ruleset whose chains
+// jump several times to the next ones has exponentially many ways.
+type nftEval struct {
+	rs   *NftRuleset
+	pkt  Packet
+	done map[*NftChain]nftOutcome
+}
+
+type nftOutcome struct {
+	d       Decision
+	verdict string
+}
+
+// chain returns the decision and verdict ("accept", "drop", "reject",
 // "return" or "" for falling off the end).
-func (rs *NftRuleset) evalChain(c *NftChain, pkt Packet, depth int) (Decision, string) {
+func (ev *nftEval) chain(c *NftChain, depth int) (Decision, string) {
+	if o, ok := ev.done[c]; ok {
+		return o.d, o.verdict
+	}
 	if depth > 16 {
 		return Decision{}, ""
 	}
+	ev.done[c] = nftOutcome{} // a loop back into c falls through
+	d, v := ev.rules(c, depth)
+	ev.done[c] = nftOutcome{d, v}
+	return d, v
+}
+
+func (ev *nftEval) rules(c *NftChain, depth int) (Decision, string) {
+	rs, pkt := ev.rs, ev.pkt
 	for _, r := range c.Rules {
 		if evalMatches(r.Expr, pkt) != yes {
 			continue
@@ -174,7 +200,7 @@ func (rs *NftRuleset) evalChain(c *NftChain, pkt Packet, depth int) (Decision, s
 				}
 				_ = json.Unmarshal(raw, &t)
 				if sub := rs.Chains[chainKey(c.Family, c.Table, t.Target)]; sub != nil {
-					d, v := rs.evalChain(sub, pkt, depth+1)
+					d, v := ev.chain(sub, depth+1)
 					if v == "drop" || v == "reject" || v == "accept" {
 						return d, v
 					}
