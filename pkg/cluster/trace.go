@@ -54,6 +54,11 @@ func (p *Plan) Requests(o Options) map[string]wire.Request {
 	for _, n := range p.Nodes[1:] {
 		r := base
 		r.Src, r.Arriving = p.PodIP.String(), true
+		if o.Probe {
+			// the probe's one packet must meet the observers where it
+			// arrives (its pod's INPUT tells delivery to a socket)
+			r.Netfilter = "all"
+		}
 		r.Timeout += 2 * time.Second // it starts before the source node's trace
 		var eps []Endpoint
 		for _, e := range p.Endpoints {

@@ -140,7 +140,9 @@ var toWeb = []string{"client", "-n", "default", "--to", "svc/web:80", "--probe",
 
 // TestClusterTrace runs kubectl skbtrail against a real API server and one
 // real skbtrail daemon per lab node, each observing only its own node's
-// namespaces, through the faults of the seed incidents in turn.
+// namespaces, through the faults of the seed incidents in turn. Faults add
+// up (the lab is not rebuilt between subtests): each subtest's assertions
+// hold with the faults before it in place.
 func TestClusterTrace(t *testing.T) {
 	skb, plugin := binaries(t)
 	c := NewForTest(t, Options{Skbtrail: skb, Plugin: plugin})
@@ -158,6 +160,7 @@ func TestClusterTrace(t *testing.T) {
 	t.Run("silent-dns", func(t *testing.T) { clusterSilentDNS(t, c) })
 	t.Run("forward-drop", func(t *testing.T) { clusterForwardDrop(t, c) })
 	t.Run("wrong-vtep", func(t *testing.T) { clusterWrongVTEP(t, c) })
+	t.Run("wrong-src", func(t *testing.T) { clusterWrongSrc(t, c) })
 	t.Run("node-b-unobserved", func(t *testing.T) { clusterUnobserved(t, c) })
 }
 
@@ -345,5 +348,21 @@ func clusterSilentDNS(t *testing.T, c *Cluster) {
 	}
 	if got := hopNodes(r.j); got != "node-a,node-b" {
 		t.Errorf("hops go through %q, want node-a then node-b", got)
+	}
+}
+
+// clusterWrongSrc: seed 001, a node with two addresses puts the one the
+// cluster does not know it by as the VXLAN outer source.
+func clusterWrongSrc(t *testing.T, c *Cluster) {
+	if err := c.opts.Lab.ApplyFault("wrong-src"); err != nil {
+		t.Fatal(err)
+	}
+	r := tracePlugin(t, c, UserTracer, toWeb...)
+	if r.j == nil {
+		t.Fatalf("no journey (exit %d)", r.exit)
+	}
+	f, ok := finding(r.j, "VXLAN_SRC_MISMATCH")
+	if r.exit != 1 || !ok || f.Node != "node-a" || !strings.Contains(f.Message, lab.WrongSrcIP) || !strings.Contains(f.Message, lab.NodeAIP) {
+		t.Errorf("exit %d, VXLAN_SRC_MISMATCH %+v: want it on node-a naming %s and the known %s", r.exit, f, lab.WrongSrcIP, lab.NodeAIP)
 	}
 }
