@@ -106,6 +106,19 @@ struct {
  * last flow was remembered. */
 #define FLOW_RECENT_NS (10ULL * 1000 * 1000 * 1000)
 
+/* Journey ids: bit 0 is the direction (set on the reverse direction's
+ * events), bits 1..7 the CPU that started the journey, the rest the start
+ * time: two CPUs starting journeys in the same nanosecond get distinct ids
+ * (wraps after 2^56 ns, about 2.3 years of uptime). */
+#define JOURNEY_CPU_BITS 7
+#define JOURNEY_CPU_MASK ((1U << JOURNEY_CPU_BITS) - 1)
+static __always_inline __u64 new_journey_id(void)
+{
+	__u64 id = (bpf_ktime_get_ns() << (JOURNEY_CPU_BITS + 1)) |
+		   ((__u64)(bpf_get_smp_processor_id() & JOURNEY_CPU_MASK) << 1);
+	return id ? id : 2;
+}
+
 /* Namespaces where a journey started or passed (netns inode -> 1): with
  * gate_netns, only there can an untracked skb start or join a journey
  * (first sightings in the filter's netns, replies and retransmits where the
@@ -460,7 +473,7 @@ static __always_inline int observe(struct observe_args *a)
 				/* a normal free is never a first sighting: the kernel
 				 * frees copies (neighbour queues, TCP's own) that went
 				 * nowhere, while the packet goes on in another skb */
-				journey = (bpf_ktime_get_ns() | 2) & ~1ULL;
+				journey = new_journey_id();
 		}
 		if (!journey) {
 			if (!monitored_drop)
