@@ -171,6 +171,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}()
+	go forgetVanished(ctx, eng, m, stream, log)
 	log.Info("skbtrail daemon ready", zap.String("socket", sock), zap.String("metrics", cfg.Metrics), zap.String("events", cfg.Events))
 	notifyReady(log)
 	runErr := eng.Run(ctx)
@@ -184,6 +185,38 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = metricsSrv.Shutdown(shut)
 	}
 	return runErr
+}
+
+// sweepEvery is how often the daemon forgets the per-namespace state
+// (metric series, rate-limit buckets) of namespaces that vanished.
+const sweepEvery = 30 * time.Second
+
+// forgetVanished keeps per-namespace state bounded by the namespaces that
+// exist: pods come and go by the thousand over a daemon's life.
+func forgetVanished(ctx context.Context, eng *trace.Engine, m *metrics.Metrics, stream *events.Stream, log *zap.Logger) {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := eng.Registry.Refresh(); err != nil {
+			log.Debug("rescan namespaces", zap.Error(err))
+		}
+		live := map[string]bool{}
+		for _, e := range eng.Registry.All() {
+			live[e.Name] = true
+		}
+		isLive := func(ns string) bool { return live[ns] }
+		if n := m.Forget(isLive); n > 0 {
+			log.Debug("forgot the metric series of vanished namespaces", zap.Int("namespaces", n))
+		}
+		if stream != nil {
+			stream.Forget(isLive)
+		}
+	}
 }
 
 // notifyReady tells systemd (Type=notify) that the daemon is up.

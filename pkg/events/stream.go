@@ -104,6 +104,18 @@ func (s *Stream) Write(j *journey.Journey) (bool, error) {
 	return true, s.w.Write(j)
 }
 
+// Forget drops the rate-limit state of every namespace live does not name
+// (it vanished), so the state stays bounded by the namespaces that exist.
+func (s *Stream) Forget(live func(netns string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k := range s.buckets {
+		if !live(k[0]) {
+			delete(s.buckets, k)
+		}
+	}
+}
+
 // Close closes the file.
 func (s *Stream) Close() error {
 	s.mu.Lock()

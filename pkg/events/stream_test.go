@@ -71,3 +71,20 @@ func TestReopenAfterRotate(t *testing.T) {
 		t.Errorf("rotated file %q, new file %q", old, cur)
 	}
 }
+
+func TestForgetDropsBucketsOfVanishedNamespaces(t *testing.T) {
+	s := NewWriter(&bytes.Buffer{}, Limit{Rate: 1, Burst: 1})
+	for _, ns := range []string{"pod-1", "pod-2", "host"} {
+		if _, err := s.Write(&journey.Journey{Verdict: journey.Verdict{Netns: ns, Reason: "NETFILTER_DROP"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Forget(func(ns string) bool { return ns == "host" })
+	if len(s.buckets) != 1 {
+		t.Fatalf("%d buckets left, want the live namespace's only", len(s.buckets))
+	}
+	// the live namespace keeps its state: its next event is still limited
+	if ok, _ := s.Write(&journey.Journey{Verdict: journey.Verdict{Netns: "host", Reason: "NETFILTER_DROP"}}); ok {
+		t.Error("host's bucket was reset")
+	}
+}
