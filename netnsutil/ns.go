@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -64,38 +65,93 @@ func InodeOf(path string) (Inode, error) {
 //   - "host"  -> /proc/1/ns/net (if PID 1 is not accessible, the path of
 //     another process in the initial namespace is returned);
 //   - "pid:N" -> /proc/N/ns/net;
-//   - anything else -> /run/netns/NAME (as created by `ip netns add`). As a
-//     convenience, a name of the form "ino:N" that does not exist there is
-//     looked up among the running processes, so every name printed by
-//     Registry.Name that still refers to an openable namespace resolves.
+//   - "ino:N" -> the namespace with inode N: /run/netns/ino:N if that is
+//     it, else the bind mount or process that Registry finds for it, so
+//     every name printed by Registry.Name that still refers to an openable
+//     namespace resolves;
+//   - anything else -> /run/netns/NAME (as created by `ip netns add`).
 //
 // A missing namespace yields an error matching ErrNotFound whose message is
 // `network namespace "NAME" not found (see ip netns list)`.
 func ResolveName(name string) (path string, ino Inode, err error) {
+	return resolver{procDir: defaultProcDir, netnsDir: defaultNetnsDir}.resolve(name)
+}
+
+// nameRef is what a namespace name refers to, read the way ResolveName
+// reads it.
+type nameRef struct {
+	kind nameKind
+	// n is the pid of a refPid; for a refNamed of the form "ino:N", N
+	// (the inode to look for when no such name is bind-mounted).
+	n uint64
+}
+
+type nameKind int
+
+const (
+	refNamed nameKind = iota // /run/netns/NAME
+	refHost                  // "host"
+	refPid                   // "pid:N"
+)
+
+// nameMax is the longest file name (NAME_MAX), so the longest name a
+// bind mount under /run/netns can have.
+const nameMax = 255
+
+// parseName reads a namespace name, or says why it is none. It touches
+// nothing.
+func parseName(name string) (nameRef, error) {
 	if name == "host" {
-		return resolveHost()
+		return nameRef{kind: refHost}, nil
 	}
 	if rest, ok := strings.CutPrefix(name, "pid:"); ok {
 		if pid, err := strconv.ParseUint(rest, 10, 31); err == nil && pid > 0 {
-			return resolvePath(name, procNetPath(defaultProcDir, int(pid)))
+			return nameRef{kind: refPid, n: pid}, nil
 		}
 	}
-	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
-		return "", 0, fmt.Errorf("invalid network namespace name %q", name)
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") || len(name) > nameMax {
+		return nameRef{}, fmt.Errorf("invalid network namespace name %q", name)
 	}
-	path, ino, err = resolvePath(name, defaultNetnsDir+"/"+name)
-	if errors.Is(err, ErrNotFound) {
-		if rest, ok := strings.CutPrefix(name, "ino:"); ok {
-			if n, perr := strconv.ParseUint(rest, 10, 32); perr == nil && n > 0 {
-				r := NewRegistry()
-				_ = r.Refresh()
-				if p, ok := r.Path(Inode(n)); ok {
-					if got, err := InodeOf(p); err == nil && got == Inode(n) {
-						return p, got, nil
-					}
-				}
+	ref := nameRef{kind: refNamed}
+	if rest, ok := strings.CutPrefix(name, "ino:"); ok {
+		if n, err := strconv.ParseUint(rest, 10, 32); err == nil && n > 0 {
+			ref.n = n
+		}
+	}
+	return ref, nil
+}
+
+// resolver resolves names against a proc and a netns directory (/proc and
+// /run/netns; others in tests). It only opens, stats and lists.
+type resolver struct{ procDir, netnsDir string }
+
+func (rv resolver) registry() *Registry {
+	r := NewRegistry()
+	r.procDir, r.netnsDir = rv.procDir, rv.netnsDir
+	_ = r.Refresh()
+	return r
+}
+
+func (rv resolver) resolve(name string) (path string, ino Inode, err error) {
+	ref, err := parseName(name)
+	if err != nil {
+		return "", 0, err
+	}
+	switch ref.kind {
+	case refHost:
+		return rv.host()
+	case refPid:
+		return resolvePath(name, procNetPath(rv.procDir, int(ref.n)))
+	}
+	path, ino, err = resolvePath(name, filepath.Join(rv.netnsDir, name))
+	if want := Inode(ref.n); want != 0 && (errors.Is(err, ErrNotFound) || (err == nil && ino != want)) {
+		// "ino:N" is namespace N, whatever is bind-mounted under that name
+		if p, ok := rv.registry().Path(want); ok {
+			if got, err := InodeOf(p); err == nil && got == want {
+				return p, got, nil
 			}
 		}
+		return "", 0, &notFoundError{name: name}
 	}
 	return path, ino, err
 }
@@ -111,15 +167,14 @@ func resolvePath(name, path string) (string, Inode, error) {
 	return path, ino, nil
 }
 
-func resolveHost() (string, Inode, error) {
-	path := procNetPath(defaultProcDir, 1)
+func (rv resolver) host() (string, Inode, error) {
+	path := procNetPath(rv.procDir, 1)
 	ino, err := InodeOf(path)
 	if err == nil {
 		return path, ino, nil
 	}
 	// PID 1 is not accessible: find another process in the host netns.
-	r := NewRegistry()
-	_ = r.Refresh()
+	r := rv.registry()
 	if h := r.Host(); h != 0 {
 		if p, ok := r.Path(h); ok {
 			if got, err2 := InodeOf(p); err2 == nil && got == h {

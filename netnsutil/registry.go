@@ -8,7 +8,9 @@
 // fixed naming rule (in order of preference):
 //
 //  1. the name `ip netns list` shows, when the namespace is bind-mounted
-//     under /run/netns (the lexically smallest one if there are several);
+//     under /run/netns (the lexically smallest one if there are several),
+//     unless ResolveName reads that name as another namespace's ("host",
+//     "pid:N", "ino:M");
 //  2. "host" for the initial network namespace (the one of PID 1,
 //     /proc/1/ns/net);
 //  3. "pid:<pid>" for the lowest pid of a process living in it;
@@ -289,8 +291,18 @@ func (s *scanResult) addPid(ino Inode, pid int) {
 func (s *scanResult) build() map[Inode]Entry {
 	out := make(map[Inode]Entry, len(s.named)+len(s.pids)+1)
 
-	// 1. /run/netns names win; pick the lexically smallest if several.
+	// 1. /run/netns names win; pick the lexically smallest if several. A
+	// name ResolveName reads as another namespace's ("host", "pid:N",
+	// "ino:M") does not name this one: the rules below do, and at worst
+	// "ino:N", which ResolveName finds through the bind mount.
+	misleading := map[Inode]string{}
 	for name, ino := range s.named {
+		if !namesItself(name, ino) {
+			if m, ok := misleading[ino]; !ok || name < m {
+				misleading[ino] = name
+			}
+			continue
+		}
 		if e, ok := out[ino]; ok && e.Name < name {
 			continue
 		}
@@ -317,7 +329,22 @@ func (s *scanResult) build() map[Inode]Entry {
 		}
 		out[ino] = Entry{Inode: ino, Name: pidName(pid), Path: procNetPath(s.procDir, pid)}
 	}
+
+	// 4. bind-mounted only under a misleading name.
+	for ino, name := range misleading {
+		if _, ok := out[ino]; !ok {
+			out[ino] = Entry{Inode: ino, Name: inoName(ino), Path: filepath.Join(s.netnsDir, name)}
+		}
+	}
 	return out
+}
+
+// namesItself reports whether ResolveName reads the /run/netns name of
+// namespace ino as that bind mount: not "host" or "pid:N", and "ino:N"
+// only for namespace N.
+func namesItself(name string, ino Inode) bool {
+	ref, err := parseName(name)
+	return err == nil && ref.kind == refNamed && (ref.n == 0 || ref.n == uint64(ino))
 }
 
 func procNetPath(procDir string, pid int) string {
