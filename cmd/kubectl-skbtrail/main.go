@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 var version = "dev"
@@ -22,5 +24,5 @@ func main() {
 			fmt.Fprintln(os.Stderr, "kubectl-skbtrail: "+msg)
 		}
 	}
-	os.Exit(exitCode(err))
+	os.Exit(exitcode.Of(err))
 }

@@ -17,44 +17,9 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/cluster"
 	"github.com/skbtrail/skbtrail/pkg/kubeclient"
 	"github.com/skbtrail/skbtrail/pkg/output"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
-
-// Exit statuses: those of `skbtrail trace`.
-const (
-	exitOK       = 0
-	exitProblem  = 1
-	exitUsage    = 2
-	exitNoPacket = 3
-)
-
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return ""
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-func usageErr(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
-
-func exitCode(err error) int {
-	var ee *exitError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		return ee.code
-	}
-	return exitUsage
-}
 
 const usage = `usage: kubectl skbtrail <command> [flags]
 
@@ -86,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 	args = commandFirst(args)
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, usage)
-		return &exitError{code: exitUsage}
+		return &exitcode.Error{Code: exitcode.Usage}
 	}
 	switch args[0] {
 	case "trace":
@@ -100,7 +65,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(usage)
 		return nil
 	}
-	return usageErr("unknown command %q (try: trace, nodes, version)", args[0])
+	return exitcode.Usagef("unknown command %q (try: trace, nodes, version)", args[0])
 }
 
 // kubeFlags are the connection flags every command takes, as kubectl's.
@@ -117,16 +82,16 @@ func (k *kubeFlags) add(fs *pflag.FlagSet) {
 func (k *kubeFlags) clients() (kubernetes.Interface, cluster.Caller, string, error) {
 	rc, ns, err := kubeclient.UserConfig(k.kubeconfig, k.context)
 	if err != nil {
-		return nil, cluster.Caller{}, "", usageErr("%v", err)
+		return nil, cluster.Caller{}, "", exitcode.Usagef("%v", err)
 	}
 	rc.UserAgent = "kubectl-skbtrail/" + version
 	cs, err := kubeclient.Clientset(rc)
 	if err != nil {
-		return nil, cluster.Caller{}, "", usageErr("%v", err)
+		return nil, cluster.Caller{}, "", exitcode.Usagef("%v", err)
 	}
 	fwd, err := kubeclient.Clientset(cluster.ForwardToken(rc))
 	if err != nil {
-		return nil, cluster.Caller{}, "", usageErr("%v", err)
+		return nil, cluster.Caller{}, "", exitcode.Usagef("%v", err)
 	}
 	return cs, cluster.Caller{Client: fwd}, ns, nil
 }
@@ -136,7 +101,7 @@ func parse(fs *pflag.FlagSet, args []string) (bool, error) {
 		if errors.Is(err, pflag.ErrHelp) {
 			return false, nil
 		}
-		return false, usageErr("%s: %v", fs.Name(), err)
+		return false, exitcode.Usagef("%s: %v", fs.Name(), err)
 	}
 	return true, nil
 }
@@ -160,22 +125,22 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if fs.NArg() != 1 {
-		return usageErr("trace: want one POD (kubectl skbtrail trace POD [-n NS] --to TARGET)")
+		return exitcode.Usagef("trace: want one POD (kubectl skbtrail trace POD [-n NS] --to TARGET)")
 	}
 	if to == "" {
-		return usageErr("trace: --to is required (svc/NAME:PORT, pod/NAME:PORT or IP:PORT)")
+		return exitcode.Usagef("trace: --to is required (svc/NAME:PORT, pod/NAME:PORT or IP:PORT)")
 	}
 	target, err := cluster.ParseTarget(to)
 	if err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	switch proto = strings.ToLower(proto); proto {
 	case "", "tcp", "udp", "icmp":
 	default:
-		return usageErr("trace: --proto %q: want tcp, udp or icmp", proto)
+		return exitcode.Usagef("trace: --proto %q: want tcp, udp or icmp", proto)
 	}
 	if timeout <= 0 {
-		return usageErr("trace: --timeout must be positive")
+		return exitcode.Usagef("trace: --timeout must be positive")
 	}
 	cs, caller, defNS, err := k.clients()
 	if err != nil {
@@ -186,22 +151,22 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	plan, err := cluster.Resolve(ctx, cs, ns, fs.Arg(0), target, proto)
 	if err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	if plan.Proto == "" {
 		plan.Proto = "tcp"
 	}
 	daemons, err := cluster.FindDaemons(ctx, cs, k.daemonNS)
 	if err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	progress := func(format string, args ...any) { fmt.Fprintf(stderr, "skbtrail: "+format+"\n", args...) }
 	j, err := cluster.Run(ctx, caller, plan, daemons, cluster.Options{Probe: probe, Timeout: timeout, ServiceCIDR: svcCIDR, DaemonNamespace: k.daemonNS, Progress: progress})
 	if err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	if j == nil {
-		return &exitError{code: exitNoPacket, err: fmt.Errorf("no matching packet seen in %s on %s", timeout, strings.Join(plan.Nodes, ", "))}
+		return &exitcode.Error{Code: exitcode.NoPacket, Err: fmt.Errorf("no matching packet seen in %s on %s", timeout, strings.Join(plan.Nodes, ", "))}
 	}
 	var w output.Writer = output.NewText(stdout)
 	if asJSON {
@@ -211,7 +176,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("write: %w", err)
 	}
 	if j.Failed() {
-		return &exitError{code: exitProblem}
+		return &exitcode.Error{Code: exitcode.Problem}
 	}
 	return nil
 }
@@ -232,7 +197,7 @@ func runNodes(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	list, err := cluster.Nodes(ctx, cs, caller, k.daemonNS)
 	if err != nil {
-		return usageErr("nodes: %v", err)
+		return exitcode.Usagef("nodes: %v", err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -260,7 +225,7 @@ func runNodes(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if bad {
-		return &exitError{code: exitProblem}
+		return &exitcode.Error{Code: exitcode.Problem}
 	}
 	return nil
 }

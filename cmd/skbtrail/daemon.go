@@ -16,6 +16,8 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/daemon"
 	"github.com/skbtrail/skbtrail/pkg/kubeclient"
 	"github.com/skbtrail/skbtrail/pkg/trace"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
@@ -43,33 +45,33 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
-		return usageErr("daemon: %v", err)
+		return exitcode.Usagef("daemon: %v", err)
 	}
 	if fs.NArg() > 0 {
-		return usageErr("daemon: unexpected argument %q", fs.Arg(0))
+		return exitcode.Usagef("daemon: unexpected argument %q", fs.Arg(0))
 	}
 	if _, err := api.SocketPath(cfg.Listen); err != nil {
-		return usageErr("daemon: %v", err)
+		return exitcode.Usagef("daemon: %v", err)
 	}
 	if fs.Changed("cluster-listen") && cfg.ClusterListen != "" {
 		cfg.ClusterListenSet()
 		if _, _, err := net.SplitHostPort(cfg.ClusterListen); err != nil {
-			return usageErr("daemon: --cluster-listen %q: want [HOST]:PORT", cfg.ClusterListen)
+			return exitcode.Usagef("daemon: --cluster-listen %q: want [HOST]:PORT", cfg.ClusterListen)
 		}
 	}
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-		return usageErr("daemon: --tls-cert and --tls-key go together")
+		return exitcode.Usagef("daemon: --tls-cert and --tls-key go together")
 	}
 	if cfg.ClusterListen != "" && cfg.NodeName == "" && (cfg.Kubeconfig != "" || kubeclient.InCluster()) {
-		return usageErr("daemon: cluster mode needs --node-name (or NODE_NAME from the downward API)")
+		return exitcode.Usagef("daemon: cluster mode needs --node-name (or NODE_NAME from the downward API)")
 	}
 	if cfg.Rate.Rate < 0 || cfg.Rate.Burst < 1 {
-		return usageErr("daemon: --rate-limit must be >= 0 and --rate-burst >= 1")
+		return exitcode.Usagef("daemon: --rate-limit must be >= 0 and --rate-burst >= 1")
 	}
 	var lvl zap.AtomicLevel
 	var err error
 	if lvl, err = zap.ParseAtomicLevel(logLevel); err != nil {
-		return usageErr("daemon: --log-level %q: %v", logLevel, err)
+		return exitcode.Usagef("daemon: --log-level %q: %v", logLevel, err)
 	}
 	zc := zap.NewProductionConfig()
 	zc.Level = lvl
@@ -86,8 +88,8 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, trace.ErrEnvironment):
-		return &exitError{code: exitUsage, err: fmt.Errorf("daemon: %v (are you root? see `skbtrail doctor`)", err)}
+		return &exitcode.Error{Code: exitcode.Usage, Err: fmt.Errorf("daemon: %v (are you root? see `skbtrail doctor`)", err)}
 	default:
-		return &exitError{code: 1, err: fmt.Errorf("daemon: %w", err)}
+		return &exitcode.Error{Code: 1, Err: fmt.Errorf("daemon: %w", err)}
 	}
 }

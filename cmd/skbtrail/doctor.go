@@ -14,6 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/skbtrail/skbtrail/tracer"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 // doctorReport is `skbtrail doctor --json`.
@@ -67,10 +69,10 @@ func runDoctor(ctx context.Context, args []string, stdout io.Writer) error {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
-		return usageErr("doctor: %v", err)
+		return exitcode.Usagef("doctor: %v", err)
 	}
 	if fs.NArg() > 0 {
-		return usageErr("doctor: unexpected argument %q", fs.Arg(0))
+		return exitcode.Usagef("doctor: unexpected argument %q", fs.Arg(0))
 	}
 	r := newDoctorReport(tracer.ProbeFeatures(ctx))
 	if *asJSON {

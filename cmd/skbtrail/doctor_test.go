@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 func TestDoctorJSON(t *testing.T) {
@@ -57,10 +59,10 @@ func TestDoctorJSON(t *testing.T) {
 }
 
 func TestDoctorUsage(t *testing.T) {
-	if err := runDoctor(context.Background(), []string{"extra"}, &bytes.Buffer{}); exitCode(err) != exitUsage {
-		t.Errorf("doctor extra: exit %d, want %d", exitCode(err), exitUsage)
+	if err := runDoctor(context.Background(), []string{"extra"}, &bytes.Buffer{}); exitcode.Of(err) != exitcode.Usage {
+		t.Errorf("doctor extra: exit %d, want %d", exitcode.Of(err), exitcode.Usage)
 	}
-	if err := runDoctor(context.Background(), []string{"--nope"}, &bytes.Buffer{}); exitCode(err) != exitUsage {
-		t.Errorf("doctor --nope: exit %d, want %d", exitCode(err), exitUsage)
+	if err := runDoctor(context.Background(), []string{"--nope"}, &bytes.Buffer{}); exitcode.Of(err) != exitcode.Usage {
+		t.Errorf("doctor --nope: exit %d, want %d", exitcode.Of(err), exitcode.Usage)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 // The main goroutine keeps the main thread, so a netnsutil.Do goroutine
@@ -25,5 +27,5 @@ func main() {
 			fmt.Fprintln(os.Stderr, "skbtrail: "+msg)
 		}
 	}
-	os.Exit(exitCode(err))
+	os.Exit(exitcode.Of(err))
 }

@@ -2,49 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
-
-// Exit statuses of the contract.
-const (
-	exitOK       = 0
-	exitProblem  = 1 // a journey was dropped, rejected or lost, or an error finding
-	exitUsage    = 2 // usage or environment error
-	exitNoPacket = 3 // no matching packet before the timeout
-)
-
-// exitError carries an exit status; an empty message prints nothing.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return ""
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-func usageErr(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
-
-func exitCode(err error) int {
-	if err == nil {
-		return exitOK
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return exitUsage
-}
 
 const usage = `usage: skbtrail <command> [flags]
 
@@ -60,7 +23,7 @@ run 'skbtrail <command> --help' for the flags of a command`
 func run(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		fmt.Fprintln(os.Stderr, usage)
-		return &exitError{code: exitUsage}
+		return &exitcode.Error{Code: exitcode.Usage}
 	}
 	switch args[0] {
 	case "trace":
@@ -78,7 +41,7 @@ func run(ctx context.Context, args []string) error {
 		fmt.Println(usage)
 		return nil
 	}
-	return usageErr("unknown command %q (try: %s)", args[0], strings.Join([]string{"trace", "daemon", "doctor", "show", "version"}, ", "))
+	return exitcode.Usagef("unknown command %q (try: %s)", args[0], strings.Join([]string{"trace", "daemon", "doctor", "show", "version"}, ", "))
 }
 
 // version is set at build time with -ldflags "-X main.version=...".

@@ -13,6 +13,8 @@ import (
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/output"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 // maxLine bounds one NDJSON line of a saved stream.
@@ -31,16 +33,16 @@ func runShow(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
-		return usageErr("show: %v", err)
+		return exitcode.Usagef("show: %v", err)
 	}
 	if fs.NArg() != 1 {
-		return usageErr("show: want one FILE (or - for standard input)")
+		return exitcode.Usagef("show: want one FILE (or - for standard input)")
 	}
 	in := stdin
 	if name := fs.Arg(0); name != "-" {
 		f, err := os.Open(name)
 		if err != nil {
-			return usageErr("show: %v", err)
+			return exitcode.Usagef("show: %v", err)
 		}
 		defer f.Close()
 		in = f
@@ -49,10 +51,10 @@ func runShow(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "skbtrail: show: line %d: %v\n", line, err)
 	})
 	if err != nil {
-		return usageErr("show: %v", err)
+		return exitcode.Usagef("show: %v", err)
 	}
 	if bad > 0 {
-		return usageErr("show: %d of %d lines were not journeys", bad, shown+bad)
+		return exitcode.Usagef("show: %d of %d lines were not journeys", bad, shown+bad)
 	}
 	return nil
 }

@@ -10,6 +10,8 @@ import (
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/output"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 func savedJourney(t testing.TB) []byte {
@@ -38,7 +40,7 @@ func TestShow(t *testing.T) {
 	}
 	var out, errOut bytes.Buffer
 	err := runShow([]string{path}, nil, &out, &errOut)
-	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "2 of 4 lines were not journeys") {
+	if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), "2 of 4 lines were not journeys") {
 		t.Errorf("err %v, want exit 2 counting the bad lines", err)
 	}
 	if n := strings.Count(out.String(), "verdict: DROPPED in node-b at flannel.1: NETFILTER_DROP (filter/FORWARD, policy DROP)"); n != 2 {
@@ -53,10 +55,10 @@ func TestShow(t *testing.T) {
 	if err := runShow([]string{"-"}, bytes.NewReader(line), &out, &errOut); err != nil || !strings.Contains(out.String(), "ERROR NF_POLICY_DROP") {
 		t.Errorf("stdin: %v\n%s", err, out.String())
 	}
-	if err := runShow([]string{"/nonexistent/file"}, nil, &out, &errOut); exitCode(err) != exitUsage {
+	if err := runShow([]string{"/nonexistent/file"}, nil, &out, &errOut); exitcode.Of(err) != exitcode.Usage {
 		t.Errorf("missing file: %v", err)
 	}
-	if err := runShow(nil, nil, &out, &errOut); exitCode(err) != exitUsage {
+	if err := runShow(nil, nil, &out, &errOut); exitcode.Of(err) != exitcode.Usage {
 		t.Errorf("no file: %v", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/output"
 	"github.com/skbtrail/skbtrail/pkg/trace"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 type traceFlags struct {
@@ -68,29 +70,29 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil
 		}
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	if fs.NArg() > 0 {
-		return usageErr("trace: unexpected argument %q", fs.Arg(0))
+		return exitcode.Usagef("trace: unexpected argument %q", fs.Arg(0))
 	}
 	if f.noNetfilter && f.req.Netfilter != "" {
-		return usageErr("trace: --netfilter and --no-netfilter cannot be combined")
+		return exitcode.Usagef("trace: --netfilter and --no-netfilter cannot be combined")
 	}
 	logf := func(string, ...any) {}
 	if f.verbose {
 		logf = func(format string, args ...any) { fmt.Fprintf(stderr, "skbtrail: "+format+"\n", args...) }
 	}
 	if err := resolveKube(ctx, &f.req, f.pod, f.criEndpoint, logf); err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	if f.replyWait <= 0 {
-		return usageErr("trace: --reply-wait must be positive")
+		return exitcode.Usagef("trace: --reply-wait must be positive")
 	}
 	if _, err := trace.Validate(f.req); err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	if _, err := trace.DiagnoseConfig(f.req); err != nil {
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	}
 	log := zap.NewNop()
 	if f.verbose {
@@ -134,17 +136,17 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch {
 	case err == nil:
 	case trace.IsUsage(err), errors.As(err, &remote):
-		return usageErr("trace: %v", err)
+		return exitcode.Usagef("trace: %v", err)
 	case errors.Is(err, trace.ErrEnvironment):
-		return &exitError{code: exitUsage, err: fmt.Errorf("trace: %v (are you root? see `skbtrail doctor`)", err)}
+		return &exitcode.Error{Code: exitcode.Usage, Err: fmt.Errorf("trace: %v (are you root? see `skbtrail doctor`)", err)}
 	default:
-		return &exitError{code: exitUsage, err: fmt.Errorf("trace: %w", err)}
+		return &exitcode.Error{Code: exitcode.Usage, Err: fmt.Errorf("trace: %w", err)}
 	}
 	if n == 0 {
-		return &exitError{code: exitNoPacket, err: fmt.Errorf("no matching packet seen in %s", f.req.Timeout)}
+		return &exitcode.Error{Code: exitcode.NoPacket, Err: fmt.Errorf("no matching packet seen in %s", f.req.Timeout)}
 	}
 	if bad {
-		return &exitError{code: exitProblem}
+		return &exitcode.Error{Code: exitcode.Problem}
 	}
 	return nil
 }

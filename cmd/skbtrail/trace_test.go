@@ -5,6 +5,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/skbtrail/skbtrail/pkg/exitcode"
 )
 
 // Bad trace flags are a one-line usage error (exit 2) before anything is
@@ -25,8 +27,8 @@ func TestTraceUsageErrors(t *testing.T) {
 			t.Errorf("%v: no error, want usage error %q", c.args, c.want)
 			continue
 		}
-		if exitCode(err) != exitUsage || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%v: error %v (exit %d), want usage error %q", c.args, err, exitCode(err), c.want)
+		if exitcode.Of(err) != exitcode.Usage || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v (exit %d), want usage error %q", c.args, err, exitcode.Of(err), c.want)
 		}
 		if strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: error spans lines: %q", c.args, err)
