@@ -11,11 +11,11 @@ import (
 
 func TestCommandFirst(t *testing.T) {
 	for in, want := range map[string]string{
-		"--kubeconfig k trace web --to svc/a:80":      "trace --kubeconfig k web --to svc/a:80",
-		"-n ns --context=c nodes":                     "nodes -n ns --context=c",
-		"trace web":                                   "trace web",
+		"--kubeconfig k trace web --to svc/a:80":     "trace --kubeconfig k web --to svc/a:80",
+		"-n ns --context=c nodes":                    "nodes -n ns --context=c",
+		"trace web":                                  "trace web",
 		"--kubeconfig trace trace web --to svc/a:80": "trace --kubeconfig trace web --to svc/a:80",
-		"--json":                                      "--json",
+		"--json": "--json",
 	} {
 		if got := strings.Join(commandFirst(strings.Fields(in)), " "); got != want {
 			t.Errorf("commandFirst(%q) = %q, want %q", in, got, want)
