@@ -39,6 +39,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Roles of the lab namespaces. The netns name of a role is Prefix + "-" + role.
@@ -217,10 +219,14 @@ func NetnsNames(prefix string) []string {
 func NetnsPath(name string) string { return NetnsDir + "/" + name }
 
 // nsID identifies a named network namespace by the nsfs device and inode
-// its /run/netns entry is bound to.
+// its /run/netns entry is bound to, and by its net cookie: the kernel hands
+// an inode number out again once its namespace is gone (a namespace deleted
+// behind the lab's back and re-created under the same name often gets it),
+// a cookie never.
 type nsID struct {
 	name     string
 	dev, ino uint64
+	cookie   uint64 // SO_NETNS_COOKIE (Linux >= 5.14); 0 where there is none
 }
 
 func statNetns(name string) (nsID, error) {
@@ -228,7 +234,23 @@ func statNetns(name string) (nsID, error) {
 	if err := syscall.Stat(NetnsPath(name), &st); err != nil {
 		return nsID{}, err
 	}
-	return nsID{name: name, dev: uint64(st.Dev), ino: st.Ino}, nil
+	return nsID{name: name, dev: uint64(st.Dev), ino: st.Ino, cookie: netnsCookie(name)}, nil
+}
+
+// netnsCookie returns the net cookie of the named namespace (0: the kernel
+// has none), read from a socket made in it.
+func netnsCookie(name string) uint64 {
+	var cookie uint64
+	_ = InNetns(name, func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	return cookie
 }
 
 func netnsExists(name string) bool {

@@ -760,6 +760,37 @@ func TestDownLeavesReplacedNetns(t *testing.T) {
 	assertGone(t, second)
 }
 
+// TestNsIDSurvivesInodeReuse: a namespace deleted and re-created under
+// the same name often gets the inode number of the old one back; its nsID
+// differs all the same (TestDownLeavesReplacedNetns failed on that).
+func TestNsIDSurvivesInodeReuse(t *testing.T) {
+	RequirePrivileged(t)
+	name := RandomPrefix() + "-reuse"
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	seen := map[uint64]nsID{}
+	for range 20 {
+		if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add: %v: %s", err, out)
+		}
+		id, err := statNetns(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns del: %v: %s", err, out)
+		}
+		if old, ok := seen[id.ino]; ok {
+			if old == id {
+				t.Fatalf("two namespaces named %s with inode %d have the same id %+v", name, id.ino, id)
+			}
+			return
+		}
+		seen[id.ino] = id
+		time.Sleep(50 * time.Millisecond) // the kernel frees a namespace's inode asynchronously
+	}
+	t.Skip("no inode came back in 20 namespaces")
+}
+
 // TestStopServerWaitsForSocket: a listener whose socket has a second
 // descriptor (as every child forked by a concurrent exec has until it
 // execs) still completes handshakes after this process closed its own;
