@@ -19,7 +19,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -44,6 +43,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/tests/containerd"
 )
 
 const (
@@ -108,30 +108,7 @@ func Require(t testing.TB) {
 }
 
 // busyboxPath finds a statically linked busybox.
-func busyboxPath() (string, error) {
-	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-		if isStatic(p) {
-			return p, nil
-		}
-	}
-	return "", errors.New("needs a static busybox (busybox-static)")
-}
-
-// isStatic reports whether the ELF file at path has no program
-// interpreter (a statically linked executable).
-func isStatic(path string) bool {
-	f, err := elf.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return f.Type == elf.ET_EXEC || f.Type == elf.ET_DYN
-}
+func busyboxPath() (string, error) { return containerd.BusyboxPath() }
 
 // Runtime is a private containerd serving the CRI on Socket.
 type Runtime struct {
@@ -254,68 +231,16 @@ func (r *Runtime) writeConfig() error {
 			return err
 		}
 	}
-	// restrict_oom_score_adj: without CAP_SYS_RESOURCE (as in some
-	// sandboxes) runc fails with "can't get final child's PID from pipe".
-	cfg := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-
-[grpc]
-  address = %[3]q
-
-[ttrpc]
-  address = %[4]q
-
-[debug]
-  level = "info"
-
-[plugins]
-  [plugins."io.containerd.internal.v1.opt"]
-    path = %[5]q
-  [plugins."io.containerd.grpc.v1.cri"]
-    sandbox_image = %[6]q
-    restrict_oom_score_adj = true
-    disable_apparmor = true
-    enable_selinux = false
-    stream_server_address = "127.0.0.1"
-    stream_server_port = "0"
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "overlayfs"
-      default_runtime_name = "runc"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-        runtime_type = "io.containerd.runc.v2"
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-          Root = %[7]q
-    [plugins."io.containerd.grpc.v1.cri".cni]
-      bin_dir = %[8]q
-      conf_dir = %[9]q
-      max_conf_num = 1
-`,
-		filepath.Join(r.Dir, "root"), filepath.Join(r.Dir, "state"), r.Socket, r.Socket+".ttrpc",
-		filepath.Join(r.Dir, "opt"), ImageRef, filepath.Join(r.Dir, "runc"), CNIBinDir, filepath.Join(r.Dir, "cni"))
-	if err := os.WriteFile(filepath.Join(r.Dir, "config.toml"), []byte(cfg), 0o600); err != nil {
-		return err
-	}
-	conf, err := json.MarshalIndent(map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       r.Network,
-		"plugins": []any{map[string]any{
-			"type":        "bridge",
-			"bridge":      r.Bridge,
-			"isGateway":   false,
-			"ipMasq":      false,
-			"hairpinMode": false,
-			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  [][]map[string]string{{{"subnet": Subnet}}},
-				"dataDir": filepath.Join(r.Dir, "ipam"),
-			},
-		}},
-	}, "", "  ")
+	err := containerd.WriteConfig(filepath.Join(r.Dir, "config.toml"), containerd.Config{
+		Root: filepath.Join(r.Dir, "root"), State: filepath.Join(r.Dir, "state"), Address: r.Socket,
+		OptPath: filepath.Join(r.Dir, "opt"), SandboxImage: ImageRef, RuncRoot: filepath.Join(r.Dir, "runc"),
+		CNIBinDir: CNIBinDir, CNIConfDir: filepath.Join(r.Dir, "cni"),
+	})
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(r.Dir, "cni", "10-skbtrail-e2e.conflist"), conf, 0o600)
+	return containerd.BridgeNetwork{Name: r.Network, Bridge: r.Bridge, Subnet: Subnet, DataDir: filepath.Join(r.Dir, "ipam")}.
+		Write(filepath.Join(r.Dir, "cni", "10-skbtrail-e2e.conflist"))
 }
 
 // start runs containerd. It is started from a goroutine locked to its OS
