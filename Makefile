@@ -43,13 +43,13 @@ deps-packages:
 	  command -v apt-get >/dev/null || { echo "make: missing$$missing and no apt-get: install them by hand" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 
-# kube-apiserver, kubectl and etcd (whatever tests/cluster/build-components.sh
+# kube-apiserver, kubectl, kubelet and etcd (whatever tests/cluster/build-components.sh
 # builds) for the cluster-mode tests, demo and bench, built from the Go module
 # proxy once per machine into $SKBTRAIL_CACHE (default /var/cache/skbtrail); the
 # script returns at once when they are there.
 deps-cluster:
 	@command -v $(GO) >/dev/null 2>&1 || { echo "make: the cluster components (tests/cluster/build-components.sh) are built with Go: $(GO) not found" >&2; exit 2; }
-	@echo "cluster components: tests/cluster/build-components.sh (the first run on a machine builds them: ~10-20 min on 2 cores, ~3 GB RAM, ~5 GB of Go caches; then a no-op)"
+	@echo "cluster components: tests/cluster/build-components.sh (the first run on a machine builds them: ~12-25 min on 2 cores, ~3 GB RAM, ~5 GB of Go caches; then a no-op)"
 	@GO=$(GO) bash tests/cluster/build-components.sh
 
 all: build

@@ -21,6 +21,9 @@ type Binaries struct {
 	APIServer string // kube-apiserver
 	Kubectl   string
 	Etcd      string
+	// Kubelet is where build-components.sh puts the kubelet; only
+	// LocateKubelet checks that it is there (StartKubelet needs it).
+	Kubelet string
 }
 
 func envOr(name, def string) string {
@@ -42,6 +45,7 @@ func LocateBinaries() (Binaries, error) {
 		APIServer: filepath.Join(k8sDir, "kube-apiserver"),
 		Kubectl:   filepath.Join(k8sDir, "kubectl"),
 		Etcd:      filepath.Join(etcdDir, "etcd"),
+		Kubelet:   filepath.Join(k8sDir, "kubelet"),
 	}
 	for _, p := range []string{b.APIServer, b.Kubectl, b.Etcd} {
 		st, err := os.Stat(p)
@@ -52,4 +56,20 @@ func LocateBinaries() (Binaries, error) {
 		}
 	}
 	return b, nil
+}
+
+// LocateKubelet finds the kubelet build-components.sh builds next to
+// kube-apiserver ($SKBTRAIL_CACHE/k8s-$K8S_VERSION/kubelet).
+func LocateKubelet() (string, error) {
+	b, err := LocateBinaries()
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(b.Kubelet)
+	if err != nil || st.IsDir() || st.Mode().Perm()&0o111 == 0 {
+		return "", fmt.Errorf("cluster: kubelet binary %s is missing or not executable: run %s first "+
+			"(it builds the kubelet next to kube-apiserver into $SKBTRAIL_CACHE, default %s; ~4 min more on a cold machine)",
+			b.Kubelet, BuildScript, DefaultCache)
+	}
+	return b.Kubelet, nil
 }

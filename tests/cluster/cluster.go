@@ -44,6 +44,12 @@ type Options struct {
 	Manifests string
 	// Logf, if set, receives progress notes (e.g. t.Logf).
 	Logf func(format string, args ...any)
+	// RealKubelet prepares the control plane for real kubelets
+	// (StartKubelet): the Node authorizer and NodeRestriction admission
+	// next to RBAC, a client certificate for the API server's calls to
+	// kubelets (user KubeletClientUser, bound to system:kubelet-api-admin)
+	// and InternalIP as the address to reach them at.
+	RealKubelet bool
 }
 
 // node is one lab node as the cluster describes it.
@@ -74,6 +80,7 @@ type Cluster struct {
 	kubeconfigs map[string]string
 	tokens      map[string]string
 	daemons     map[string]*proc
+	kubelets    []*Kubelet
 	down        bool
 }
 
@@ -167,6 +174,11 @@ func (c *Cluster) populate(ctx context.Context) error {
 	if err := c.bindTracer(ctx); err != nil {
 		return err
 	}
+	if c.opts.RealKubelet {
+		if err := c.bindKubeletClient(ctx); err != nil {
+			return err
+		}
+	}
 	if err := c.createLabObjects(ctx); err != nil {
 		return err
 	}
@@ -213,9 +225,10 @@ func readFile(path string) string {
 	return string(data)
 }
 
-// Down stops every process the cluster started (daemons, kube-apiserver,
-// etcd; by PID), deletes the control-plane namespace and removes the
-// temporary directory. It is idempotent.
+// Down stops every process the cluster started (kubelet nodes, see
+// Kubelet.Stop; daemons, kube-apiserver, etcd; by PID), deletes the
+// control-plane namespace and removes the temporary directory. It is
+// idempotent.
 func (c *Cluster) Down() error {
 	c.mu.Lock()
 	if c.down {
@@ -225,9 +238,14 @@ func (c *Cluster) Down() error {
 	c.down = true
 	daemons := c.daemons
 	c.daemons = map[string]*proc{}
+	kubelets := c.kubelets
+	c.kubelets = nil
 	c.mu.Unlock()
 
 	var errs []error
+	for _, k := range kubelets {
+		errs = append(errs, k.Stop())
+	}
 	for _, p := range daemons {
 		errs = append(errs, p.stop(5*time.Second))
 	}

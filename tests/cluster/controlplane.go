@@ -36,7 +36,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, tokens map[string]strin
 		"--advertise-address=" + APIServerIP,
 		"--endpoint-reconciler-type=none",
 		"--service-cluster-ip-range=" + ServiceCIDR,
-		"--authorization-mode=RBAC",
+		"--authorization-mode=" + c.authorizationModes(),
 		"--token-auth-file=" + p.tokenFile,
 		"--client-ca-file=" + p.caCert,
 		"--tls-cert-file=" + p.servCert,
@@ -46,6 +46,13 @@ func (c *Cluster) startControlPlane(ctx context.Context, tokens map[string]strin
 		"--service-account-issuer=" + ServiceAccountIssuer,
 		"--cert-dir=" + filepath.Join(c.dir, "apiserver-certs"),
 		"--allow-privileged=true",
+	}
+	if c.opts.RealKubelet {
+		kargs, err := c.kubeletClientArgs()
+		if err != nil {
+			return err
+		}
+		args = append(args, kargs...)
 	}
 	var err error
 	c.apiserver, err = startProc("kube-apiserver", c.ctlNetns, filepath.Join(c.dir, "kube-apiserver.log"), c.bins.APIServer, args...)
@@ -67,6 +74,40 @@ func (c *Cluster) startControlPlane(ctx context.Context, tokens map[string]strin
 		}
 	}
 	return nil
+}
+
+// KubeletClientUser is the user the API server's client certificate names
+// when it calls kubelets (pods/log, exec, the node proxy) with
+// Options.RealKubelet; RBAC binds it to system:kubelet-api-admin, as
+// kubeadm does, for kubelets that authorize callers with a webhook.
+const KubeletClientUser = "kube-apiserver-kubelet-client"
+
+// authorizationModes is RBAC, with the Node authorizer first when real
+// kubelets come (Options.RealKubelet).
+func (c *Cluster) authorizationModes() string {
+	if c.opts.RealKubelet {
+		return "Node,RBAC"
+	}
+	return "RBAC"
+}
+
+// kubeletClientArgs are kube-apiserver's flags for real kubelets, next to
+// the Node authorizer (authorizationModes): NodeRestriction (a kubelet's
+// certificate, system:node:<name>, may read and write what its own pods
+// need, nothing else), a client certificate for calling kubelets, and
+// InternalIP as their address: a kubelet's Hostname address (its node
+// name) resolves nowhere here.
+func (c *Cluster) kubeletClientArgs() ([]string, error) {
+	crt, key, err := c.pki.issueClient(filepath.Join(c.dir, "apiserver-kubelet-client"), KubeletClientUser)
+	if err != nil {
+		return nil, err
+	}
+	return []string{
+		"--enable-admission-plugins=NodeRestriction",
+		"--kubelet-client-certificate=" + crt,
+		"--kubelet-client-key=" + key,
+		"--kubelet-preferred-address-types=InternalIP",
+	}, nil
 }
 
 func (c *Cluster) readyz(ctx context.Context) (bool, error) {

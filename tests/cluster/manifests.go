@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -111,6 +112,10 @@ func (c *Cluster) create(ctx context.Context, obj runtime.Object) error {
 		_, err = cs.CoreV1().Namespaces().Create(ctx, o, opts)
 	case *corev1.ServiceAccount:
 		_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
+	case *corev1.ConfigMap:
+		_, err = cs.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, opts)
+	case *appsv1.DaemonSet:
+		_, err = cs.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, opts)
 	case *rbacv1.ClusterRole:
 		_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, opts)
 	case *rbacv1.ClusterRoleBinding:

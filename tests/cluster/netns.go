@@ -57,11 +57,32 @@ func run(ctx context.Context, bin string, args ...string) error {
 // everything via the router. The identity of the new namespace is returned
 // as soon as it exists, also when a later step fails.
 func createCtlNetns(ctx context.Context, name, router string) (*nsIdentity, error) {
+	return createLinkedNetns(ctx, linkedNetns{
+		name: name, what: "ctl", router: router, routerDev: "rc",
+		routerIP: RouterCtlIP, ip: APIServerIP, prefixLen: CtlPrefixLen,
+	})
+}
+
+// linkedNetns is a namespace hanging off the lab's router.
+type linkedNetns struct {
+	name, what        string // netns name; what it is, for errors
+	router, routerDev string // the router's netns and its end of the veth
+	routerIP, ip      string // the router's and the namespace's address ("eth0")
+	prefixLen         int
+}
+
+// createLinkedNetns creates netns n.name, links it to the router with a
+// veth (router n.routerDev n.routerIP, namespace "eth0" n.ip) and routes
+// everything via the router; no rp_filter, no IPv6. The identity of the
+// new namespace is returned as soon as it exists, also when a later step
+// fails.
+func createLinkedNetns(ctx context.Context, n linkedNetns) (*nsIdentity, error) {
+	name, router := n.name, n.router
 	if _, err := os.Lstat(lab.NetnsPath(name)); err == nil {
 		return nil, fmt.Errorf("cluster: network namespace %s already exists", name)
 	}
 	if err := run(ctx, "ip", "netns", "add", name); err != nil {
-		return nil, fmt.Errorf("cluster: create ctl netns: %w", err)
+		return nil, fmt.Errorf("cluster: create %s netns: %w", n.what, err)
 	}
 	id, err := statNetns(name)
 	if err != nil {
@@ -72,21 +93,21 @@ func createCtlNetns(ctx context.Context, name, router string) (*nsIdentity, erro
 		sysctls = append(sysctls, "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 	}
 	if err := run(ctx, "ip", append([]string{"netns", "exec", name, "sysctl", "-q", "-w"}, sysctls...)...); err != nil {
-		return &id, fmt.Errorf("cluster: ctl sysctls: %w", err)
+		return &id, fmt.Errorf("cluster: %s sysctls: %w", n.what, err)
 	}
-	cidr := fmt.Sprintf("/%d", CtlPrefixLen)
+	cidr := fmt.Sprintf("/%d", n.prefixLen)
 	steps := [][]string{
 		{"-n", name, "link", "set", "lo", "up"},
-		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", "rc", "netns", router},
-		{"-n", name, "addr", "add", APIServerIP + cidr, "dev", "eth0"},
+		{"-n", name, "link", "add", "eth0", "type", "veth", "peer", "name", n.routerDev, "netns", router},
+		{"-n", name, "addr", "add", n.ip + cidr, "dev", "eth0"},
 		{"-n", name, "link", "set", "eth0", "up"},
-		{"-n", router, "addr", "add", RouterCtlIP + cidr, "dev", "rc"},
-		{"-n", router, "link", "set", "rc", "up"},
-		{"-n", name, "route", "add", "default", "via", RouterCtlIP, "dev", "eth0"},
+		{"-n", router, "addr", "add", n.routerIP + cidr, "dev", n.routerDev},
+		{"-n", router, "link", "set", n.routerDev, "up"},
+		{"-n", name, "route", "add", "default", "via", n.routerIP, "dev", "eth0"},
 	}
 	for _, s := range steps {
 		if err := run(ctx, "ip", s...); err != nil {
-			return &id, fmt.Errorf("cluster: ctl network: %w", err)
+			return &id, fmt.Errorf("cluster: %s network: %w", n.what, err)
 		}
 	}
 	return &id, nil

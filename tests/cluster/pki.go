@@ -25,6 +25,9 @@ type pki struct {
 	saKey     string // sa.key (service-account token signing key)
 	saPub     string // sa.pub
 	tokenFile string // tokens.csv
+
+	ca    *x509.Certificate // signs client certificates (issueClient)
+	caKey *ecdsa.PrivateKey
 }
 
 // Users with a static token (see writeTokens).
@@ -90,6 +93,7 @@ func makePKI(dir string, tokens map[string]string) (*pki, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: parse CA certificate: %w", err)
 	}
+	p.ca, p.caKey = ca, caKey
 	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	if err := writePEM(p.caCert, "CERTIFICATE", caDER); err != nil {
 		return nil, err
@@ -124,6 +128,32 @@ func (p *pki) writeServing(ca *x509.Certificate, caKey *ecdsa.PrivateKey, now ti
 		return err
 	}
 	return writeKey(p.servKey, key)
+}
+
+// issueClient writes a client certificate signed by the CA for user cn in
+// groups orgs (X.509 authentication: CN = user, O = groups) to
+// <base>.crt and its key to <base>.key, and returns both paths.
+func (p *pki) issueClient(base, cn string, orgs ...string) (certPath, keyPath string, err error) {
+	key, err := newKey()
+	if err != nil {
+		return "", "", fmt.Errorf("cluster: client key for %s: %w", cn, err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(), Subject: pkix.Name{CommonName: cn, Organization: orgs},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(7 * 24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
+	if err != nil {
+		return "", "", fmt.Errorf("cluster: client certificate for %s: %w", cn, err)
+	}
+	certPath, keyPath = base+".crt", base+".key"
+	if err := writePEM(certPath, "CERTIFICATE", der); err != nil {
+		return "", "", err
+	}
+	return certPath, keyPath, writeKey(keyPath, key)
 }
 
 func (p *pki) writeSAKeys() error {

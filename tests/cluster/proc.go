@@ -30,6 +30,15 @@ func startProc(name, netns, logPath, bin string, args ...string) (*proc, error) 
 
 // startProcOut is startProc with stdout appended to outPath instead.
 func startProcOut(name, netns, logPath, outPath, bin string, args ...string) (*proc, error) {
+	return startCmd(name, logPath, outPath, append([]string{"ip", "netns", "exec", netns, bin}, args...)...)
+}
+
+// startCmd starts argv (whose first element is looked up in $PATH) with
+// its stderr appended to logPath and its stdout to outPath. argv must exec
+// the program in place (as `ip netns exec` and `nsenter` without --fork
+// do), so that the PID is the program's own. The process gets SIGKILL if
+// the test process dies first.
+func startCmd(name, logPath, outPath string, argv ...string) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %s log: %w", name, err)
@@ -42,7 +51,7 @@ func startProcOut(name, netns, logPath, outPath, bin string, args ...string) (*p
 		}
 		defer out.Close()
 	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", netns, bin}, args...)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
