@@ -20,6 +20,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/skbtrail/skbtrail/pkg/wire"
@@ -51,9 +52,16 @@ func ParseTarget(s string) (Target, error) {
 	}
 	var ns string
 	if kind != "ip" {
-		host, ns, _ = strings.Cut(host, ".")
-		if host == "" || strings.Contains(ns, ".") {
+		var dotted bool
+		host, ns, dotted = strings.Cut(host, ".")
+		if host == "" || strings.Contains(ns, ".") || (dotted && ns == "") {
 			return Target{}, fmt.Errorf("--to %q: want %s/NAME[.NAMESPACE]:PORT", s, kind)
+		}
+		if errs := validation.IsDNS1123Label(host); len(errs) > 0 {
+			return Target{}, fmt.Errorf("--to %q: %q is not a valid %s name: %s", s, host, kind, errs[0])
+		}
+		if errs := validation.IsDNS1123Label(ns); ns != "" && len(errs) > 0 {
+			return Target{}, fmt.Errorf("--to %q: %q is not a valid namespace: %s", s, ns, errs[0])
 		}
 	}
 	if kind == "ip" {
