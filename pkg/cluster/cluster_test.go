@@ -137,6 +137,10 @@ func TestResolvePodAndIP(t *testing.T) {
 	if err != nil || p.Dst.String() != "10.244.1.2:80" || p.Endpoints[0].Node != "node-b" || p.Proto != "udp" {
 		t.Fatalf("pod target: %+v %v", p, err)
 	}
+	p, err = Resolve(context.Background(), cs, "default", "client", Target{Kind: "ip", Name: "10.96.0.100", Port: "80"}, "")
+	if err != nil || p.Service != "default/web" || p.Endpoints[0].Node != "node-b" || p.Dst.String() != "10.96.0.100:80" || p.Proto != "tcp" {
+		t.Fatalf("ClusterIP target: %+v %v, want Service default/web", p, err)
+	}
 	p, err = Resolve(context.Background(), cs, "default", "client", Target{Kind: "ip", Name: "198.51.100.20", Port: "10250"}, "tcp")
 	if err != nil || p.Endpoints[0].Node != "node-b" || strings.Join(p.Nodes, ",") != "node-a,node-b" {
 		t.Fatalf("node address target: %+v %v", p, err)

@@ -287,10 +287,20 @@ func (p *Plan) resolvePod(ctx context.Context, cs kubernetes.Interface, ns strin
 	return nil
 }
 
-// resolveIP finds the owner of an address: a pod (by status.podIP), else a node.
+// resolveIP finds the owner of an address: a Service (by its ClusterIPs),
+// a pod (by status.podIP), else a node.
 func (p *Plan) resolveIP(ctx context.Context, cs kubernetes.Interface, t Target) error {
 	ip := netip.MustParseAddr(t.Name)
 	port, _ := strconv.ParseUint(t.Port, 10, 16)
+	// a ClusterIP is its Service (best effort: without the right to list
+	// Services the address is looked up as a pod's or a node's)
+	if svcs, err := cs.CoreV1().Services("").List(ctx, metav1.ListOptions{}); err == nil {
+		for _, sv := range svcs.Items {
+			if sv.Spec.ClusterIP == ip.String() || slices.Contains(sv.Spec.ClusterIPs, ip.String()) {
+				return p.resolveService(ctx, cs, sv.Namespace, Target{Kind: "svc", Name: sv.Name, Port: t.Port})
+			}
+		}
+	}
 	p.Dst = netip.AddrPortFrom(ip, uint16(port))
 	e := Endpoint{IP: ip, Port: uint16(port)}
 	pods, err := cs.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + ip.String()})

@@ -28,11 +28,14 @@ type nodeRun struct {
 	node   string
 	daemon Daemon
 	req    wire.Request
+	mu     sync.Mutex // parts: appended by run, read by Run
 	parts  []*Part
 	err    error
-	ready  chan struct{}
-	once   sync.Once
-	doneCh chan struct{}
+	// arrived is told (without blocking) when a part comes in
+	arrived chan<- struct{}
+	ready   chan struct{}
+	once    sync.Once
+	doneCh  chan struct{}
 }
 
 func (r *nodeRun) markReady() { r.once.Do(func() { close(r.ready) }) }
@@ -94,24 +97,32 @@ func Run(ctx context.Context, c Caller, p *Plan, daemons map[string]Daemon, o Op
 	}
 	reqs := p.Requests(o)
 	runs := map[string]*nodeRun{}
+	arrived := make(chan struct{}, 1)
 	for _, n := range p.Nodes {
-		runs[n] = &nodeRun{node: n, req: reqs[n], ready: make(chan struct{}), doneCh: make(chan struct{})}
+		runs[n] = &nodeRun{node: n, req: reqs[n], ready: make(chan struct{}), doneCh: make(chan struct{}), arrived: arrived}
 	}
 	// the other nodes first: their filters must be in place before the
 	// source node's probe (or the user's traffic) leaves
+	destCtx, stopDest := context.WithCancel(ctx)
+	defer stopDest()
+	var dests []*nodeRun
 	for _, n := range p.Nodes[1:] {
-		go runs[n].run(ctx, c, daemons, progress)
+		dests = append(dests, runs[n])
+		go runs[n].run(destCtx, ctx, c, daemons, progress)
 	}
 	if err := waitReady(ctx, runs, p.Nodes[1:], o.Timeout+5*time.Second); err != nil {
 		return nil, err
 	}
 	src := runs[p.Node]
-	go src.run(ctx, c, daemons, progress)
+	go src.run(ctx, ctx, c, daemons, progress)
 	<-src.ready
 	if src.err != nil && !IsUnobserved(src.err) {
 		return nil, src.err
 	}
 	progress("tracing %s %s -> %s on %s", p.Proto, p.Pod, p.targetText(), strings.Join(p.Nodes, ", "))
+	<-src.doneCh
+	waitContinuation(ctx, src, dests, arrived)
+	stopDest() // the journey is complete: the nodes that saw nothing need not wait for their timeout
 	for _, r := range runs {
 		<-r.doneCh
 	}
@@ -121,6 +132,36 @@ func Run(ctx context.Context, c Caller, p *Plan, daemons map[string]Daemon, o Op
 		}
 	}
 	return assemble(p, runs)
+}
+
+// waitContinuation waits, once the source node's part is in, until another
+// node's part continues it or every other node's trace has ended.
+func waitContinuation(ctx context.Context, src *nodeRun, dests []*nodeRun, arrived <-chan struct{}) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		first := src.firstPart()
+		done := true
+		for _, d := range dests {
+			if first != nil && d.continues(first.Journey) {
+				return
+			}
+			select {
+			case <-d.doneCh:
+			default:
+				done = false
+			}
+		}
+		if done {
+			return
+		}
+		select {
+		case <-arrived:
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 func (p *Plan) targetText() string {
@@ -150,7 +191,9 @@ func waitReady(ctx context.Context, runs map[string]*nodeRun, nodes []string, li
 	return nil
 }
 
-func (r *nodeRun) run(ctx context.Context, c Caller, daemons map[string]Daemon, progress func(string, ...any)) {
+// run asks the node's daemon; ctx may end early (the journey is complete:
+// not an error), parent is the whole trace's.
+func (r *nodeRun) run(ctx, parent context.Context, c Caller, daemons map[string]Daemon, progress func(string, ...any)) {
 	defer close(r.doneCh)
 	defer r.markReady()
 	d, ok := daemons[r.node]
@@ -163,15 +206,46 @@ func (r *nodeRun) run(ctx context.Context, c Caller, daemons map[string]Daemon, 
 		return
 	}
 	r.daemon = d
-	_, r.err = c.Trace(ctx, d, r.req, func(line string) {
+	_, err := c.Trace(ctx, d, r.req, func(line string) {
 		if strings.HasPrefix(line, "tracing") {
 			progress("%s: %s", r.node, line)
 			r.markReady()
 		}
 	}, func(m wire.Message) error {
+		r.mu.Lock()
 		r.parts = append(r.parts, &Part{Node: r.node, Journey: m.Journey, Start: m.Start})
+		r.mu.Unlock()
+		select {
+		case r.arrived <- struct{}{}:
+		default:
+		}
 		return nil
 	})
+	if err != nil && ctx.Err() != nil && parent.Err() == nil {
+		err = nil // stopped because the journey was complete: it was asked and answered
+	}
+	r.err = err
+}
+
+func (r *nodeRun) firstPart() *Part {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.parts) == 0 {
+		return nil
+	}
+	return r.parts[0]
+}
+
+// continues reports whether one of the node's parts continues j.
+func (r *nodeRun) continues(j *journey.Journey) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.parts {
+		if Continues(j, p.Journey) {
+			return true
+		}
+	}
+	return false
 }
 
 // assemble stitches the nodes' parts into one journey.

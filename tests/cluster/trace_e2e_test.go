@@ -327,12 +327,13 @@ func clusterUnobserved(t *testing.T, c *Cluster) {
 }
 
 // clusterSilentDNS: seed 003's DNS timeout across nodes. The query reaches
-// the DNS pod on node-b, which reads it and never answers.
+// the DNS pod on node-b, which reads it and never answers. The target is
+// the ClusterIP, as a resolv.conf names it: the plugin finds its Service.
 func clusterSilentDNS(t *testing.T, c *Cluster) {
 	if err := c.opts.Lab.ApplyFault("silent-dns"); err != nil {
 		t.Fatal(err)
 	}
-	r := tracePlugin(t, c, UserTracer, "client", "-n", "default", "--to", "svc/kube-dns.kube-system:53", "--proto", "udp", "--probe", "--timeout", "4s")
+	r := tracePlugin(t, c, UserTracer, "client", "-n", "default", "--to", lab.DNSClusterIP+":53", "--proto", "udp", "--probe", "--timeout", "4s")
 	if r.j == nil {
 		t.Fatalf("no journey (exit %d)", r.exit)
 	}
