@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/skbtrail/skbtrail/internal/fuzztest"
+	"github.com/skbtrail/skbtrail/tests/fuzztest"
 )
 
 // fakeRoot makes a proc and a netns directory in a temp dir whose

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/skbtrail/skbtrail/internal/fuzztest"
+	"github.com/skbtrail/skbtrail/tests/fuzztest"
 )
 
 // FuzzParseCNICache: no crash on any file; a parsed entry has a container

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/skbtrail/skbtrail/internal/fuzztest"
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/tests/fuzztest"
 )
 
 // The testdata files are real outputs of the lab (tests/lab) on

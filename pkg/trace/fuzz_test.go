@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/skbtrail/skbtrail/internal/fuzztest"
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/tests/fuzztest"
 	"github.com/skbtrail/skbtrail/tracer"
 )
 

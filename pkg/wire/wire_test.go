@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/skbtrail/skbtrail/internal/fuzztest"
+	"github.com/skbtrail/skbtrail/tests/fuzztest"
 )
 
 // The testdata streams are what a daemon sent through its API in the lab:
