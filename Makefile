@@ -6,6 +6,7 @@
 #   make test                   lint + generated-code check + every test, privileged ones required,
 #                               + the race detector over pkg/, cmd/, netnsutil/ (root)
 #   make bench                  throughput, decode and cluster-trace benchmarks (root)
+#   make fuzz [FUZZTIME=60s]    every Go fuzz target for FUZZTIME each (make test runs each for 2s)
 
 SHELL     := /bin/bash
 GO        ?= go
@@ -14,10 +15,11 @@ SCENARIO  ?= forward-drop
 FLAVOR    ?= flannel
 GOFLAGS_T ?= -count=1
 CLUSTER   ?=
+FUZZTIME  ?= 60s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all deps deps-packages deps-cluster build generate check-generate lint test unit-test demo scenarios bench clean
+.PHONY: fuzz all deps deps-packages deps-cluster build generate check-generate lint test unit-test demo scenarios bench clean
 
 # CLUSTER=1 (anything but empty or 0) makes `make demo` run the cluster demo.
 cluster := $(filter-out 0,$(CLUSTER))
@@ -87,6 +89,13 @@ test: deps check-generate lint
 	  status=$${PIPESTATUS[0]}; \
 	  if grep -q -- '--- SKIP' $(BIN)/test-race.log; then echo "FAIL: tests were skipped under -race:" >&2; grep -- '--- SKIP' $(BIN)/test-race.log >&2; exit 1; fi; \
 	  exit $$status
+	@echo "fuzz targets, 2s each (make fuzz runs them longer)"
+	@FUZZ_PARALLEL=2 bash tests/fuzz.sh 2s
+
+# Every fuzz target for FUZZTIME each; a failing input lands in the package's
+# testdata/fuzz/ (commit it with the fix: plain go test replays it).
+fuzz:
+	bash tests/fuzz.sh $(FUZZTIME)
 
 unit-test:
 	$(GO) test $(GOFLAGS_T) ./pkg/... ./tracer/...
