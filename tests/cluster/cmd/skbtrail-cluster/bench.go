@@ -64,22 +64,15 @@ func parseNodeCounts(s string) ([]int, error) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f", float64(d)/float64(time.Millisecond)) }
 
-// writeTable prints the results. wait is how long a daemon that sees
-// nothing keeps its trace open (the plugin's --timeout + 2 s for a node
-// other than the source's): with extra nodes the answer cannot come sooner,
-// so "beyond wait" is the median minus that.
-func writeTable(w io.Writer, rows []benchRow, wait time.Duration) error {
+// writeTable prints the results.
+func writeTable(w io.Writer, rows []benchRow) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "nodes\tmedian ms\tmin ms\tmax ms\trounds\tbeyond wait ms\t")
+	fmt.Fprintln(tw, "nodes\tmedian ms\tmin ms\tmax ms\trounds\t")
 	for _, r := range rows {
 		if len(r.samples) == 0 {
 			continue
 		}
-		beyond := "-"
-		if r.nodes > len(labNodes) {
-			beyond = ms(r.median() - wait)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t\n", r.nodes, ms(r.median()), ms(r.min()), ms(r.max()), len(r.samples), beyond)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t\n", r.nodes, ms(r.median()), ms(r.min()), ms(r.max()), len(r.samples))
 	}
 	return tw.Flush()
 }
@@ -129,18 +122,17 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 	targs := []string{"trace", cluster.ClientPod, "-n", metav1.NamespaceDefault, "--to", "svc/" + cluster.WebService + ":80",
 		"--probe", "--timeout", timeout.String(), "--json"}
 	var rows []benchRow
-	wait := *timeout + 2*time.Second
 	report := func() {
 		fmt.Fprintf(stdout, "\ncluster trace, command to answer: kubectl skbtrail %s\n", strings.Join(targs, " "))
 		fmt.Fprintf(stdout, "(as user %q through a real kube-apiserver %s; healthy lab; wall time of the plugin process, median of %d rounds after 1 warm-up per row)\n",
 			cluster.UserTracer, e.c.APIServerAddr(), *rounds)
-		_ = writeTable(stdout, rows, wait)
+		_ = writeTable(stdout, rows)
 		fmt.Fprintf(stdout, "Nodes 1-2 are the lab's real nodes (node-a: client, ClusterIP DNAT, VXLAN; node-b: the web pod). Every node runs a\n"+
 			"real skbtrail daemon with its BPF programs attached. Nodes 3+ are extra Node objects, each with a real daemon watching\n"+
 			"an empty network namespace of its own (%s, linked to the lab router) and a fake endpoint of Service web\n"+
 			"(10.244.x.2 on that node, no such address anywhere): the plugin asks their daemons too, but the lab's DNAT sends the\n"+
-			"probe to node-b only, so they see nothing and answer when their trace ends (%s = --timeout + 2 s for a node other\n"+
-			"than the source's); the plugin answers after the last daemon. \"beyond wait\" = median - %s.\n", extraNet, wait, wait)
+			"probe to node-b only, so they see nothing; the plugin ends their traces once node-b's part continues node-a's, so\n"+
+			"what grows with the nodes is the fan-out: resolving, asking and stopping one more daemon each.\n", extraNet)
 	}
 	for _, n := range counts {
 		for len(e.extras) < n-len(labNodes) {
