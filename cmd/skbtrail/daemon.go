@@ -54,7 +54,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 		return exitcode.Usagef("daemon: %v", err)
 	}
 	if fs.Changed("cluster-listen") && cfg.ClusterListen != "" {
-		cfg.ClusterListenSet()
+		cfg.RequireCluster = true
 		if _, _, err := net.SplitHostPort(cfg.ClusterListen); err != nil {
 			return exitcode.Usagef("daemon: --cluster-listen %q: want [HOST]:PORT", cfg.ClusterListen)
 		}

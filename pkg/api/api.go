@@ -80,11 +80,15 @@ func Listen(path string) (net.Listener, error) {
 	return l, nil
 }
 
+// maxRequest bounds a trace request's body (a few hundred bytes in practice).
+const maxRequest = 1 << 20
+
 // Handler serves the API.
 func Handler(t Tracer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/trace", func(w http.ResponseWriter, r *http.Request) {
 		var req trace.Request
+		r.Body = http.MaxBytesReader(w, r.Body, maxRequest)
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 			http.Error(w, "bad trace request: "+err.Error(), http.StatusBadRequest)
 			return

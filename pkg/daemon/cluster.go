@@ -60,7 +60,7 @@ func serveCluster(cfg Config, local api.Tracer, info api.Info, log *zap.Logger) 
 		return nil, nil
 	}
 	rc, err := kubeclient.DaemonConfig(cfg.Kubeconfig)
-	if errors.Is(err, kubeclient.ErrNoConfig) && !cfg.clusterListenSet {
+	if errors.Is(err, kubeclient.ErrNoConfig) && !cfg.RequireCluster {
 		log.Info("cluster mode off: no kubeconfig and not in a pod")
 		return nil, nil
 	}

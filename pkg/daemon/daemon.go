@@ -47,17 +47,13 @@ type Config struct {
 	ClusterListen string
 	TLSCert       string
 	TLSKey        string
-	// clusterListenSet: --cluster-listen was given explicitly, so a missing
+	// RequireCluster: --cluster-listen was given explicitly, so a missing
 	// Kubernetes configuration is an error, not "cluster mode off".
-	clusterListenSet bool
+	RequireCluster bool
 	// NodeNetns limits the daemon to these namespaces (names or path.Match
 	// patterns): several lab nodes on one kernel. nil: every namespace.
 	NodeNetns []string
 }
-
-// ClusterListenSet records that --cluster-listen was given on the command
-// line (cluster mode is then required, not optional).
-func (c *Config) ClusterListenSet() { c.clusterListenSet = true }
 
 // Run serves until ctx ends (SIGTERM/SIGINT), then detaches everything and
 // removes the socket.
