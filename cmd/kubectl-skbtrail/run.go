@@ -161,7 +161,7 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitcode.Usagef("trace: %v", err)
 	}
 	progress := func(format string, args ...any) { fmt.Fprintf(stderr, "skbtrail: "+format+"\n", args...) }
-	j, err := cluster.Run(ctx, caller, plan, daemons, cluster.Options{Probe: probe, Timeout: timeout, ServiceCIDR: svcCIDR, DaemonNamespace: k.daemonNS, Progress: progress})
+	j, err := cluster.Run(ctx, caller, plan, daemons, cluster.Options{Probe: probe, Timeout: timeout, ServiceCIDR: svcCIDR, Progress: progress})
 	if err != nil {
 		return exitcode.Usagef("trace: %v", err)
 	}

@@ -251,3 +251,34 @@ func TestDiagnoseCluster(t *testing.T) {
 		t.Errorf("healthy encapsulation got findings %+v", j.Findings[n:])
 	}
 }
+
+func TestUnaskedNodeOnThePath(t *testing.T) {
+	plan, err := Resolve(context.Background(), fixture(), "default", "client", Target{Kind: "ip", Name: "10.244.1.77", Port: "53"}, "udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Nodes) != 1 {
+		t.Fatalf("plan nodes %v: an address no pod has leads nowhere", plan.Nodes)
+	}
+	a, _ := twoParts()
+	j, _ := Stitch(a, nil)
+	j.Encaps[0].Underlay = "eth0"
+	u := plan.unasked(j)
+	if len(u) != 1 || u[0].Name != "node-b" || u[0].Observed || !strings.Contains(u[0].Why, "198.51.100.20") {
+		t.Fatalf("unasked %+v, want node-b (owner of the VXLAN outer destination) not observed", u)
+	}
+	j.Nodes = append([]journey.NodeObserved{{Name: "node-a", Observed: true}}, u...)
+	Diagnose(j, plan)
+	if f, ok := findingByCode(j, CodeNodeUnobserved); !ok || f.Node != "node-b" {
+		t.Errorf("findings %+v, want NODE_UNOBSERVED for node-b", j.Findings)
+	}
+}
+
+func findingByCode(j *journey.Journey, code string) (journey.Finding, bool) {
+	for _, f := range j.Findings {
+		if f.Code == code {
+			return f, true
+		}
+	}
+	return journey.Finding{}, false
+}

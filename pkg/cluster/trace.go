@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,8 +19,6 @@ type Options struct {
 	Probe       bool
 	Timeout     time.Duration
 	ServiceCIDR string
-	// DaemonNamespace is where the daemon pods run.
-	DaemonNamespace string
 	// Progress is told what is going on (one line each, stderr).
 	Progress func(format string, args ...any)
 }
@@ -278,13 +278,33 @@ func assemble(p *Plan, runs map[string]*nodeRun) (*journey.Journey, error) {
 	default:
 		return nil, nil
 	}
-	j.Nodes = nodes
+	j.Nodes = append(nodes, p.unasked(j)...)
 	if used == nil && len(src.parts) > 0 {
 		p.notContinued(j, runs)
 	}
 	Diagnose(j, p)
 	j.Normalize()
 	return j, nil
+}
+
+// unasked lists the node a packet that left went to when the plan did not
+// name it (an IP target behind which the API knows no pod or Service, say):
+// it is on the path and was not observed.
+func (p *Plan) unasked(j *journey.Journey) []journey.NodeObserved {
+	if j.Verdict.Kind != journey.Left {
+		return nil
+	}
+	to, _ := j.Toward()
+	host := to
+	if ap, err := netip.ParseAddrPort(to); err == nil {
+		host = ap.Addr().String()
+	}
+	a, err := netip.ParseAddr(host)
+	owner := p.NodeAddrs[a]
+	if err != nil || owner == "" || slices.Contains(p.Nodes, owner) {
+		return nil
+	}
+	return []journey.NodeObserved{{Name: owner, Why: fmt.Sprintf("the packet went to %s, an address of node %s, which the target did not lead to, so its daemon was not asked", a, owner)}}
 }
 
 // notContinued: the packet left the source node toward nodes whose daemons
