@@ -325,8 +325,9 @@ type Stats struct {
 	Malformed   uint64 // records that did not decode
 }
 
-// Lost is the number of events that were lost on the way.
-func (s Stats) Lost() uint64 { return s.RingbufFull + s.Overflow + s.Malformed }
+// Lost is the number of events that were lost on the way (an skb the
+// tracked map refused is not followed: its later events never exist).
+func (s Stats) Lost() uint64 { return s.RingbufFull + s.TrackedFull + s.Overflow + s.Malformed }
 
 // Stats reads the kernel's per-CPU counters and the reader's own.
 func (t *Tracer) Stats() (Stats, error) {

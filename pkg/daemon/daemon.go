@@ -21,6 +21,7 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/events"
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/metrics"
+	"github.com/skbtrail/skbtrail/pkg/pipeline"
 	"github.com/skbtrail/skbtrail/pkg/trace"
 	"github.com/skbtrail/skbtrail/tracer"
 )
@@ -98,6 +99,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	exportLosses(m, eng)
 	defer func() {
 		if err := eng.Close(); err != nil {
 			log.Warn("detach programs", zap.Error(err))
@@ -181,6 +183,24 @@ func Run(ctx context.Context, cfg Config) error {
 		_ = metricsSrv.Shutdown(shut)
 	}
 	return runErr
+}
+
+// exportLosses exports every counter of events that never reached a
+// journey, by where they were lost.
+func exportLosses(m *metrics.Metrics, eng *trace.Engine) {
+	for _, c := range []struct {
+		name, help string
+		read       func(pipeline.Counters) uint64
+	}{
+		{"skbtrail_ringbuf_full_total", "Events the kernel could not put in the ring buffer (it was full).", func(c pipeline.Counters) uint64 { return c.RingbufFull }},
+		{"skbtrail_tracked_map_full_total", "Skbs the kernel could not start following (the tracked-skb map was full).", func(c pipeline.Counters) uint64 { return c.TrackedFull }},
+		{"skbtrail_channel_overflow_total", "Events the reader could not hand to the processor (its channel was full).", func(c pipeline.Counters) uint64 { return c.Overflow }},
+		{"skbtrail_malformed_records_total", "Ring buffer records that did not decode.", func(c pipeline.Counters) uint64 { return c.Malformed }},
+		{"skbtrail_late_events_total", "Events that arrived for journeys already closed.", func(c pipeline.Counters) uint64 { return c.Late }},
+	} {
+		read := c.read
+		m.CounterFunc(c.name, c.help, func() uint64 { return read(eng.Counters()) })
+	}
 }
 
 // sweepEvery is how often the daemon forgets the per-namespace state

@@ -91,6 +91,13 @@ func (m *Metrics) Suppressed(reason, netns string) {
 	m.note(netns)
 }
 
+// CounterFunc exports a counter read when scraped (loss counters kept
+// elsewhere).
+func (m *Metrics) CounterFunc(name, help string, read func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+		func() float64 { return float64(read()) }))
+}
+
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

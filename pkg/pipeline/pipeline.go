@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,6 +48,24 @@ type Pipeline struct {
 	b     *journey.Builder
 	reqs  chan func(*journey.Builder)
 	ready chan struct{}
+	// counters: the processor's snapshot of every loss counter, for
+	// readers on other goroutines (metrics)
+	counters atomic.Pointer[Counters]
+}
+
+// Counters are the events that never reached a journey, as of the
+// processor's last look (every tick).
+type Counters struct {
+	tracer.Stats
+	Late uint64 // events of journeys already closed
+}
+
+// Counters returns the latest snapshot of the loss counters.
+func (p *Pipeline) Counters() Counters {
+	if c := p.counters.Load(); c != nil {
+		return *c
+	}
+	return Counters{}
 }
 
 // New returns a pipeline; Run starts it.
@@ -109,6 +128,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			p.cfg.Logger.Warn("read tracer counters", zap.Error(err))
 			return
 		}
+		p.counters.Store(&Counters{Stats: st, Late: p.b.Late})
 		if l := st.Lost(); l > lostSeen {
 			p.b.AddLost(l - lostSeen)
 			if p.cfg.OnLost != nil {

@@ -79,3 +79,41 @@ func TestPipelineDeliversAndCountsLoss(t *testing.T) {
 		t.Errorf("lost %d, journey lost_events %d, want 3 and 3", lost, got[0].LostEvents)
 	}
 }
+
+// The loss counters reach other goroutines as a snapshot: the kernel's and
+// the reader's counters and the builder's late events.
+func TestCountersSnapshot(t *testing.T) {
+	now := MonotonicNow()
+	src := &fakeSource{lost: 5, events: []journey.Event{
+		ev(2, 1, journey.KindTx, 1, now), ev(2, 1, journey.KindDrop, 2, now+1000),
+	}}
+	p := New(Config{Source: src, Builder: journey.Options{Grace: time.Millisecond, ReplyWait: time.Millisecond}, Tick: 5 * time.Millisecond,
+		OnJourney: func(*journey.Journey) {}})
+	if c := p.Counters(); c.RingbufFull != 0 || c.Late != 0 {
+		t.Fatalf("counters before the first look: %+v", c)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.Counters().RingbufFull != 5 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// an event of the journey that has closed since arrives late
+	if err := p.Do(ctx, func(b *journey.Builder) {
+		for len(b.Expire(MonotonicNow())) == 0 && b.Open() > 0 {
+			time.Sleep(time.Millisecond)
+		}
+		b.Add(ev(2, 1, journey.KindConsume, 2, now+3000))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for p.Counters().Late != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if c := p.Counters(); c.RingbufFull != 5 || c.Late != 1 || c.Lost() != 5 {
+		t.Errorf("counters %+v, want ringbuf 5, late 1", c)
+	}
+}

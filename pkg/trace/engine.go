@@ -202,6 +202,9 @@ func (e *Engine) Degraded() []string { return e.degraded }
 // Backends names the kernel mechanisms the engine traces with.
 func (e *Engine) Backends() []string { return e.backends }
 
+// Counters are the events that never reached a journey (metrics).
+func (e *Engine) Counters() pipeline.Counters { return e.pipe.Counters() }
+
 // Tracer gives access to the loaded tracer (stats, filters).
 func (e *Engine) Tracer() *tracer.Tracer { return e.tr }
 

@@ -101,14 +101,8 @@ func (d *daemonProc) ping(t *testing.T) {
 
 func (d *daemonProc) metric(t *testing.T, re *regexp.Regexp) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + d.metrics + "/metrics")
-	if err != nil {
-		t.Fatalf("metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	var sum float64
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(d.scrape(t), "\n") {
 		if re.MatchString(line) {
 			f := strings.Fields(line)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
@@ -116,6 +110,18 @@ func (d *daemonProc) metric(t *testing.T, re *regexp.Regexp) float64 {
 		}
 	}
 	return sum
+}
+
+// scrape returns the daemon's /metrics page.
+func (d *daemonProc) scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
 
 // waitEvent polls the event stream for a journey matching ok.
@@ -188,6 +194,13 @@ func TestDaemon(t *testing.T) {
 	re := regexp.MustCompile(`^skbtrail_drops_total\{netns="` + regexp.QuoteMeta(l.NodeB) + `",reason="NETFILTER_DROP"\} `)
 	if v := d.metric(t, re); v < 1 {
 		t.Errorf("skbtrail_drops_total for %s NETFILTER_DROP = %v, want >= 1", l.NodeB, v)
+	}
+	// every loss counter is exported (zero on a quiet lab, but present)
+	scrape := d.scrape(t)
+	for _, name := range []string{"skbtrail_ringbuf_full_total", "skbtrail_tracked_map_full_total", "skbtrail_channel_overflow_total", "skbtrail_malformed_records_total", "skbtrail_late_events_total"} {
+		if !regexp.MustCompile(`(?m)^` + name + ` [0-9.e+]+$`).MatchString(scrape) {
+			t.Errorf("metric %s not exported", name)
+		}
 	}
 
 	// a namespace that vanishes does not stop the daemon
