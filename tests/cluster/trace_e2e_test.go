@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -154,6 +157,7 @@ func TestClusterTrace(t *testing.T) {
 		}
 	}
 	t.Run("healthy", func(t *testing.T) { clusterHealthy(t, c) })
+	t.Run("passive", func(t *testing.T) { clusterPassive(ctx, t, c) })
 	t.Run("nodes", func(t *testing.T) { clusterNodes(ctx, t, c) })
 	t.Run("rbac-denied", func(t *testing.T) { clusterDenied(t, c) })
 	t.Run("direct-call-refused", func(t *testing.T) { clusterDirectCall(ctx, t, c) })
@@ -365,5 +369,54 @@ func clusterWrongSrc(t *testing.T, c *Cluster) {
 	f, ok := finding(r.j, "VXLAN_SRC_MISMATCH")
 	if r.exit != 1 || !ok || f.Node != "node-a" || !strings.Contains(f.Message, lab.WrongSrcIP) || !strings.Contains(f.Message, lab.NodeAIP) {
 		t.Errorf("exit %d, VXLAN_SRC_MISMATCH %+v: want it on node-a naming %s and the known %s", r.exit, f, lab.WrongSrcIP, lab.NodeAIP)
+	}
+}
+
+// clusterPassive: no --probe; the pod's own connection is traced, once the
+// plugin says it is tracing (scripts wait for that line the same way).
+func clusterPassive(ctx context.Context, t *testing.T, c *Cluster) {
+	tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(tctx, "ip", "netns", "exec", c.CtlNetns(), c.opts.Plugin, "--kubeconfig", c.Kubeconfig(UserTracer),
+		"trace", "client", "-n", "default", "--to", "svc/web:80", "--timeout", "8s", "--json")
+	cmd.WaitDelay = 5 * time.Second
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var errLog strings.Builder
+	sc := bufio.NewScanner(stderr)
+	tracing := false
+	for !tracing && sc.Scan() {
+		errLog.WriteString(sc.Text() + "\n")
+		tracing = strings.HasPrefix(sc.Text(), "skbtrail: tracing ")
+	}
+	if !tracing {
+		_ = cmd.Wait()
+		t.Fatalf("the plugin never said it was tracing:\n%s", errLog.String())
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	l := c.opts.Lab
+	if err := l.Dial(tctx, l.PodA, l.WebService.Addr(), 2*time.Second); err != nil {
+		t.Fatalf("the pod's own connection failed: %v", err)
+	}
+	err = cmd.Wait()
+	exit := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		exit = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	var j journey.Journey
+	if err := json.Unmarshal(out.Bytes(), &j); err != nil {
+		t.Fatalf("exit %d, output %q: %v\n%s", exit, out.String(), err, errLog.String())
+	}
+	if exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Node != "node-b" || hopNodes(&j) != "node-a,node-b" {
+		t.Errorf("exit %d verdict %+v hops through %q: want the pod's own SYN delivered on node-b after node-a", exit, j.Verdict, hopNodes(&j))
 	}
 }
