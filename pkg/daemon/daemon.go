@@ -74,16 +74,23 @@ func Run(ctx context.Context, cfg Config) error {
 		stream.OnSuppressed = m.Suppressed
 	}
 	pods := trace.NewPodIndex(cfg.CRIEndpoints)
+	queue := newStreamQueue(streamQueueLen)
 	write := func(j *journey.Journey) {
 		if stream == nil {
 			return
 		}
+		queue.put(j) // written on the queue's goroutine, never the processor's
+	}
+	queueCtx, stopQueue := context.WithCancel(context.Background())
+	go queue.run(queueCtx, func(j *journey.Journey) {
 		j.Normalize()
-		j.LabelPods(pods.Pod) // refreshed in the background: never block the processor
+		j.LabelPods(pods.Pod)
 		if _, err := stream.Write(j); err != nil {
 			log.Error("write event stream", zap.Error(err))
 		}
-	}
+	})
+	defer func() { stopQueue(); <-queue.done }() // before the stream closes
+	m.CounterFunc("skbtrail_stream_queue_dropped_total", "Journeys not written to the event stream because its queue was full (a slow disk).", queue.dropped.Load)
 	eng, err := trace.NewEngine(trace.EngineConfig{
 		Settings:      tracer.Settings{DropMonitor: true},
 		IgnoreReasons: cfg.IgnoreReasons,
@@ -262,7 +269,7 @@ type engineTracer struct {
 func (t *engineTracer) Trace(ctx context.Context, req trace.Request, ready func(string), emit func(*journey.Journey) error) (trace.Result, error) {
 	return t.eng.TraceRequest(ctx, req, ready, func(j *journey.Journey) error {
 		if !t.dropsOnly {
-			t.stream(j)
+			t.stream(j.Clone()) // labelled and written on the stream's goroutine
 		}
 		return emit(j)
 	})

@@ -1,6 +1,9 @@
 package journey
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Schema is the value of every journey's "schema" field.
 const Schema = "skbtrail.journey/v1"
@@ -180,6 +183,24 @@ func (j *Journey) Normalize() {
 	if j.Findings == nil {
 		j.Findings = []Finding{}
 	}
+}
+
+// Clone returns a copy whose lists (hops, findings, rewrites, encaps,
+// nodes) are its own, so two goroutines can label or render the two
+// independently. The raw events are shared: nobody writes them after the
+// journey is built.
+func (j *Journey) Clone() *Journey {
+	c := *j
+	c.Hops = slices.Clone(j.Hops)
+	c.Findings = slices.Clone(j.Findings)
+	c.Rewrites = slices.Clone(j.Rewrites)
+	c.Encaps = slices.Clone(j.Encaps)
+	c.Nodes = slices.Clone(j.Nodes)
+	if j.Reply != nil {
+		r := *j.Reply
+		c.Reply = &r
+	}
+	return &c
 }
 
 // HasError reports whether any finding is an error.

@@ -79,3 +79,12 @@ func TestArrivedEncapsulatedIsNoEncap(t *testing.T) {
 		t.Fatalf("journeys %d, encaps %+v: a packet that arrives encapsulated was not encapsulated on this node", len(js), js[0].Encaps)
 	}
 }
+
+func TestCloneOwnsItsLists(t *testing.T) {
+	j := &Journey{Hops: []Hop{{Netns: "a"}}, Findings: []Finding{{Code: "X"}}, Reply: &Reply{Verdict: Delivered}, Nodes: []NodeObserved{{Name: "n"}}}
+	c := j.Clone()
+	c.Hops[0].Pod, c.Findings[0].Node, c.Reply.Netns, c.Nodes[0].Why = "p", "n", "r", "w"
+	if j.Hops[0].Pod != "" || j.Findings[0].Node != "" || j.Reply.Netns != "" || j.Nodes[0].Why != "" {
+		t.Errorf("writing the clone changed the original: %+v", j)
+	}
+}

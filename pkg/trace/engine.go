@@ -421,10 +421,9 @@ func (e *Engine) dispatch(j *journey.Journey) {
 	for _, s := range e.sessions {
 		if j.ID != 0 && s.match(first) {
 			claimed = true
-			own := *j // each session diagnoses its own copy
-			own.Findings = append([]journey.Finding{}, j.Findings...)
+			own := j.Clone() // each session diagnoses and labels its own copy
 			select {
-			case s.out <- &own:
+			case s.out <- own:
 			default:
 				s.overflow.Add(1)
 			}
