@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/skbtrail/skbtrail/pkg/kube"
@@ -10,12 +11,17 @@ import (
 
 // PodIndex names the network namespaces that belong to pods, from the
 // node's container runtime (CRI) or CNI cache, refreshed at most every
-// MaxAge. Without a runtime it names nothing.
+// MaxAge. Without a runtime it names nothing. Lookups read a snapshot that
+// a refresh swaps in whole: they never wait for the runtime.
 type PodIndex struct {
 	Resolver *kube.Resolver
 	MaxAge   time.Duration
 
-	mu   sync.Mutex
+	refreshing sync.Mutex // one runtime query at a time
+	snap       atomic.Pointer[podSnapshot]
+}
+
+type podSnapshot struct {
 	at   time.Time
 	pods map[uint32]kube.Pod
 }
@@ -25,15 +31,23 @@ func NewPodIndex(criEndpoints []string) *PodIndex {
 	return &PodIndex{Resolver: kube.NewResolver(kube.Options{CRIEndpoints: criEndpoints, Timeout: time.Second}), MaxAge: 10 * time.Second}
 }
 
+func (p *PodIndex) fresh() bool {
+	s := p.snap.Load()
+	return s != nil && time.Since(s.at) < p.MaxAge
+}
+
 // Refresh rereads the runtime if the index is older than MaxAge.
 func (p *PodIndex) Refresh(ctx context.Context) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.pods != nil && time.Since(p.at) < p.MaxAge {
+	if p.fresh() {
 		return
 	}
+	p.refreshing.Lock()
+	defer p.refreshing.Unlock()
+	if p.fresh() {
+		return // another caller refreshed it while this one waited
+	}
 	pods, _ := p.Resolver.Index(ctx) // partial on error: best effort
-	p.pods, p.at = pods, time.Now()
+	p.snap.Store(&podSnapshot{at: time.Now(), pods: pods})
 }
 
 // Pod returns "namespace/name" and the sandbox id of the pod owning the
@@ -42,9 +56,11 @@ func (p *PodIndex) Pod(ino uint32) (string, string) {
 	if p == nil {
 		return "", ""
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if pod, ok := p.pods[ino]; ok {
+	s := p.snap.Load()
+	if s == nil {
+		return "", ""
+	}
+	if pod, ok := s.pods[ino]; ok {
 		return pod.Namespace + "/" + pod.Name, pod.SandboxID
 	}
 	return "", ""
