@@ -31,8 +31,12 @@ type Config struct {
 	Builder journey.Options
 	// Buffer is the channel capacity between reader and processor.
 	Buffer int
-	// Tick is how often open journeys are expired and losses collected.
+	// Tick is how often open journeys are expired and losses collected
+	// (default 50ms).
 	Tick time.Duration
+	// IdleTick replaces Tick while no journey is open: an idle daemon wakes
+	// only to collect losses (default 1s).
+	IdleTick time.Duration
 	// OnJourney receives each finished journey, on the processor goroutine.
 	OnJourney func(*journey.Journey)
 	// OnEvent, if set, sees every raw event first (debugging).
@@ -72,6 +76,9 @@ func (p *Pipeline) Counters() Counters {
 func New(cfg Config) *Pipeline {
 	if cfg.Buffer == 0 {
 		cfg.Buffer = 16384
+	}
+	if cfg.IdleTick == 0 {
+		cfg.IdleTick = time.Second
 	}
 	if cfg.Tick == 0 {
 		cfg.Tick = 50 * time.Millisecond
@@ -163,10 +170,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			}
 		}
 	}
+	idle := false // ticking at IdleTick
 	for {
 		select {
 		case ev := <-events:
 			add(ev)
+			if idle && p.b.Open() > 0 {
+				idle = false
+				tick.Reset(p.cfg.Tick)
+			}
 		case fn := <-p.reqs:
 			// what already arrived belongs to the state the request sees
 			drain()
@@ -175,6 +187,10 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-tick.C:
 			collectLost()
 			deliver(p.b.Expire(MonotonicNow()))
+			if !idle && p.b.Open() == 0 {
+				idle = true
+				tick.Reset(p.cfg.IdleTick)
+			}
 		case err := <-readErr:
 			readErr = nil
 			if err != nil && !errors.Is(err, context.Canceled) {
