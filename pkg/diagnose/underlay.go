@@ -106,16 +106,17 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 			if died {
 				msg += "; " + fate(j)
 			}
+			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + publicIPOverwrite + "=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
 			// the address is one a node holds (a second address flanneld
 			// was told to announce): say which of its addresses works
 			if owner, _, ok := st.OwnerOf(dst); ok && owner.Inode != enc.NetnsInode {
 				msg += fmt.Sprintf("; %s holds %s", owner.Name, dst)
 				if alt, ok := d.reachableAlternative(j, owner, dst); ok {
-					msg += fmt.Sprintf(", but the underlay routes its other address %s", alt)
+					msg += fmt.Sprintf(", but the underlay routes only its other address %s", alt)
+					advice = announceAdvice(owner.Name, dst, alt, enc.Device)
 				}
 			}
-			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg,
-				Advice: "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + publicIPOverwrite + "=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"})
+			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg, Advice: advice})
 		case died && j.Verdict.Reason != "" && isRouteReason(j.Verdict.Reason) || died && j.Verdict.Kind == journey.Lost:
 			msg := fmt.Sprintf("VTEP %s is %s's, but it is unreachable from %s: %s", dst, peer, enc.Netns, fate(j))
 			advice := fmt.Sprintf("fix the underlay route to %s (ip route get %s in %s), or have the peer announce a reachable address", dst, dst, enc.Netns)
@@ -125,7 +126,7 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 					// underlay does not route, while it holds one it does:
 					// a wrong announcement, not a missing route
 					msg += fmt.Sprintf("; %s also holds %s, which the underlay routes", owner.Name, alt)
-					advice = fmt.Sprintf("%s announces a VTEP address its peers cannot reach: make flannel on %s announce %s — start flanneld with --public-ip=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel there; the peers' FDB entries (`bridge fdb show dev %s`) follow", owner.Name, owner.Name, alt, alt, publicIPOverwrite, alt, enc.Device)
+					advice = announceAdvice(owner.Name, dst, alt, enc.Device)
 				}
 			}
 			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns,
@@ -154,6 +155,12 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 	}
 	d.missingPodRoute(j)
 	d.mtu(j)
+}
+
+// announceAdvice: node announces bad as its VTEP address; alt is one its
+// peers reach.
+func announceAdvice(node string, bad, alt netip.Addr, dev string) string {
+	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with --public-ip=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, alt, publicIPOverwrite, alt, dev)
 }
 
 // vtepNetns is the namespace (other than except) whose VXLAN device uses

@@ -56,8 +56,8 @@ func TestRealFlannel(t *testing.T) {
 		if !strings.Contains(f.Message, lab.UnroutedPublicIP) || !strings.Contains(f.Message, l.NodeBIP) {
 			t.Errorf("message %q must name the announced %s and node B's reachable %s", f.Message, lab.UnroutedPublicIP, l.NodeBIP)
 		}
-		if !strings.Contains(f.Advice, "--public-ip") || !strings.Contains(f.Advice, "public-ip-overwrite") {
-			t.Errorf("advice %q must name flannel's --public-ip and the public-ip-overwrite annotation", f.Advice)
+		if !strings.Contains(f.Advice, "--public-ip="+l.NodeBIP) || !strings.Contains(f.Advice, "public-ip-overwrite="+l.NodeBIP) {
+			t.Errorf("advice %q must name flannel's --public-ip and the public-ip-overwrite annotation with node B's reachable %s", f.Advice, l.NodeBIP)
 		}
 		for _, g := range j.Findings[1:] {
 			if g.Severity == journey.SeverityError {

@@ -46,7 +46,10 @@ const (
 	UnroutedPublicIP = "203.0.113.21"
 
 	// FlannelNetConf is the flannel network config written to etcd.
-	FlannelNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
+	// SubnetMin: by default flannel never leases the network's first /24
+	// (SubnetMin is the network plus one subnet), and node A's pods live
+	// in 10.244.0.0/24.
+	FlannelNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMin":"10.244.0.0","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
 	// FlannelEtcdPrefix is flanneld's default --etcd-prefix.
 	FlannelEtcdPrefix = "/coreos.com/network"
 
