@@ -2,6 +2,10 @@ package lab
 
 import (
 	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +63,38 @@ func TestRealFlannel(t *testing.T) {
 	}
 	if l.FlannelLog("etcd") != "" {
 		t.Error("Down left the lab's directory behind")
+	}
+}
+
+// TestRealFlannelUpFailureCleansUp: an Up that fails after flanneld and
+// etcd started stops them (by PID) and deletes the etcd namespace and the
+// lab's directory too.
+func TestRealFlannelUpFailureCleansUp(t *testing.T) {
+	RequirePrivileged(t)
+	if _, _, err := FlannelBinaries(); err != nil {
+		t.Fatal(err)
+	}
+	prefix := RandomPrefix()
+	_, err := Up(t.Context(), Config{Prefix: prefix, Flannel: FlannelReal, testHook: func(s string) error {
+		if s == "before-server" {
+			return errors.New("injected failure")
+		}
+		return nil
+	}})
+	if err == nil {
+		t.Fatal("Up succeeded despite the injected failure")
+	}
+	for _, name := range append(NetnsNames(prefix), NetnsName(prefix, RoleEtcd)) {
+		if netnsExists(name) {
+			t.Errorf("netns %s left behind", name)
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "skbtrail-lab-"+prefix+"-*"))
+	if len(dirs) != 0 {
+		t.Errorf("directories left behind: %v", dirs)
+	}
+	out, _ := exec.Command("pgrep", "-f", "skbtrail-lab-"+prefix).CombinedOutput()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		t.Errorf("processes of the lab still running: %s", s)
 	}
 }

@@ -304,7 +304,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	case cfg.Flannel == FlannelReal && cfg.Flavor == FlavorCalico:
 		return nil, errors.New("lab: the real flanneld needs the flannel flavor")
 	case cfg.NodeBPublicIP != "" && cfg.Flannel != FlannelReal:
-		return nil, errors.New("lab: NodeBPublicIP needs Flannel: FlannelReal")
+		return nil, errors.New("lab: NodeBPublicIP needs the real flanneld (Flannel: FlannelReal)")
 	}
 	if cfg.Flannel == FlannelReal {
 		if _, _, err := FlannelBinaries(); err != nil {
