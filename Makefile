@@ -45,8 +45,8 @@ deps-packages:
 	  command -v apt-get >/dev/null || { echo "make: missing$$missing and no apt-get: install them by hand" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEB_PACKAGES)
 
-# kube-apiserver, kubectl, kubelet and etcd (whatever tests/cluster/build-components.sh
-# builds) for the cluster-mode tests, demo and bench, built from the Go module
+# kube-apiserver, kubectl, kubelet, etcd and flanneld (whatever tests/cluster/build-components.sh
+# builds) for the cluster-mode tests, the real-flanneld lab, demo and bench, built from the Go module
 # proxy once per machine into $SKBTRAIL_CACHE (default /var/cache/skbtrail); the
 # script returns at once when they are there.
 deps-cluster:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -120,11 +121,18 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
 		dst, what := droppedDst(j)
-		j.AddFinding(journey.Finding{
+		f := journey.Finding{
 			Code: CodeNoRoute, Severity: journey.SeverityError, Netns: v.Netns,
 			Message: fmt.Sprintf("%s has no route to %s (%s of %s); dropped %s at %s", v.Netns, dst, what, flowText(j.Packet), v.Reason, v.Device),
 			Advice:  fmt.Sprintf("add a route to %s in %s (ip route get %s shows what is missing)", dst, v.Netns, dst),
-		})
+		}
+		// the outer destination is a wrong VTEP announcement: the missing
+		// route is its consequence, not the thing to fix
+		if wrongVTEPAnnounced(j) && what == outerDstWhat {
+			f.Severity = journey.SeverityWarning
+			f.Advice = fmt.Sprintf("a consequence of %s: %s is not an address the peer should be reached at; fix the VTEP address flannel announces (see %s) instead of routing it", CodeVXLANDstUnknown, dst, CodeVXLANDstUnknown)
+		}
+		j.AddFinding(f)
 	case "IP_RPFILTER":
 		j.AddFinding(journey.Finding{
 			Code: CodeRPFilter, Severity: journey.SeverityError, Netns: v.Netns,
@@ -159,6 +167,20 @@ var findingRank = map[string]int{
 	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 
+const outerDstWhat = "the VXLAN outer destination"
+
+// wrongVTEPAnnounced: the underlay finding says the packet went to a VTEP
+// address that is not one the peer can be reached at (an unknown VTEP, or
+// a known one whose node holds a routed address).
+func wrongVTEPAnnounced(j *journey.Journey) bool {
+	for _, f := range j.Findings {
+		if f.Code == CodeVXLANDstUnknown && strings.Contains(f.Advice, publicIPOverwrite) {
+			return true
+		}
+	}
+	return false
+}
+
 // droppedDst is the destination the kernel failed to route: the outer one
 // for an encapsulated packet.
 func droppedDst(j *journey.Journey) (string, string) {
@@ -166,7 +188,7 @@ func droppedDst(j *journey.Journey) (string, string) {
 		e := j.Events[i]
 		if e.Kind == journey.KindDrop || e.Kind == journey.KindNF {
 			if e.Encap {
-				return e.Outer.Dst.String(), "the VXLAN outer destination"
+				return e.Outer.Dst.String(), outerDstWhat
 			}
 			if e.Kind == journey.KindDrop {
 				return e.Pkt.Dst.String(), "the destination"

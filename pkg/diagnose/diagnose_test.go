@@ -215,3 +215,59 @@ func TestSuspectHooks(t *testing.T) {
 		t.Errorf("tables of the whole FORWARD hook: %q", got)
 	}
 }
+
+// announcedState is the lab with the real flanneld and node-b started with
+// --public-ip 203.0.113.21, an address node-b holds on eth0 that the router
+// does not route. local is node-b's flannel.1 local address: flanneld
+// v0.26 keeps the --iface address there, later ones may use the
+// announced one.
+func announcedState(local string) *nodestate.State {
+	st := labState("192.0.2.10")
+	st.Namespaces[nodeA].Links[2].VXLAN.FDB[0].Dst = netip.MustParseAddr("203.0.113.21")
+	b := st.Namespaces[nodeB]
+	b.Links[0].Addrs = append(b.Links[0].Addrs, netip.MustParsePrefix("203.0.113.21/32"))
+	b.Links[2].VXLAN.Local = netip.MustParseAddr(local)
+	st.Namespaces[router] = &nodestate.Netns{Inode: router, Name: "router",
+		Links: []nodestate.Link{
+			{Index: 2, Name: "ra", Type: "veth", MTU: 1500, Addrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")}},
+			{Index: 3, Name: "rb", Type: "veth", MTU: 1500, Addrs: []netip.Prefix{netip.MustParsePrefix("198.51.100.1/24")}}},
+		Routes: []nodestate.Route{
+			{Dst: netip.MustParsePrefix("192.0.2.0/24"), Dev: "ra"},
+			{Dst: netip.MustParsePrefix("198.51.100.0/24"), Dev: "rb"}}}
+	return st
+}
+
+// Seed 000 with the real flanneld: whichever local address node-b's VXLAN
+// device has, the fix named is flannel's public address, with the address
+// that works, and the router's missing route is no second error.
+func TestAnnouncedUnreachablePublicIP(t *testing.T) {
+	for _, local := range []string{"198.51.100.20", "203.0.113.21"} {
+		t.Run("local="+local, func(t *testing.T) {
+			d := New(Config{ServiceCIDR: netip.MustParsePrefix("10.96.0.0/12")})
+			d.state = announcedState(local)
+			pkt := tcp("10.244.0.5", "10.244.1.2", 4000, 80)
+			j := build(t,
+				ev(journey.KindTx, podA, "eth0", pkt),
+				ev(journey.KindTx, nodeA, "flannel.1", pkt),
+				ev(journey.KindTx, nodeA, "eth0", pkt, encap("203.0.113.21")),
+				ev(journey.KindRx, router, "ra", pkt, encap("203.0.113.21")),
+				ev(journey.KindDrop, router, "ra", pkt, encap("203.0.113.21"), func(e *journey.Event) { e.Reason = 1 }))
+			d.Diagnose(j)
+			if len(j.Findings) == 0 || j.Findings[0].Code != CodeVXLANDstUnknown || j.Findings[0].Severity != journey.SeverityError {
+				t.Fatalf("findings %+v, want VXLAN_DST_UNKNOWN first", j.Findings)
+			}
+			f := j.Findings[0]
+			if !strings.Contains(f.Message, "198.51.100.20") || !strings.Contains(f.Advice, "--public-ip") || !strings.Contains(f.Advice, "public-ip-overwrite") {
+				t.Errorf("finding %+v must name 198.51.100.20 and flannel's --public-ip / public-ip-overwrite", f)
+			}
+			if !strings.Contains(f.Advice, "--public-ip=198.51.100.20") {
+				t.Errorf("advice %q must name the address that works", f.Advice)
+			}
+			for _, g := range j.Findings[1:] {
+				if g.Severity == journey.SeverityError || strings.Contains(g.Advice, "add a route") {
+					t.Errorf("secondary finding %+v: must not be an error nor send the user to add a route", g)
+				}
+			}
+		})
+	}
+}

@@ -11,6 +11,10 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
 )
 
+// publicIPOverwrite is flannel's node annotation that overrides the
+// address a node announces as its VTEP.
+const publicIPOverwrite = "flannel.alpha.coreos.com/public-ip-overwrite"
+
 // vxlanOverhead is what VXLAN adds in front of the inner IP packet: outer
 // IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 const vxlanOverhead = 50
@@ -102,12 +106,31 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 			if died {
 				msg += "; " + fate(j)
 			}
-			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg,
-				Advice: "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with flannel.alpha.coreos.com/public-ip-overwrite=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"})
+			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + publicIPOverwrite + "=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
+			// the address is one a node holds (a second address flanneld
+			// was told to announce): say which of its addresses works
+			if owner, _, ok := st.OwnerOf(dst); ok && owner.Inode != enc.NetnsInode {
+				msg += fmt.Sprintf("; %s holds %s", owner.Name, dst)
+				if alt, ok := d.reachableAlternative(j, owner, dst); ok {
+					msg += fmt.Sprintf(", but the underlay routes only its other address %s", alt)
+					advice = announceAdvice(owner.Name, dst, alt, enc.Device)
+				}
+			}
+			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg, Advice: advice})
 		case died && j.Verdict.Reason != "" && isRouteReason(j.Verdict.Reason) || died && j.Verdict.Kind == journey.Lost:
+			msg := fmt.Sprintf("VTEP %s is %s's, but it is unreachable from %s: %s", dst, peer, enc.Netns, fate(j))
+			advice := fmt.Sprintf("fix the underlay route to %s (ip route get %s in %s), or have the peer announce a reachable address", dst, dst, enc.Netns)
+			if owner := vtepNetns(st, dst, enc.NetnsInode); owner != nil {
+				if alt, ok := d.reachableAlternative(j, owner, dst); ok {
+					// the peer announces (and sends from) an address the
+					// underlay does not route, while it holds one it does:
+					// a wrong announcement, not a missing route
+					msg += fmt.Sprintf("; %s also holds %s, which the underlay routes", owner.Name, alt)
+					advice = announceAdvice(owner.Name, dst, alt, enc.Device)
+				}
+			}
 			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns,
-				Message: fmt.Sprintf("VTEP %s is %s's, but it is unreachable from %s: %s", dst, peer, enc.Netns, fate(j)),
-				Advice:  fmt.Sprintf("fix the underlay route to %s (ip route get %s in %s), or have the peer announce a reachable address", dst, dst, enc.Netns)})
+				Message: msg, Advice: advice})
 		}
 		if dev != nil && src.IsValid() {
 			knownAs := st.KnownAs(dev.MAC, enc.NetnsInode)
@@ -132,6 +155,51 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 	}
 	d.missingPodRoute(j)
 	d.mtu(j)
+}
+
+// announceAdvice: node announces bad as its VTEP address; alt is one its
+// peers reach.
+func announceAdvice(node string, bad, alt netip.Addr, dev string) string {
+	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with --public-ip=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, alt, publicIPOverwrite, alt, dev)
+}
+
+// vtepNetns is the namespace (other than except) whose VXLAN device uses
+// addr as its local address.
+func vtepNetns(st *nodestate.State, addr netip.Addr, except uint32) *nodestate.Netns {
+	for _, v := range st.VTEPs() {
+		if v.Addr == addr && v.Netns.Inode != except {
+			return v.Netns
+		}
+	}
+	return nil
+}
+
+// reachableAlternative finds another underlay address of owner (not dst,
+// not on a VXLAN device, a bridge or loopback, not inside a pod CIDR) that
+// the namespace where the outer packet died has a route to.
+func (d *Diagnoser) reachableAlternative(j *journey.Journey, owner *nodestate.Netns, dst netip.Addr) (netip.Addr, bool) {
+	at := d.state.Namespaces[j.Verdict.NetnsInode]
+	if at == nil || j.Verdict.Kind != journey.Dropped {
+		return netip.Addr{}, false
+	}
+	for _, l := range owner.Links {
+		if l.Loopback || l.VXLAN != nil || l.Type == "bridge" {
+			continue
+		}
+		for _, p := range l.Addrs {
+			a := p.Addr()
+			if a == dst || !a.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+				continue
+			}
+			if _, _, inPods := d.state.PodCIDROf(a); inPods {
+				continue
+			}
+			if _, ok := at.RouteTo(a); ok {
+				return a, true
+			}
+		}
+	}
+	return netip.Addr{}, false
 }
 
 func orNone(s string) string {

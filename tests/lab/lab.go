@@ -125,6 +125,18 @@ type Config struct {
 	// VNI 1, UDP 8472) or "calico" (vxlan.calico, VNI 4096, UDP 4789). The
 	// rest of the topology is the same.
 	Flavor string
+	// Flannel selects who programs flannel.1 (Flavor flannel only):
+	// FlannelImitation ("", the lab writes the device, route, neighbour and
+	// FDB entries itself) or FlannelReal (a real flanneld per node against
+	// an etcd in the namespace Prefix-etcd; see FlannelBinaries). With
+	// FlannelReal the VXLAN MACs are flanneld's (not FlannelMACA/B), so the
+	// faults that name those MACs (wrong-vtep, wrong-src) do not apply.
+	Flannel string
+	// NodeBPublicIP, with FlannelReal, is node B's flanneld --public-ip
+	// (default NodeBIP). Any other address is added to node B's eth0 as a
+	// /32 first, as a second address of the node (seed 000 uses
+	// UnroutedPublicIP, which the router does not route).
+	NodeBPublicIP string
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
 	Logf func(format string, args ...any)
@@ -165,7 +177,11 @@ type Lab struct {
 	// Flavor is FlavorFlannel or FlavorCalico. VXLANDevice, VXLANPort and
 	// VNI are the overlay device's name, UDP port and VXLAN ID on both
 	// nodes (flannel.1/8472/1 or vxlan.calico/4789/4096).
-	Flavor      string
+	Flavor string
+	// Flannel is FlannelImitation or FlannelReal (Config.Flannel); Etcd is
+	// the etcd namespace of FlannelReal ("" otherwise).
+	Flannel     string
+	Etcd        string
 	VXLANDevice string
 	VXLANPort   int
 	VNI         int
@@ -177,8 +193,12 @@ type Lab struct {
 	logf     func(format string, args ...any)
 	testHook func(stage string) error
 
+	nodeBPublicIP string
+	dir           string // FlannelReal: logs, etcd data, subnet files
+
 	mu      sync.Mutex
-	created []nsID // namespaces this lab created, in creation order
+	created []nsID  // namespaces this lab created, in creation order
+	procs   []*proc // processes this lab started (FlannelReal), in start order
 	servers map[string]*server
 	// exitFrames counts what the "nic-exit" fault's tun reader took off nic0.
 	exitFrames atomic.Uint64
@@ -278,6 +298,19 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	if cfg.Flavor != "" && !slices.Contains(Flavors(), cfg.Flavor) {
 		return nil, fmt.Errorf("lab: unsupported flavor %q (want one of %s)", cfg.Flavor, strings.Join(Flavors(), ", "))
 	}
+	switch {
+	case cfg.Flannel != FlannelImitation && cfg.Flannel != FlannelReal:
+		return nil, fmt.Errorf("lab: unsupported flannel mode %q (want %q or %q)", cfg.Flannel, FlannelImitation, FlannelReal)
+	case cfg.Flannel == FlannelReal && cfg.Flavor == FlavorCalico:
+		return nil, errors.New("lab: the real flanneld needs the flannel flavor")
+	case cfg.NodeBPublicIP != "" && cfg.Flannel != FlannelReal:
+		return nil, errors.New("lab: NodeBPublicIP needs the real flanneld (Flannel: FlannelReal)")
+	}
+	if cfg.Flannel == FlannelReal {
+		if _, _, err := FlannelBinaries(); err != nil {
+			return nil, err
+		}
+	}
 	for _, bin := range []string{"ip", "bridge", "sysctl", cfg.Iptables} {
 		if _, err := exec.LookPath(bin); err != nil {
 			return nil, fmt.Errorf("lab: required tool missing: %w", err)
@@ -288,7 +321,7 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 	}
 
 	l := newLab(cfg)
-	for _, name := range l.Namespaces() {
+	for _, name := range append(l.Namespaces(), NetnsName(l.Prefix, RoleEtcd)) {
 		if netnsExists(name) {
 			return nil, fmt.Errorf("lab: network namespace %q already exists; choose another prefix or remove it (skbtrail-lab down --prefix %s)", name, l.Prefix)
 		}
@@ -323,9 +356,14 @@ func newLab(cfg Config) *Lab {
 		VNI:          VXLANID,
 		WebService:   newService("default/web:http", "tcp", ClusterIP, 80, PodBIP+":80"),
 		DNSService:   newService("kube-system/kube-dns:dns", "udp", DNSClusterIP, 53, PodBIP+":53"),
+		Flannel:      cfg.Flannel,
 		logf:         cfg.Logf,
 		testHook:     cfg.testHook,
 		servers:      map[string]*server{},
+	}
+	if cfg.Flannel == FlannelReal {
+		l.Etcd = NetnsName(cfg.Prefix, RoleEtcd)
+		l.nodeBPublicIP = cfg.NodeBPublicIP
 	}
 	if cfg.Flavor == FlavorCalico {
 		l.Flavor = FlavorCalico
@@ -380,6 +418,9 @@ func (l *Lab) String() string {
 // always was) and names the flavour otherwise.
 func (l *Lab) flavorSuffix() string {
 	if l.Flavor == FlavorFlannel {
+		if l.Flannel == FlannelReal {
+			return " flannel=real(flanneld + etcd in " + l.Etcd + ")"
+		}
 		return ""
 	}
 	return fmt.Sprintf(" flavor=%s(%s vni %d udp %d)", l.Flavor, l.VXLANDevice, l.VNI, l.VXLANPort)
@@ -459,16 +500,9 @@ func (l *Lab) ipt(ctx context.Context, ns string, args ...string) error {
 func (l *Lab) build(ctx context.Context) error {
 	// 1. Namespaces.
 	for _, name := range l.Namespaces() {
-		if _, err := runCmd(ctx, nil, "ip", "netns", "add", name); err != nil {
-			return fmt.Errorf("lab: create netns: %w", err)
+		if err := l.addNetns(ctx, name); err != nil {
+			return err
 		}
-		id, err := statNetns(name)
-		if err != nil {
-			return fmt.Errorf("lab: created netns %s: %w", name, err)
-		}
-		l.mu.Lock()
-		l.created = append(l.created, id)
-		l.mu.Unlock()
 	}
 
 	_, err := os.Stat("/proc/sys/net/ipv6")
@@ -544,10 +578,16 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 	}
 	// Overlay: VXLAN devices (flannel.1 or vxlan.calico) with the static
-	// state flanneld / calico-node would program.
-	for _, v := range []vtep{l.vtepA(NodeAIP), l.vtepB()} {
-		if err := l.setupVTEP(ctx, v); err != nil {
+	// state flanneld / calico-node would program, or the real flanneld.
+	if l.Flannel == FlannelReal {
+		if err := l.startRealFlannel(ctx); err != nil {
 			return err
+		}
+	} else {
+		for _, v := range []vtep{l.vtepA(NodeAIP), l.vtepB()} {
+			if err := l.setupVTEP(ctx, v); err != nil {
+				return err
+			}
 		}
 	}
 
@@ -567,6 +607,21 @@ func (l *Lab) build(ctx context.Context) error {
 		return err
 	}
 	return ctx.Err()
+}
+
+// addNetns creates a namespace and records it for Down.
+func (l *Lab) addNetns(ctx context.Context, name string) error {
+	if _, err := runCmd(ctx, nil, "ip", "netns", "add", name); err != nil {
+		return fmt.Errorf("lab: create netns: %w", err)
+	}
+	id, err := statNetns(name)
+	if err != nil {
+		return fmt.Errorf("lab: created netns %s: %w", name, err)
+	}
+	l.mu.Lock()
+	l.created = append(l.created, id)
+	l.mu.Unlock()
+	return nil
 }
 
 func (l *Lab) hook(stage string) error {
@@ -650,6 +705,10 @@ func (l *Lab) Down() error {
 	// Sockets hold a reference on pod B's namespace; wait for the server
 	// goroutines so that the namespace can really go away.
 	l.wg.Wait()
+	// flanneld and etcd (FlannelReal) before their namespaces.
+	if err := l.stopProcs(); err != nil {
+		errs = append(errs, err)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -675,11 +734,17 @@ func (l *Lab) Down() error {
 	l.mu.Lock()
 	l.created = remaining
 	l.mu.Unlock()
+	if l.dir != "" && len(errs) == 0 {
+		if err := os.RemoveAll(l.dir); err != nil {
+			errs = append(errs, fmt.Errorf("lab: %w", err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
 // DownPrefix deletes leftover namespaces of a lab with the given prefix (the
-// five role names Prefix-pod-a ... Prefix-pod-b; nothing else is touched) and
+// five role names Prefix-pod-a ... Prefix-pod-b and Prefix-etcd of
+// FlannelReal; nothing else is touched) and
 // returns the names it deleted. It is meant for cleaning up after a process
 // that died without calling Down.
 func DownPrefix(ctx context.Context, prefix string) ([]string, error) {
@@ -688,7 +753,7 @@ func DownPrefix(ctx context.Context, prefix string) ([]string, error) {
 	}
 	var deleted []string
 	var errs []error
-	for _, name := range NetnsNames(prefix) {
+	for _, name := range append(NetnsNames(prefix), NetnsName(prefix, RoleEtcd)) {
 		if !netnsExists(name) {
 			continue
 		}

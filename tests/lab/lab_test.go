@@ -674,6 +674,15 @@ func TestConfigValidation(t *testing.T) {
 	if _, err := Up(ctx, Config{Flavor: "cilium"}); err == nil || !strings.Contains(err.Error(), "flavor") {
 		t.Errorf("unsupported flavor: %v", err)
 	}
+	for _, c := range []Config{
+		{Flannel: "fake"},
+		{Flannel: FlannelReal, Flavor: FlavorCalico},
+		{NodeBPublicIP: UnroutedPublicIP},
+	} {
+		if _, err := Up(ctx, c); err == nil || !strings.Contains(err.Error(), "flannel") {
+			t.Errorf("%+v: %v, want an error about flannel", c, err)
+		}
+	}
 	for range 5 {
 		if p := RandomPrefix(); ValidatePrefix(p) != nil || len(p) != 8 || !strings.HasPrefix(p, "st") {
 			t.Errorf("bad random prefix %q", p)

@@ -1,0 +1,354 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Who programs the overlay of the flannel flavour (Config.Flannel).
+const (
+	// FlannelImitation: the lab writes flannel.1, its route, neighbour and
+	// FDB entries itself (the default).
+	FlannelImitation = ""
+	// FlannelReal: one real flanneld per node namespace, against an etcd
+	// in the lab's etcd namespace, programs them.
+	FlannelReal = "real"
+)
+
+// The real flannel control plane (Config.Flannel = FlannelReal).
+const (
+	// RoleEtcd is the namespace of the etcd flanneld uses: Prefix-etcd,
+	// attached to the router by the veth pair re (router) - eth0 (etcd).
+	RoleEtcd = "etcd"
+	// EtcdIP and RouterEIP are the two ends of that link (203.0.113.248/30:
+	// outside the lab's two /24s, and away from BogusVTEP and
+	// UnroutedPublicIP, which stay unroutable).
+	EtcdIP    = "203.0.113.250"
+	RouterEIP = "203.0.113.249"
+	EtcdPort  = 2379
+
+	// UnroutedPublicIP is the address Config.NodeBPublicIP usually names
+	// for seed 000: node B holds it (eth0, /32) but the router does not
+	// route it.
+	UnroutedPublicIP = "203.0.113.21"
+
+	// FlannelNetConf is the flannel network config written to etcd.
+	// SubnetMin: by default flannel never leases the network's first /24
+	// (SubnetMin is the network plus one subnet), and node A's pods live
+	// in 10.244.0.0/24.
+	FlannelNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMin":"10.244.0.0","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
+	// FlannelEtcdPrefix is flanneld's default --etcd-prefix.
+	FlannelEtcdPrefix = "/coreos.com/network"
+
+	// DefaultFlannelVersion and DefaultEtcdVersion are the versions
+	// tests/cluster/build-components.sh builds into $SKBTRAIL_CACHE.
+	DefaultFlannelVersion = "v0.26.7"
+	DefaultEtcdVersion    = "v3.6.16"
+	defaultCache          = "/var/cache/skbtrail"
+)
+
+// FlannelBinaries returns where tests/cluster/build-components.sh puts
+// flanneld and etcd ($SKBTRAIL_CACHE/flannel-$FLANNEL_VERSION/flanneld and
+// $SKBTRAIL_CACHE/etcd-$ETCD_VERSION/etcd) and an error naming the script if
+// either is missing.
+func FlannelBinaries() (flanneld, etcd string, err error) {
+	env := func(k, def string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	cache := env("SKBTRAIL_CACHE", defaultCache)
+	flanneld = filepath.Join(cache, "flannel-"+env("FLANNEL_VERSION", DefaultFlannelVersion), "flanneld")
+	etcd = filepath.Join(cache, "etcd-"+env("ETCD_VERSION", DefaultEtcdVersion), "etcd")
+	for _, p := range []string{flanneld, etcd} {
+		st, serr := os.Stat(p)
+		if serr != nil || st.IsDir() || st.Mode().Perm()&0o111 == 0 {
+			return flanneld, etcd, fmt.Errorf("lab: %s is missing or not executable: run tests/cluster/build-components.sh first (builds flanneld and etcd once per machine, ~2 min each cold)", p)
+		}
+	}
+	return flanneld, etcd, nil
+}
+
+// proc is a process the lab started with `ip netns exec` (which execs the
+// program in place: the PID is the program's own).
+type proc struct {
+	name string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (l *Lab) startProc(name, ns, bin string, args ...string) (*proc, error) {
+	logPath := filepath.Join(l.dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %s log: %w", name, err)
+	}
+	defer f.Close()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("lab: start %s: %w", name, err)
+	}
+	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	l.mu.Lock()
+	l.procs = append(l.procs, p)
+	l.mu.Unlock()
+	return p, nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends SIGTERM (by PID), SIGKILL after grace, and waits.
+func (p *proc) stop(grace time.Duration) error {
+	if p.exited() {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(grace):
+	}
+	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("lab: kill %s (pid %d): %w", p.name, p.cmd.Process.Pid, err)
+	}
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("lab: %s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid)
+	}
+}
+
+func (p *proc) failure(err error) error {
+	state := "running"
+	if p.exited() {
+		state = fmt.Sprintf("exited: %v", p.err)
+	}
+	data, _ := os.ReadFile(p.log)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > 20 {
+		lines = lines[len(lines)-20:]
+	}
+	return fmt.Errorf("%w (%s pid %d %s; log %s:\n%s)", err, p.name, p.cmd.Process.Pid, state, p.log, strings.Join(lines, "\n"))
+}
+
+// flannelNode is what one node's flanneld is started with.
+type flannelNode struct {
+	ns, name string
+	subnet   string // pinned lease: FLANNEL_SUBNET written before the start
+	publicIP string
+	peerCIDR string
+}
+
+// startRealFlannel brings up etcd in Prefix-etcd, writes the flannel
+// network config and starts one flanneld per node. Each node's lease is
+// pinned to the lab's pod CIDR (10.244.0.0/24, 10.244.1.0/24) by writing
+// FLANNEL_SUBNET into its --subnet-file before the start: flanneld reuses a
+// previous subnet that is free and inside the network. It returns once
+// both nodes have the other's pod CIDR route on flannel.1.
+func (l *Lab) startRealFlannel(ctx context.Context) error {
+	flanneld, etcd, err := FlannelBinaries()
+	if err != nil {
+		return err
+	}
+	if l.dir, err = os.MkdirTemp("", "skbtrail-lab-"+l.Prefix+"-"); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if err := l.addNetns(ctx, l.Etcd); err != nil {
+		return err
+	}
+	if _, err := l.nsExec(ctx, l.Etcd, nil, "sysctl", "-q", "-w", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+		return fmt.Errorf("lab: sysctl in %s: %w", l.Etcd, err)
+	}
+	for _, s := range []struct {
+		ns   string
+		args []string
+	}{
+		{l.Etcd, []string{"link", "set", "lo", "up"}},
+		{l.Etcd, []string{"link", "add", "eth0", "type", "veth", "peer", "name", "re", "netns", l.Router}},
+		{l.Etcd, []string{"addr", "add", EtcdIP + "/30", "dev", "eth0"}},
+		{l.Etcd, []string{"link", "set", "eth0", "up"}},
+		{l.Etcd, []string{"route", "add", "default", "via", RouterEIP, "dev", "eth0"}},
+		{l.Router, []string{"addr", "add", RouterEIP + "/30", "dev", "re"}},
+		{l.Router, []string{"link", "set", "re", "up"}},
+	} {
+		if err := l.ip(ctx, s.ns, s.args...); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	url := fmt.Sprintf("http://%s:%d", EtcdIP, EtcdPort)
+	p, err := l.startProc("etcd", l.Etcd, etcd,
+		"--name=lab", "--data-dir="+filepath.Join(l.dir, "etcd"),
+		"--listen-client-urls="+url, "--advertise-client-urls="+url,
+		"--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+		"--initial-cluster=lab=http://127.0.0.1:2380", "--unsafe-no-fsync", "--log-level=warn")
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = InNetns(l.Etcd, func() error {
+				var d net.Dialer
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
+		if p.exited() {
+			return false, errors.New("exited")
+		}
+		resp, err := hc.Get(url + "/health")
+		if err != nil {
+			return false, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"true"`)), nil
+	}); err != nil {
+		return p.failure(fmt.Errorf("lab: etcd not healthy: %w", err))
+	}
+	put, _ := json.Marshal(map[string]string{
+		"key":   base64.StdEncoding.EncodeToString([]byte(FlannelEtcdPrefix + "/config")),
+		"value": base64.StdEncoding.EncodeToString([]byte(FlannelNetConf)),
+	})
+	resp, err := hc.Post(url+"/v3/kv/put", "application/json", bytes.NewReader(put))
+	if err != nil {
+		return p.failure(fmt.Errorf("lab: etcd put flannel config: %w", err))
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return p.failure(fmt.Errorf("lab: etcd put flannel config: %s: %s", resp.Status, body))
+	}
+
+	nodes := []flannelNode{
+		{ns: l.NodeA, name: "flanneld-node-a", subnet: "10.244.0.1/24", publicIP: NodeAIP, peerCIDR: "10.244.1.0/24"},
+		{ns: l.NodeB, name: "flanneld-node-b", subnet: "10.244.1.1/24", publicIP: NodeBIP, peerCIDR: "10.244.0.0/24"},
+	}
+	if l.nodeBPublicIP != "" {
+		nodes[1].publicIP = l.nodeBPublicIP
+		if l.nodeBPublicIP != NodeBIP {
+			if err := l.ip(ctx, l.NodeB, "addr", "add", l.nodeBPublicIP+"/32", "dev", "eth0"); err != nil {
+				return fmt.Errorf("lab: %w", err)
+			}
+		}
+	}
+	var procs []*proc
+	for _, n := range nodes {
+		subnetFile := filepath.Join(l.dir, n.name+".env")
+		if err := os.WriteFile(subnetFile, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET="+n.subnet+"\n"), 0o600); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+		p, err := l.startProc(n.name, n.ns, flanneld,
+			"--etcd-endpoints="+url, "--etcd-prefix="+FlannelEtcdPrefix,
+			"--iface=eth0", "--public-ip="+n.publicIP, "--ip-masq=false",
+			"--subnet-file="+subnetFile)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+	}
+	for i, n := range nodes {
+		p := procs[i]
+		if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
+			if p.exited() {
+				return false, errors.New("exited")
+			}
+			out, err := runCmd(ctx, nil, "ip", "-n", n.ns, "route", "show", n.peerCIDR)
+			if err != nil {
+				return false, err
+			}
+			return strings.Contains(out, "dev "+VXLANDevice), nil
+		}); err != nil {
+			return p.failure(fmt.Errorf("lab: %s: no route to %s on %s: %w", n.ns, n.peerCIDR, VXLANDevice, err))
+		}
+		data, err := os.ReadFile(filepath.Join(l.dir, n.name+".env"))
+		if err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+		if !strings.Contains(string(data), "FLANNEL_SUBNET="+n.subnet+"\n") {
+			return p.failure(fmt.Errorf("lab: %s: flanneld did not keep the pinned lease %s; subnet file:\n%s", n.ns, n.subnet, data))
+		}
+	}
+	return nil
+}
+
+// FlannelLog returns the log of a process of the real control plane
+// ("etcd", "flanneld-node-a", "flanneld-node-b"), or "" if there is none.
+func (l *Lab) FlannelLog(name string) string {
+	if l.dir == "" {
+		return ""
+	}
+	data, _ := os.ReadFile(filepath.Join(l.dir, name+".log"))
+	return string(data)
+}
+
+// stopProcs stops the processes the lab started, newest first.
+func (l *Lab) stopProcs() error {
+	l.mu.Lock()
+	procs := l.procs
+	l.procs = nil
+	l.mu.Unlock()
+	var errs []error
+	for i := len(procs) - 1; i >= 0; i-- {
+		if err := procs[i].stop(5 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func waitUntil(ctx context.Context, timeout time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		last = err
+		if time.Now().After(deadline) {
+			if last == nil {
+				last = errors.New("condition not met")
+			}
+			return fmt.Errorf("after %s: %w", timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
