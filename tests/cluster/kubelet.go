@@ -391,7 +391,7 @@ func cgroupMounts() ([]string, error) {
 		fields := strings.Fields(line)
 		for i, f := range fields {
 			if f == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
-				out = append(out, unescapeMount(fields[4]))
+				out = append(out, containerd.UnescapeMount(fields[4]))
 			}
 		}
 	}
@@ -399,24 +399,6 @@ func cgroupMounts() ([]string, error) {
 		return nil, errors.New("cluster: no cgroup file system mounted")
 	}
 	return out, nil
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // startContainerd writes containerd's configuration and CNI network,
