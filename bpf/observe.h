@@ -41,9 +41,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define TCP_FLAG_ACK 0x10
 #define VXLAN_HLEN 8
 #define ETH_HLEN_ 14
+#define ARPHRD_ETHER_ 1
 
 /* Force the generation of Go types for the shared structs. */
 const struct event *unused_event __attribute__((unused));
+const struct event_cap *unused_event_cap __attribute__((unused));
 const struct filter *unused_filter __attribute__((unused));
 const struct settings *unused_settings __attribute__((unused));
 const struct activity *unused_activity __attribute__((unused));
@@ -367,6 +369,54 @@ static __always_inline void remember_flow(struct tuple *t, __u64 journey)
 	bpf_map_update_elem(&flows, &k, &rev, BPF_NOEXIST);
 }
 
+/* Copy the first snap bytes of the packet into c: from its Ethernet
+ * header when the device is Ethernet and the header is in place, else from
+ * its network header. Only the linear part is read. */
+static __always_inline void capture(struct sk_buff *skb, struct net_device *dev,
+				    struct event_cap *c, __u32 snap, int rx)
+{
+	c->orig_len = 0;
+	c->cap_len = 0;
+	c->l2_len = 0;
+	c->pad = 0;
+	unsigned char *head = SKB_RD(skb, head);
+	unsigned char *data = SKB_RD(skb, data);
+	__u32 data_off = data - head;
+	__u32 l3;
+	if (rx) {
+		l3 = data_off;
+	} else {
+		__u16 nh = SKB_RD(skb, network_header);
+		if (nh == (__u16)~0U)
+			return;
+		l3 = nh;
+	}
+	__u32 start = l3;
+	__u16 mac = SKB_RD(skb, mac_header);
+	if (mac != (__u16)~0U && (__u32)mac + ETH_HLEN_ == l3 && dev &&
+	    SKB_RD(dev, type) == ARPHRD_ETHER_) {
+		start = mac;
+		c->l2_len = ETH_HLEN_;
+	}
+	__u32 tail = SKB_RD(skb, tail);
+	if (tail <= start || start > data_off + SKB_RD(skb, len)) {
+		c->l2_len = 0;
+		return;
+	}
+	c->orig_len = data_off + SKB_RD(skb, len) - start;
+	/* 64-bit on purpose: a 32-bit n lets clang pass the verifier a copy
+	 * that was never clamped (its upper half unknown) */
+	__u64 n = (__u64)tail - start;
+	if (n > snap)
+		n = snap;
+	if (n > SKBTRAIL_SNAPLEN_MAX)
+		n = SKBTRAIL_SNAPLEN_MAX;
+	if (bpf_probe_read_kernel(c->data, n, head + start) == 0)
+		c->cap_len = n;
+	else
+		c->l2_len = 0;
+}
+
 struct observe_args {
 	struct sk_buff *skb;
 	struct net_device *dev;
@@ -510,7 +560,15 @@ static __always_inline int observe(struct observe_args *a)
 		bpf_map_update_elem(&netns_seen, &netns, &one, BPF_ANY);
 	}
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	/* a tracked skb's event carries its first bytes while a trace asks */
+	struct event_cap *c = NULL;
+	struct event *e;
+	if (journey && f->snaplen) {
+		c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
+		e = (struct event *)c;
+	} else {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	}
 	if (!e) {
 		count(STAT_RINGBUF_FULL);
 		goto out;
@@ -538,6 +596,8 @@ static __always_inline int observe(struct observe_args *a)
 		e->mtu = SKB_RD(dev, mtu);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	}
+	if (c)
+		capture(skb, dev, c, f->snaplen, a->rx);
 	bpf_ringbuf_submit(e, 0);
 out:
 	if (tr && end && bpf_map_delete_elem(&tracked, &key) == 0 && act->inflight)

@@ -6,6 +6,7 @@
 #define SKBTRAIL_IFNAMSIZ 16
 #define SKBTRAIL_MAX_TUNNEL_PORTS 4
 #define SKBTRAIL_MAX_FILTERS 8
+#define SKBTRAIL_SNAPLEN_MAX 256
 
 /* What happened to the skb at this event. */
 enum event_kind {
@@ -71,6 +72,17 @@ struct event {
 	char ifname[SKBTRAIL_IFNAMSIZ];
 };
 
+/* An event of a tracked skb with the packet's first bytes, written instead
+ * of a bare struct event while a trace asks for bytes (settings.snaplen). */
+struct event_cap {
+	struct event ev;
+	__u32 orig_len;   /* bytes from the start of data to the end of the packet */
+	__u16 cap_len;    /* bytes in data */
+	__u8 l2_len;      /* link-layer header bytes at the start of data (0: data starts at IP) */
+	__u8 pad;
+	__u8 data[SKBTRAIL_SNAPLEN_MAX];
+};
+
 /* What starts a journey (one slot per concurrent trace). Zero fields match
  * anything. */
 struct filter {
@@ -96,6 +108,9 @@ struct settings {
 	                       * namespaces no journey has visited are not parsed */
 	__u8 any_netns;       /* 1: some active filter names a netns */
 	__u8 pad;
+	__u16 snaplen;        /* >0: events of tracked skbs carry this many packet bytes
+	                       * (at most SKBTRAIL_SNAPLEN_MAX) as struct event_cap */
+	__u8 pad2[2];
 };
 
 /* Per-CPU counters read by Go. */

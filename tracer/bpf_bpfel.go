@@ -42,6 +42,16 @@ type bpfEvent struct {
 	Ifname  [16]int8
 }
 
+type bpfEventCap struct {
+	_       structs.HostLayout
+	Ev      bpfEvent
+	OrigLen uint32
+	CapLen  uint16
+	L2Len   uint8
+	Pad     uint8
+	Data    [256]uint8
+}
+
 type bpfEventKind uint32
 
 const (
@@ -95,6 +105,8 @@ type bpfSettings struct {
 	GateNetns     uint8
 	AnyNetns      uint8
 	Pad           uint8
+	Snaplen       uint16
+	Pad2          [2]uint8
 }
 
 type bpfSkbTrack struct {
@@ -150,6 +162,7 @@ const (
 	bpfProgTpNetifReceiveSkb = "tp_netif_receive_skb"
 	bpfVarUnusedActivity     = "unused_activity"
 	bpfVarUnusedEvent        = "unused_event"
+	bpfVarUnusedEventCap     = "unused_event_cap"
 	bpfVarUnusedEventKind    = "unused_event_kind"
 	bpfVarUnusedEventSource  = "unused_event_source"
 	bpfVarUnusedFilter       = "unused_filter"
@@ -233,6 +246,7 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.VariableSpec `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.VariableSpec `ebpf:"unused_filter"`
@@ -292,6 +306,7 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.Variable `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.Variable `ebpf:"unused_filter"`

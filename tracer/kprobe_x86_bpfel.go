@@ -66,6 +66,8 @@ type kprobeSettings struct {
 	GateNetns     uint8
 	AnyNetns      uint8
 	Pad           uint8
+	Snaplen       uint16
+	Pad2          [2]uint8
 }
 
 type kprobeSkbTrack struct {
@@ -102,6 +104,7 @@ const (
 	kprobeVarReportDrop                 = "report_drop"
 	kprobeVarUnusedActivity             = "unused_activity"
 	kprobeVarUnusedEvent                = "unused_event"
+	kprobeVarUnusedEventCap             = "unused_event_cap"
 	kprobeVarUnusedEventKind            = "unused_event_kind"
 	kprobeVarUnusedEventSource          = "unused_event_source"
 	kprobeVarUnusedFilter               = "unused_filter"
@@ -188,6 +191,7 @@ type kprobeVariableSpecs struct {
 	ReportDrop        *ebpf.VariableSpec `ebpf:"report_drop"`
 	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.VariableSpec `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.VariableSpec `ebpf:"unused_filter"`
@@ -251,6 +255,7 @@ type kprobeVariables struct {
 	ReportDrop        *ebpf.Variable `ebpf:"report_drop"`
 	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.Variable `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.Variable `ebpf:"unused_filter"`

@@ -96,10 +96,20 @@ type Event struct {
 	Outer   Tuple // outer header when Encap
 	VNI     uint32
 	CT      uint8 // 0: no conntrack entry; else 1 + the kernel's enum ip_conntrack_info
+	// Capture holds the packet's first bytes at this event, when the
+	// trace asked for them (--pcapng).
+	Capture Capture
 	// Exit is set by the builder, not the kernel: after this event the skb
 	// went where the builder's scope ends (Options.InScope), so its life
 	// on this node ends here.
 	Exit bool
+}
+
+// Capture is the first bytes of a packet as they were at one event.
+type Capture struct {
+	Data    []byte // nil: nothing captured
+	OrigLen uint32 // the packet's length from the first byte of Data
+	L2Len   uint8  // Ethernet header bytes at the start of Data (0: Data starts at the IP header)
 }
 
 // CTState names the conntrack state an event saw ("" when no entry was
