@@ -29,8 +29,8 @@ RACE_PKGS := ./pkg/... ./cmd/... ./netnsutil/...
 
 # System packages (Debian/Ubuntu) the demo, tests and benchmarks use.
 DEB_PACKAGES := make git ca-certificates clang llvm libbpf-dev bpftool iproute2 iptables nftables \
-	iperf3 tcpdump conntrack jq kmod containerd runc containernetworking-plugins busybox-static
-DEP_TOOLS    := clang llvm-strip bpftool ip iptables iptables-legacy nft iperf3 tcpdump containerd runc
+	iperf3 tcpdump tshark conntrack jq kmod containerd runc containernetworking-plugins busybox-static
+DEP_TOOLS    := clang llvm-strip bpftool ip iptables iptables-legacy nft iperf3 tcpdump tshark containerd runc
 
 # Installs what is missing (a no-op when everything is there), so `make demo`
 # and `make test` work on a fresh machine.

@@ -68,8 +68,10 @@ func (j *Journey) AddFrames(wall func(monoNs uint64) time.Time) {
 	}
 }
 
+// sameVisit: b is a later observer of the same pass through a hook as a
+// (observers run in stage order; a stage that does not grow is a new pass).
 func sameVisit(a, b Event) bool {
-	return a.Kind == KindNF && b.Kind == KindNF && a.Netns == b.Netns && a.Hook == b.Hook && a.Skb == b.Skb
+	return a.Kind == KindNF && b.Kind == KindNF && a.Netns == b.Netns && a.Hook == b.Hook && a.Skb == b.Skb && b.Stage > a.Stage
 }
 
 // visitStart is the index of the first event of the hook visit evs[i] is in.
