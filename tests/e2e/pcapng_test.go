@@ -243,6 +243,24 @@ func TestPcapng(t *testing.T) {
 		}
 	})
 
+	t.Run("through-daemon", func(t *testing.T) {
+		// a trace served by the daemon asks it for the bytes (Request.snaplen)
+		l := lab.NewForTest(t, lab.Config{})
+		if err := l.ApplyFault("forward-drop"); err != nil {
+			t.Fatal(err)
+		}
+		d := startDaemon(t)
+		pcap := filepath.Join(t.TempDir(), "daemon.pcapng")
+		res := runTrace(t, "--daemon-socket", d.socket, "--from-netns", l.PodA, "--to", l.WebService.Addr(), "--probe", "--timeout", "5s", "--pcapng", pcap)
+		if len(res.journeys) != 1 || len(res.journeys[0].Frames) == 0 {
+			t.Fatalf("%d journeys, frames %d", len(res.journeys), len(res.journeys[0].Frames))
+		}
+		pkts := tshark(t, pcap)
+		if len(pkts) != len(res.journeys[0].Frames) || !strings.Contains(pkts[len(pkts)-1].comments, "NF_POLICY_DROP") {
+			t.Fatalf("%d packets for %d frames; last comments %q", len(pkts), len(res.journeys[0].Frames), pkts[len(pkts)-1].comments)
+		}
+	})
+
 	t.Run("bad-snaplen", func(t *testing.T) {
 		out, err := exec.Command(skbtrailBin, "trace", "--to", "192.0.2.1:80", "--pcapng", "-", "--snaplen", "5000").CombinedOutput()
 		var ee *exec.ExitError
