@@ -66,7 +66,9 @@ struct event {
 	__u8 stage;       /* index of the observer priority for EVENT_NF */
 	__u8 encap;       /* 1: the packet is VXLAN-encapsulated; pkt is the inner header */
 	__u8 ct;          /* 0: no conntrack entry attached; else 1 + enum ip_conntrack_info */
-	__u8 pad[2];
+	__u8 quote;       /* 1: the skb is an ICMP error quoting a packet of the journey
+	                   * (journey has the other direction's bit) */
+	__u8 pad;
 	struct tuple pkt;   /* innermost IPv4 header */
 	struct tuple outer; /* outer header when encap != 0 */
 	char ifname[SKBTRAIL_IFNAMSIZ];

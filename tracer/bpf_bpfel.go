@@ -36,7 +36,8 @@ type bpfEvent struct {
 	Stage   uint8
 	Encap   uint8
 	Ct      uint8
-	Pad     [2]uint8
+	Quote   uint8
+	Pad     uint8
 	Pkt     bpfTuple
 	Outer   bpfTuple
 	Ifname  [16]int8
@@ -113,6 +114,8 @@ type bpfSkbTrack struct {
 	_       structs.HostLayout
 	Journey uint64
 	Last    bpfFlowKey
+	Quote   uint8
+	Pad     [7]uint8
 }
 
 type bpfStatIndex uint32

@@ -96,6 +96,7 @@ func Decode(raw []byte, out *journey.Event) error {
 		Encap:   k.Encap != 0,
 		VNI:     k.Vni,
 		CT:      k.Ct,
+		Quote:   k.Quote != 0,
 		Capture: capture,
 	}
 	if out.Encap {
@@ -115,6 +116,9 @@ func (k *bpfEvent) check() error {
 	}
 	if k.Encap > 1 {
 		return fmt.Errorf("event record with encap flag %d", k.Encap)
+	}
+	if k.Quote > 1 {
+		return fmt.Errorf("event record with quote flag %d", k.Quote)
 	}
 	return nil
 }

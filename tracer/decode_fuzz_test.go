@@ -32,6 +32,9 @@ func recordOf(t testing.TB, ev journey.Event) []byte {
 	if ev.Encap {
 		k.Encap = 1
 	}
+	if ev.Quote {
+		k.Quote = 1
+	}
 	for i := 0; i < len(ev.Ifname) && i < len(k.Ifname); i++ {
 		k.Ifname[i] = int8(ev.Ifname[i])
 	}
@@ -117,7 +120,7 @@ func TestDecodeRecordedRoundTrip(t *testing.T) {
 // after its end and the outer header of a packet that is not encapsulated
 // carry nothing.
 func normalized(k bpfEvent) bpfEvent {
-	k.Pad, k.Pkt.Pad, k.Outer.Pad = [2]uint8{}, 0, 0
+	k.Pad, k.Pkt.Pad, k.Outer.Pad = 0, 0, 0
 	end := bytes.IndexByte(int8Bytes(k.Ifname[:]), 0)
 	if end >= 0 {
 		for i := end; i < len(k.Ifname); i++ {

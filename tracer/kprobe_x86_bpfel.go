@@ -74,6 +74,8 @@ type kprobeSkbTrack struct {
 	_       structs.HostLayout
 	Journey uint64
 	Last    kprobeFlowKey
+	Quote   uint8
+	Pad     [7]uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -142,6 +142,7 @@ type openJourney struct {
 	id      uint64
 	fwd     []Event
 	rev     []Event
+	errs    []Event // ICMP errors about the journey's packets (Event.Quote)
 	primary uint64
 	endNs   uint64
 	awaits  bool // delivered request that expects a reply
@@ -326,7 +327,9 @@ func (b *Builder) Add(e Event) {
 		b.open[id] = o
 		b.lru.pushBack(o)
 	}
-	if e.Journey&1 == 1 {
+	if e.Quote {
+		o.errs = append(o.errs, e) // never a reply: it does not decide the verdict
+	} else if e.Journey&1 == 1 {
 		o.rev = append(o.rev, e)
 	} else {
 		if len(o.fwd) == 0 {
@@ -511,8 +514,9 @@ func (b *Builder) finish(o *openJourney) *Journey {
 	byTime := func(a, b Event) int { return cmp.Compare(a.TimeNs, b.TimeNs) }
 	slices.SortStableFunc(o.fwd, byTime)
 	slices.SortStableFunc(o.rev, byTime)
+	slices.SortStableFunc(o.errs, byTime)
 	names := map[uint32]string{}
-	for _, list := range [][]Event{o.fwd, o.rev} {
+	for _, list := range [][]Event{o.fwd, o.rev, o.errs} {
 		for _, e := range list {
 			names[e.Netns] = b.NetnsName(e.Netns)
 		}
@@ -525,6 +529,7 @@ func (b *Builder) finish(o *openJourney) *Journey {
 		ID:          o.id,
 		Events:      fwd,
 		ReplyEvents: rev,
+		ErrorEvents: firstLife(o.errs),
 		LostEvents:  o.lost,
 		Rewrites:    []Rewrite{},
 		Encaps:      []Encap{},

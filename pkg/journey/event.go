@@ -96,6 +96,9 @@ type Event struct {
 	Outer   Tuple // outer header when Encap
 	VNI     uint32
 	CT      uint8 // 0: no conntrack entry; else 1 + the kernel's enum ip_conntrack_info
+	// Quote: the skb is an ICMP error about a packet of the journey (it
+	// travels the other way; Journey has the other direction's bit).
+	Quote bool
 	// Capture holds the packet's first bytes at this event, when the
 	// trace asked for them (--pcapng).
 	Capture Capture

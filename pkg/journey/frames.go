@@ -30,7 +30,7 @@ type Frame struct {
 }
 
 // AddFrames fills j.Frames from the captured bytes of its events (forward
-// direction, then the reverse), the times made wall-clock by wall. Within
+// direction, then the reverse, then an ICMP error about the packet), the times made wall-clock by wall. Within
 // one visit of a netfilter hook only the packet as it entered and, when
 // the hook rewrote it, as it left are kept. Events without bytes add
 // nothing.
@@ -46,7 +46,7 @@ func (j *Journey) AddFrames(wall func(monoNs uint64) time.Time) {
 	for _, dir := range []struct {
 		evs   []Event
 		reply bool
-	}{{j.Events, false}, {j.ReplyEvents, true}} {
+	}{{j.Events, false}, {j.ReplyEvents, true}, {j.ErrorEvents, true}} {
 		evs := dir.evs
 		for i := range evs {
 			e := &evs[i]
@@ -89,6 +89,9 @@ func (j *Journey) frameOf(e Event, t0 uint64, wall func(uint64) time.Time, reply
 	}
 	if e.Kind == KindNF {
 		name = "nf:" + HookName(e.Hook)
+	}
+	if e.Quote {
+		name = "icmp-error " + name
 	}
 	f := Frame{
 		Netns:  j.NetnsName(e.Netns),

@@ -69,3 +69,34 @@ func TestAddFrames(t *testing.T) {
 		t.Error("Clone shares the frames")
 	}
 }
+
+// TestICMPErrorIsNoReply: an ICMP error about the journey's packet (the
+// router's "fragmentation needed" about the VXLAN packet) is kept as the
+// journey's ErrorEvents and drawn in its frames; it is not a reply and
+// does not make the drop a rejection.
+func TestICMPErrorIsNoReply(t *testing.T) {
+	r := &recorder{t: 1_000_000, skb: 0xffff1, jid: 0x1000}
+	r.add(KindTx, nsPodA, "eth0", synPod).
+		add(KindTx, nsNodeA, "eth0", synPod, encap).
+		add(KindRx, nsRtr, "ra", synPod, encap).
+		add(KindDrop, nsRtr, "ra", synPod, encap, func(e *Event) { e.Reason = 2 })
+	icmp := Tuple{Proto: ProtoICMP, Src: netip.MustParseAddr("192.0.2.1"), Dst: netip.MustParseAddr("192.0.2.10"), ICMPType: 3, ICMPCode: 4}
+	q := &recorder{t: r.t, skb: 0xeeee1, jid: 0x1001}
+	quote := func(e *Event) { e.Quote, e.Capture = true, Capture{Data: []byte{0x45}, OrigLen: 576} }
+	q.add(KindTx, nsRtr, "ra", icmp, quote).add(KindRx, nsNodeA, "eth0", icmp, quote).add(KindConsume, nsNodeA, "", icmp, quote)
+	js := build(t, append(r.evts, q.evts...), q.t+uint64(time.Second))
+	if len(js) != 1 {
+		t.Fatalf("%d journeys", len(js))
+	}
+	j := js[0]
+	if j.Verdict.Kind != Dropped || j.Reply != nil || len(j.ReplyEvents) != 0 {
+		t.Fatalf("verdict %+v reply %+v: an ICMP error is no reply", j.Verdict, j.Reply)
+	}
+	if len(j.ErrorEvents) != 3 {
+		t.Fatalf("%d error events, want 3", len(j.ErrorEvents))
+	}
+	j.AddFrames(nil)
+	if len(j.Frames) != 3 || j.Frames[0].Event != "icmp-error tx" || !j.Frames[0].Reply || j.Frames[0].Netns != names[nsRtr] {
+		t.Errorf("frames %+v", j.Frames)
+	}
+}

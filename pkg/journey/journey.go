@@ -48,6 +48,9 @@ type Journey struct {
 	ID          uint64  `json:"-"`
 	Events      []Event `json:"-"`
 	ReplyEvents []Event `json:"-"`
+	// ErrorEvents are the path of an ICMP error about the packet (the
+	// first one seen), e.g. a router's "fragmentation needed".
+	ErrorEvents []Event `json:"-"`
 	// Names are the netns names of the inodes in Events and ReplyEvents.
 	Names map[uint32]string `json:"-"`
 }

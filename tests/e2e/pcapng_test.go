@@ -26,6 +26,7 @@ type tsharkPacket struct {
 	vni      string
 	syn      string
 	proto    []string
+	icmp     string // type/code of the outermost ICMP header
 }
 
 // tshark reads a pcapng file with tshark, decoding UDP 8472 (flannel) as
@@ -41,7 +42,7 @@ func tshark(t *testing.T, file string) []tsharkPacket {
 	cmd := exec.CommandContext(ctx, bin, "-r", file, "-d", "udp.port==8472,vxlan", "-T", "fields",
 		"-E", "separator=|", "-E", "aggregator=;",
 		"-e", "frame.interface_name", "-e", "frame.comment", "-e", "ip.src", "-e", "ip.dst",
-		"-e", "vxlan.vni", "-e", "tcp.flags.syn", "-e", "ip.proto")
+		"-e", "vxlan.vni", "-e", "tcp.flags.syn", "-e", "ip.proto", "-e", "icmp.type", "-e", "icmp.code")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -51,13 +52,27 @@ func tshark(t *testing.T, file string) []tsharkPacket {
 	var pkts []tsharkPacket
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Split(line, "|")
-		if len(f) != 7 {
-			t.Fatalf("tshark line %q: want 7 fields", line)
+		if len(f) != 9 {
+			t.Fatalf("tshark line %q: want 9 fields", line)
 		}
-		pkts = append(pkts, tsharkPacket{iface: f[0], comments: f[1], ipSrc: strings.Split(f[2], ";"),
-			ipDst: strings.Split(f[3], ";"), vni: f[4], syn: f[5], proto: strings.Split(f[6], ";")})
+		p := tsharkPacket{iface: f[0], comments: f[1], ipSrc: strings.Split(f[2], ";"),
+			ipDst: strings.Split(f[3], ";"), vni: f[4], syn: f[5], proto: strings.Split(f[6], ";")}
+		if f[7] != "" {
+			p.icmp = strings.Split(f[7], ";")[0] + "/" + strings.Split(f[8], ";")[0]
+		}
+		pkts = append(pkts, p)
 	}
 	return pkts
+}
+
+// lastRequest is the last packet of the request direction.
+func lastRequest(pkts []tsharkPacket) tsharkPacket {
+	for i := len(pkts) - 1; i > 0; i-- {
+		if strings.Contains(pkts[i].comments, "skbtrail request hop:") {
+			return pkts[i]
+		}
+	}
+	return pkts[0]
 }
 
 // checkSVG parses an SVG file as XML and returns its text.
@@ -125,9 +140,20 @@ func TestPcapng(t *testing.T) {
 		{"mtu", "small-mtu", func(l *lab.Lab) []string {
 			return []string{"--proto", "udp", "--to", l.PodBIP + ":53", "--probe-size", "1400"}
 		}, func(t *testing.T, l *lab.Lab, j journey.Journey, pkts []tsharkPacket) {
-			last := pkts[len(pkts)-1]
+			last := lastRequest(pkts)
 			if last.iface != l.Router+"/ra" || last.vni != "1" || last.ipDst[len(last.ipDst)-1] != l.PodBIP {
-				t.Errorf("last packet %+v, want the encapsulated datagram to %s at %s/ra", last, l.PodBIP, l.Router)
+				t.Errorf("last request packet %+v, want the encapsulated datagram to %s at %s/ra", last, l.PodBIP, l.Router)
+			}
+			// the router's "fragmentation needed" back to node-a, quoting the VXLAN packet
+			found := false
+			for _, p := range pkts {
+				if p.icmp == "3/4" && p.ipDst[0] == l.NodeAIP && strings.Contains(p.comments, "icmp-error") &&
+					p.ipDst[len(p.ipDst)-1] == l.PodBIP {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no ICMP fragmentation-needed to %s quoting the datagram to %s in the capture", l.NodeAIP, l.PodBIP)
 			}
 		}, []string{"PKT_TOO_BIG", "MTU_EXCEEDED"}},
 	}
@@ -162,8 +188,8 @@ func TestPcapng(t *testing.T) {
 					t.Errorf("no pcapng interface %s/%s for hop %+v (have %v)", h.Netns, h.Device, h, ifaces)
 				}
 			}
-			// the last packet is where it died, and its comments say so
-			last := pkts[len(pkts)-1]
+			// the last packet of the request is where it died, and its comments say so
+			last := lastRequest(pkts)
 			if want := j.Verdict.Netns + "/" + j.Verdict.Device; last.iface != want {
 				t.Errorf("last packet on %s, want %s", last.iface, want)
 			}
@@ -173,7 +199,7 @@ func TestPcapng(t *testing.T) {
 				}
 			}
 			for i, p := range pkts {
-				if !strings.Contains(p.comments, "skbtrail request hop:") {
+				if !strings.Contains(p.comments, " hop: ") {
 					t.Errorf("packet %d has no hop comment: %q", i+1, p.comments)
 				}
 			}
@@ -256,8 +282,8 @@ func TestPcapng(t *testing.T) {
 			t.Fatalf("%d journeys, frames %d", len(res.journeys), len(res.journeys[0].Frames))
 		}
 		pkts := tshark(t, pcap)
-		if len(pkts) != len(res.journeys[0].Frames) || !strings.Contains(pkts[len(pkts)-1].comments, "NF_POLICY_DROP") {
-			t.Fatalf("%d packets for %d frames; last comments %q", len(pkts), len(res.journeys[0].Frames), pkts[len(pkts)-1].comments)
+		if len(pkts) != len(res.journeys[0].Frames) || !strings.Contains(lastRequest(pkts).comments, "NF_POLICY_DROP") {
+			t.Fatalf("%d packets for %d frames; last request comments %q", len(pkts), len(res.journeys[0].Frames), lastRequest(pkts).comments)
 		}
 	})
 
