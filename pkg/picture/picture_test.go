@@ -31,7 +31,7 @@ func dropped() *journey.Journey {
 		Rewrites: []journey.Rewrite{{Kind: "DNAT", Netns: "node-a", Hook: "PREROUTING",
 			Before: journey.TupleJSON{Src: "10.244.0.5", Sport: 40000, Dst: "10.96.0.100", Dport: 80},
 			After:  journey.TupleJSON{Src: "10.244.0.5", Sport: 40000, Dst: "10.244.1.2", Dport: 80}}},
-		Encaps: []journey.Encap{{Kind: "vxlan", Netns: "node-a", Device: "flannel.1", VNI: 1, OuterSrc: "192.0.2.10", OuterDst: "198.51.100.20"}},
+		Encaps:   []journey.Encap{{Kind: "vxlan", Netns: "node-a", Device: "flannel.1", VNI: 1, OuterSrc: "192.0.2.10", OuterDst: "198.51.100.20"}},
 		Findings: []journey.Finding{{Code: "NF_POLICY_DROP", Severity: journey.SeverityError, Message: "m"}},
 	}
 }
@@ -73,7 +73,7 @@ func TestBuild(t *testing.T) {
 // hops still has the verdict's place.
 func TestBuildDelivered(t *testing.T) {
 	j := &journey.Journey{Verdict: journey.Verdict{Kind: journey.Delivered, Netns: "a"},
-		Hops: []journey.Hop{{Netns: "a", Device: "x"}, {Netns: "b", Device: "y"}, {Netns: "a", Device: "z"}},
+		Hops:  []journey.Hop{{Netns: "a", Device: "x"}, {Netns: "b", Device: "y"}, {Netns: "a", Device: "z"}},
 		Reply: &journey.Reply{Verdict: journey.Delivered, Packet: journey.Packet{TCPFlags: "SYN|ACK"}}}
 	p := Build(j)
 	if len(p.Segments) != 3 || p.Segments[2].End == "" || p.Segments[2].Bad || p.Segments[0].End != "" {
