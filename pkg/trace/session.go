@@ -116,7 +116,8 @@ func (e *Engine) sourceNetns(ctx context.Context, ip string) (string, error) {
 }
 
 // WallClock returns a function that turns a kernel event time
-// (CLOCK_MONOTONIC ns) into wall-clock time, as of now.
+// (CLOCK_MONOTONIC ns) into wall-clock time, as of now (the zero time when
+// the monotonic clock cannot be read).
 func WallClock() func(monoNs uint64) time.Time {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
