@@ -469,7 +469,7 @@ func (b *Builder) dropJourney(e Event) *Journey {
 	d.j = Journey{
 		Schema:   Schema,
 		Packet:   b.packetOf(e.Pkt),
-		Verdict:  Verdict{Kind: Dropped, Netns: name, Device: e.Ifname, Reason: b.ReasonName(e.Reason), NetnsInode: e.Netns, Ifindex: e.Ifindex},
+		Verdict:  Verdict{Kind: Dropped, Netns: name, Device: e.Ifname, Reason: b.ReasonName(e.Reason), Hook: TCHook(b.ReasonName(e.Reason), d.events[:]), NetnsInode: e.Netns, Ifindex: e.Ifindex},
 		Rewrites: []Rewrite{},
 		Encaps:   []Encap{},
 		Hops:     d.hops[:],
@@ -801,6 +801,10 @@ func (b *Builder) verdict(evs []Event) Verdict {
 	}
 	v.Kind = Dropped
 	v.Reason = b.ReasonName(end.Reason)
+	if h := TCHook(v.Reason, evs); h != "" {
+		v.Hook = h // a tc program dropped it (diagnose names the program)
+		return v
+	}
 	// the last netfilter observer that saw the packet before it was freed
 	// pins the hook; the stage tells which tables ran after it
 	if v.Reason != "NETFILTER_DROP" {

@@ -202,6 +202,8 @@ type Lab struct {
 	servers map[string]*server
 	// exitFrames counts what the "nic-exit" fault's tun reader took off nic0.
 	exitFrames atomic.Uint64
+	// bpfLinks are the tcx/XDP links of the eBPF datapath faults.
+	bpfLinks []io.Closer
 	down       bool
 	wg         sync.WaitGroup
 }
@@ -707,6 +709,9 @@ func (l *Lab) Down() error {
 	l.wg.Wait()
 	// flanneld and etcd (FlannelReal) before their namespaces.
 	if err := l.stopProcs(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := l.closeLinks(); err != nil {
 		errs = append(errs, err)
 	}
 
