@@ -204,8 +204,8 @@ type Lab struct {
 	exitFrames atomic.Uint64
 	// bpfLinks are the tcx/XDP links of the eBPF datapath faults.
 	bpfLinks []io.Closer
-	down       bool
-	wg         sync.WaitGroup
+	down     bool
+	wg       sync.WaitGroup
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,9}$`)
