@@ -32,7 +32,7 @@ func (d *Diagnoser) xdpProgDrop(j *journey.Journey) {
 			return
 		}
 	}
-	peerNs, peer, ok := st.VethPeer(ns, dev)
+	peerNs, peer, ok := receivingEnd(st, j.Events, ns, dev)
 	if !ok {
 		return
 	}
@@ -48,6 +48,22 @@ func (d *Diagnoser) xdpProgDrop(j *journey.Journey) {
 	j.AddFinding(xdpFinding(j, tx, ns, dev, peerNs, peer, progs[0], stats))
 }
 
+// receivingEnd is the far end of the veth dev: where the skb was freed on
+// arrival when it was (the namespace the kernel names, exact), else the
+// peer the node state finds by ifindex (ambiguous when several namespaces
+// hold veths with the same ifindexes, as labs of several "nodes" do).
+func receivingEnd(st *nodestate.State, evs []journey.Event, ns *nodestate.Netns, dev *nodestate.Link) (*nodestate.Netns, *nodestate.Link, bool) {
+	if journey.ConsumedOnArrival(evs) {
+		end := evs[len(evs)-1]
+		if pns := st.Namespaces[end.Netns]; pns != nil {
+			if p, ok := pns.LinkByIndex(int(end.Ifindex)); ok && p.Type == "veth" && p.ParentIndex == dev.Index {
+				return pns, p, true
+			}
+		}
+	}
+	return st.VethPeer(ns, dev)
+}
+
 func xdpFinding(j *journey.Journey, tx journey.Event, ns *nodestate.Netns, dev *nodestate.Link,
 	peerNs *nodestate.Netns, peer *nodestate.Link, p devprogs.Program, stats bool) journey.Finding {
 	what := flowText(journey.PacketOf(tx.Pkt))
@@ -58,8 +74,12 @@ func xdpFinding(j *journey.Journey, tx journey.Event, ns *nodestate.Netns, dev *
 	if n := len(j.Events); n > 0 && j.Events[n-1].TimeNs >= tx.TimeNs && j.Events[0].TimeNs <= tx.TimeNs {
 		since = fmt.Sprintf(" %s after the journey began", time.Duration(tx.TimeNs-j.Events[0].TimeNs).Round(time.Microsecond))
 	}
-	msg := fmt.Sprintf("%s sent %s through %s%s and no skb of it ever showed up at the other end, %s in %s, which runs the XDP program %s attached as %s",
-		ns.Name, what, dev.Name, since, peer.Name, peerNs.Name, p.Ident(), p.Where())
+	arrival := "no skb of it ever showed up at the other end"
+	if journey.ConsumedOnArrival(j.Events) {
+		arrival = "it was never received at the other end: the skb was freed there on arrival (the veth hands the packet to XDP in a buffer of its own) and no new skb carried it on"
+	}
+	msg := fmt.Sprintf("%s sent %s through %s%s and %s, %s in %s, which runs the XDP program %s attached as %s",
+		ns.Name, what, dev.Name, since, arrival, peer.Name, peerNs.Name, p.Ident(), p.Where())
 	if stats {
 		msg += fmt.Sprintf("; it has run %d times so far", p.RunCount)
 	} else {

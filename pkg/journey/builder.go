@@ -719,6 +719,9 @@ func firstLife(evs []Event) []Event {
 		inheritPlace(&e, out)
 		out = append(out, e)
 		if e.Kind == KindDrop || e.Kind == KindConsume || e.Exit {
+			if next, ok := successor(out, evs[i+1:], first); ok {
+				return lifeSlow(out[:len(out)-1], evs[i+1:], next)
+			}
 			break
 		}
 	}
@@ -727,7 +730,7 @@ func firstLife(evs []Event) []Event {
 
 // lifeSlow continues firstLife when other skbs' events are interleaved.
 func lifeSlow(out, rest []Event, first Event) []Event {
-	for _, e := range rest {
+	for k, e := range rest {
 		if e.Skb != first.Skb {
 			continue
 		}
@@ -737,10 +740,51 @@ func lifeSlow(out, rest []Event, first Event) []Event {
 		inheritPlace(&e, out)
 		out = append(out, e)
 		if e.Kind == KindDrop || e.Kind == KindConsume || e.Exit {
+			if next, ok := successor(out, rest[k+1:], first); ok {
+				return lifeSlow(out[:len(out)-1], rest[k+1:], next)
+			}
 			break
 		}
 	}
 	return out
+}
+
+// replaceWindowNs bounds how long after the old skb's free the new skb of
+// a packet replaced on arrival is received.
+const replaceWindowNs = 5_000_000
+
+// ConsumedOnArrival reports whether life ends with the skb freed normally
+// at a device it was handed to by a transmission in another namespace but
+// never received on: a veth whose peer runs a native XDP program (or does
+// GRO) puts the packet into a new skb, or drops it, and frees this one.
+func ConsumedOnArrival(life []Event) bool {
+	n := len(life)
+	if n < 2 {
+		return false
+	}
+	end, prev := life[n-1], life[n-2]
+	return end.Kind == KindConsume && prev.Kind == KindTx && end.Netns != 0 && prev.Netns != end.Netns
+}
+
+// successor finds the skb that carries on a packet whose skb was consumed
+// on arrival (see ConsumedOnArrival): another skb of the same packet
+// received at that very device right after. It returns the new skb (with
+// the packet as first seen, to keep matching against).
+func successor(life, rest []Event, first Event) (Event, bool) {
+	if !ConsumedOnArrival(life) {
+		return Event{}, false
+	}
+	end := life[len(life)-1]
+	for _, e := range rest {
+		if e.TimeNs > end.TimeNs+replaceWindowNs {
+			break
+		}
+		if e.Skb != end.Skb && e.Kind == KindRx && e.Netns == end.Netns && e.Ifindex == end.Ifindex &&
+			e.Pkt.SameFlow(end.Pkt) && samePacket(first.Pkt, e.Pkt) {
+			return Event{Skb: e.Skb, Pkt: first.Pkt}, true
+		}
+	}
+	return Event{}, false
 }
 
 // inheritPlace: an skb freed after the stack let go of its device and
@@ -786,6 +830,12 @@ func (b *Builder) verdict(evs []Event) Verdict {
 		return v
 	}
 	v := Verdict{Netns: b.NetnsName(end.Netns), Device: end.Ifname, NetnsInode: end.Netns, Ifindex: end.Ifindex}
+	if ConsumedOnArrival(evs) {
+		// freed where it arrived, never received (no new skb carried it
+		// on): gone after the transmission, not delivered
+		tx := &evs[len(evs)-2]
+		return Verdict{Kind: Lost, Netns: b.NetnsName(tx.Netns), Device: tx.Ifname, NetnsInode: tx.Netns, Ifindex: tx.Ifindex}
+	}
 	if end.Kind == KindConsume {
 		v.Kind = Delivered
 		if v.Device == "" {

@@ -78,3 +78,56 @@ func TestTCProgramDrops(t *testing.T) {
 		})
 	}
 }
+
+// Issue 18: an XDP program on node-b's underlay device drops the VXLAN
+// packets. XDP runs before any skb is seen there, so the journey ends
+// with the router's transmission toward node-b: lost, and XDP_PROG_DROP
+// names the XDP program on the receiving end and says it is an inference.
+func TestXDPProgramDrop(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{})
+	if err := l.ApplyFault("xdp-drop-underlay"); err != nil {
+		t.Fatal(err)
+	}
+	j, res := probeService(t, l)
+	if res.exit != 1 {
+		t.Errorf("exit %d, want 1", res.exit)
+	}
+	if v := j.Verdict; v.Kind != journey.Lost || v.Netns != l.Router || v.Device != "rb" {
+		t.Fatalf("verdict %+v, want lost in %s at rb (sent toward node-b's eth0)", v, l.Router)
+	}
+	// the skb the router sent is freed at node-b's eth0 (the veth hands the
+	// packet to XDP as a buffer of its own); it is never received there
+	for _, h := range j.Hops {
+		if h.Netns == l.NodeB && h.Event != "consume" {
+			t.Errorf("hops %+v: the packet was received in %s", j.Hops, l.NodeB)
+		}
+	}
+	f := findingOf(j, "XDP_PROG_DROP")
+	if f == nil {
+		t.Fatalf("findings %v, want XDP_PROG_DROP", findingCodes(j))
+	}
+	if j.Findings[0].Code != "XDP_PROG_DROP" || f.Severity != journey.SeverityError || f.Netns != l.NodeB {
+		t.Errorf("findings %+v: want XDP_PROG_DROP first, error, in %s", j.Findings, l.NodeB)
+	}
+	requireMentions(t, "message", f.Message, lab.XDPDropProgName, "(id ", ", tag ", "xdp (native)", "eth0", "rb", "Inferred, not observed")
+	requireMentions(t, "advice", f.Advice, "bpftool prog show id ", "ip netns exec "+l.NodeB+" ip link show dev eth0", "netfilter")
+}
+
+// An XDP program that passes the packet must not be blamed, and the
+// journey must go on to pod-b.
+func TestXDPProgramPass(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{})
+	if err := l.ApplyFault("xdp-pass-underlay"); err != nil {
+		t.Fatal(err)
+	}
+	j, res := probeService(t, l)
+	if res.exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
+		t.Errorf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
+	}
+	// the veth puts the packet into a new skb for XDP: the journey follows it
+	requireOrderedHops(t, j, [2]string{l.Router, "rb"}, [2]string{l.NodeB, "eth0"}, [2]string{l.NodeB, l.VXLANDevice},
+		[2]string{l.NodeB, "vethpodb"}, [2]string{l.PodB, "eth0"})
+	if hasFinding(j, "XDP_PROG_DROP") {
+		t.Errorf("findings %v: an XDP program that passed the packet is blamed", findingCodes(j))
+	}
+}

@@ -29,6 +29,7 @@ import (
 const (
 	TCDropProgName      = "sbt_tc_drop80"
 	XDPDropProgName     = "sbt_xdp_drop"
+	XDPPassProgName     = "sbt_xdp_discard"
 	RedirectPeerProg    = "sbt_redir_peer"
 	PodBEth0MAC         = "0a:58:0a:f4:01:02"
 	tcActUnspec         = -1 // TC_ACT_UNSPEC / TCX_NEXT: let the next program or the stack decide
@@ -68,7 +69,13 @@ var datapathFaults = map[string]fault{
 	"xdp-drop-underlay": {
 		desc: "node-b: XDP program " + XDPDropProgName + " on the underlay eth0 drops the VXLAN packets (udp to the VXLAN port): they vanish without an skb",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(ProtoUDP, uint16(l.VXLANPort)))
+			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPDropProgName, ProtoUDP, uint16(l.VXLANPort)))
+		},
+	},
+	"xdp-pass-underlay": {
+		desc: "node-b: XDP program " + XDPPassProgName + " on the underlay eth0 that drops only udp to port 9 (discard) and passes everything else: the lab works, through an XDP program",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPPassProgName, ProtoUDP, 9))
 		},
 	},
 	"redirect-peer": {
@@ -112,7 +119,7 @@ func tcDropPort(proto uint8, dport uint16) *ebpf.ProgramSpec {
 
 // xdpDropPort returns an XDP program that drops IPv4 packets (without IP
 // options) of proto to dport and passes the rest.
-func xdpDropPort(proto uint8, dport uint16) *ebpf.ProgramSpec {
+func xdpDropPort(name string, proto uint8, dport uint16) *ebpf.ProgramSpec {
 	be := func(v uint16) int32 { return int32(binary.LittleEndian.Uint16(binary.BigEndian.AppendUint16(nil, v))) }
 	insns := asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // xdp_md.data
@@ -133,7 +140,7 @@ func xdpDropPort(proto uint8, dport uint16) *ebpf.ProgramSpec {
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
 		asm.Return(),
 	}
-	return &ebpf.ProgramSpec{Name: XDPDropProgName, Type: ebpf.XDP, License: "GPL", Instructions: insns}
+	return &ebpf.ProgramSpec{Name: name, Type: ebpf.XDP, License: "GPL", Instructions: insns}
 }
 
 // redirectPeer returns a sched_cls program for a tc ingress hook: IPv4
