@@ -573,6 +573,20 @@ func isRejection(rev []Event) bool {
 	return false
 }
 
+// HopRedirect is the event of an inferred hop: the skb reached this
+// namespace and device by a redirect, not by a transmission.
+const HopRedirect = "redirect"
+
+// Redirected reports whether the skb got from prev to e without being
+// transmitted: it shows up in another namespace while the last thing seen
+// was not a transmission. Namespaces change only through a device's
+// transmit (veth, tunnel) or through bpf_redirect_peer, which moves the
+// skb to the peer veth inside the receive path.
+func Redirected(prev, e *Event) bool {
+	return prev != nil && prev.Skb == e.Skb && prev.Netns != 0 && e.Netns != 0 && prev.Netns != e.Netns &&
+		prev.Kind != KindTx && prev.Kind != KindTunnel
+}
+
 func (b *Builder) hops(evs []Event) []Hop {
 	hops := make([]Hop, 0, len(evs))
 	t0 := evs[0].TimeNs
@@ -593,6 +607,12 @@ func (b *Builder) hops(evs []Event) []Hop {
 				continue
 			}
 			name = "nf:" + HookName(e.Hook)
+		}
+		if Redirected(last, e) {
+			// in another namespace without a transmission: a tc program
+			// redirected the skb (bpf_redirect_peer), which the receive
+			// tracepoint does not see a second time
+			hops = append(hops, Hop{TUs: (e.TimeNs - t0) / 1000, Netns: b.NetnsName(e.Netns), Device: e.Ifname, Event: HopRedirect})
 		}
 		last = e
 		h := Hop{

@@ -131,3 +131,34 @@ func TestXDPProgramPass(t *testing.T) {
 		t.Errorf("findings %v: an XDP program that passed the packet is blamed", findingCodes(j))
 	}
 }
+
+// Issue 18: a tc program on node-b's VXLAN device hands packets for pod-b
+// straight to the pod's eth0 with bpf_redirect_peer (Cilium's fast path:
+// no cni0, no vethpodb). The journey follows the skb into pod-b and shows
+// the redirect where the device changed without a transmission.
+func TestRedirectPeer(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{})
+	if err := l.ApplyFault("redirect-peer"); err != nil {
+		t.Fatal(err)
+	}
+	j, res := probeService(t, l)
+	if res.exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
+		t.Fatalf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
+	}
+	requireOrderedHops(t, j, [2]string{l.NodeB, l.VXLANDevice}, [2]string{l.PodB, "eth0"})
+	for _, dev := range []string{lab.BridgeDevice, "vethpodb"} {
+		if i := hopIndex(j, l.NodeB, dev, ""); i >= 0 {
+			t.Errorf("hop %+v: the fast path skips %s", j.Hops[i], dev)
+		}
+	}
+	i := hopIndex(j, l.PodB, "eth0", "redirect")
+	if i < 0 {
+		t.Fatalf("hops %+v: want a redirect hop into %s eth0", j.Hops, l.PodB)
+	}
+	if prev := j.Hops[i-1]; prev.Netns != l.NodeB || prev.Device != l.VXLANDevice {
+		t.Errorf("hop before the redirect %+v, want %s on %s", prev, l.VXLANDevice, l.NodeB)
+	}
+	if !j.ReplyCameBack() {
+		t.Errorf("reply %+v, want the SYN|ACK back", j.Reply)
+	}
+}
