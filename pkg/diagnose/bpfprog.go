@@ -112,9 +112,14 @@ func (d *Diagnoser) bpfProgDrop(j *journey.Journey) {
 		return
 	}
 	var hook devprogs.Hook
+	guessXDP := false
 	switch {
 	case v.Reason == "XDP":
 		hook = devprogs.XDP
+	case v.Reason == "NOT_SPECIFIED" && freedOnReceipt(j):
+		// generic XDP frees what it drops without a reason on this kernel:
+		// say so only when a generic-mode XDP program is there
+		hook, guessXDP = devprogs.XDP, true
 	case strings.HasPrefix(v.Reason, "TC_"):
 		if v.Hook == "" {
 			v.Hook = journey.TCHook(v.Reason, j.Events)
@@ -140,6 +145,12 @@ func (d *Diagnoser) bpfProgDrop(j *journey.Journey) {
 		progs, err = d.progs.Programs(v.NetnsInode, int(v.Ifindex), hook)
 		stats = d.progs.StatsEnabled()
 	}
+	if guessXDP {
+		if len(progs) == 0 || progs[0].Mode != "generic" {
+			return
+		}
+		f.Message = fmt.Sprintf("an eBPF program at %s dropped %s: it was freed (%s) right after %s received it, before anything else saw it, and that is where generic XDP runs", where, atDrop(j), v.Reason, v.Device)
+	}
 	switch {
 	case len(progs) > 0:
 		f.Message += ": " + progList(progs, stats)
@@ -159,4 +170,15 @@ func (d *Diagnoser) bpfProgDrop(j *journey.Journey) {
 			countersAdvice(nil, v.Device) + "; " + inspectAdvice(nil, v.Netns, v.Device, hook)
 	}
 	j.AddFinding(f)
+}
+
+// freedOnReceipt: the packet was dropped on the device it had just been
+// received on, with nothing seen in between.
+func freedOnReceipt(j *journey.Journey) bool {
+	n := len(j.Events)
+	if n < 2 {
+		return false
+	}
+	rx, drop := j.Events[n-2], j.Events[n-1]
+	return rx.Kind == journey.KindRx && drop.Kind == journey.KindDrop && rx.Netns == drop.Netns && rx.Ifindex == drop.Ifindex && rx.Skb == drop.Skb
 }

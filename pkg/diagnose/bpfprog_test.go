@@ -273,3 +273,36 @@ func TestXDPProgDropNeedsAProgram(t *testing.T) {
 		t.Errorf("asked %+v, want node-b eth0's XDP only", fp.asked)
 	}
 }
+
+// Generic XDP frees what it drops with NOT_SPECIFIED on 6.18: right after
+// the receive on a device with a generic-mode XDP program, that program is
+// named; without one (or with a native one, which never sees an skb)
+// nothing is claimed.
+func TestBPFProgDropGenericXDPNotSpecified(t *testing.T) {
+	const notSpecified = 20
+	tcReasons[notSpecified] = "NOT_SPECIFIED"
+	defer delete(tcReasons, notSpecified)
+	for _, c := range []struct {
+		mode string
+		want bool
+	}{{"generic", true}, {"native", false}, {"", false}} {
+		fp := &fakePrograms{progs: map[progKey][]devprogs.Program{}}
+		if c.mode != "" {
+			fp.progs[progKey{podB, 2, devprogs.XDP}] = []devprogs.Program{{ID: 5, Name: "xdp_fw", Hook: devprogs.XDP, Attach: devprogs.AttachXDP, Mode: c.mode}}
+		}
+		d := New(Config{Programs: fp})
+		pkt := tcp("10.244.0.5", "10.244.1.2", 4000, 80)
+		j := buildTC(t,
+			ev(journey.KindTx, nodeB, "vethpodb", pkt, at(4)),
+			ev(journey.KindRx, podB, "eth0", pkt, at(2)),
+			ev(journey.KindDrop, podB, "eth0", pkt, at(2), reason(notSpecified)))
+		d.Diagnose(j)
+		f := finding(j, CodeBPFProgDrop)
+		if (f != nil) != c.want {
+			t.Fatalf("mode %q: findings %+v, want BPF_PROG_DROP: %v", c.mode, j.Findings, c.want)
+		}
+		if f != nil {
+			requireWords(t, "message", f.Message, "right after eth0 received it", "xdp_fw (id 5) attached as xdp (generic)")
+		}
+	}
+}

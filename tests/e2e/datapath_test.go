@@ -162,3 +162,26 @@ func TestRedirectPeer(t *testing.T) {
 		t.Errorf("reply %+v, want the SYN|ACK back", j.Reply)
 	}
 }
+
+// An XDP program in generic mode runs on the skb, right after the receive
+// tracepoint: the skb is freed there (reason NOT_SPECIFIED on 6.18, XDP
+// where the kernel says so) and BPF_PROG_DROP names the program.
+func TestXDPGenericDrop(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{})
+	if err := l.ApplyFault("xdp-drop-generic"); err != nil {
+		t.Fatal(err)
+	}
+	j, res := probeService(t, l)
+	if res.exit != 1 {
+		t.Errorf("exit %d, want 1", res.exit)
+	}
+	if v := j.Verdict; v.Kind != journey.Dropped || v.Netns != l.PodB || v.Device != "eth0" || (v.Reason != "XDP" && v.Reason != "NOT_SPECIFIED") || v.Hook != "" {
+		t.Fatalf("verdict %+v, want dropped in %s at eth0 (XDP or NOT_SPECIFIED), no tc hook", v, l.PodB)
+	}
+	f := findingOf(j, "BPF_PROG_DROP")
+	if f == nil || f.Netns != l.PodB {
+		t.Fatalf("findings %+v, want BPF_PROG_DROP in %s", j.Findings, l.PodB)
+	}
+	requireMentions(t, "message", f.Message, lab.XDPDropProgName, "(id ", "xdp (generic)", "XDP hook (generic mode) of eth0")
+	requireMentions(t, "advice", f.Advice, "not involved", "ip netns exec "+l.PodB+" ip link show dev eth0")
+}

@@ -69,13 +69,19 @@ var datapathFaults = map[string]fault{
 	"xdp-drop-underlay": {
 		desc: "node-b: XDP program " + XDPDropProgName + " on the underlay eth0 drops the VXLAN packets (udp to the VXLAN port): they vanish without an skb",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPDropProgName, ProtoUDP, uint16(l.VXLANPort)))
+			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPDropProgName, ProtoUDP, uint16(l.VXLANPort)), 0)
+		},
+	},
+	"xdp-drop-generic": {
+		desc: "pod-b: XDP program " + XDPDropProgName + " in generic (skb) mode on eth0 drops tcp to port 80: the kernel frees the skb with reason XDP",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.attachXDP(l.PodB, "eth0", xdpDropPort(XDPDropProgName, ProtoTCP, 80), link.XDPGenericMode)
 		},
 	},
 	"xdp-pass-underlay": {
 		desc: "node-b: XDP program " + XDPPassProgName + " on the underlay eth0 that drops only udp to port 9 (discard) and passes everything else: the lab works, through an XDP program",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPPassProgName, ProtoUDP, 9))
+			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPPassProgName, ProtoUDP, 9), 0)
 		},
 	},
 	"redirect-peer": {
@@ -252,7 +258,9 @@ func (l *Lab) attachTCX(ns, dev string, at ebpf.AttachType, spec *ebpf.ProgramSp
 	})
 }
 
-func (l *Lab) attachXDP(ns, dev string, spec *ebpf.ProgramSpec) error {
+// attachXDP attaches an XDP program in the mode flags asks for (0: the
+// driver's native mode where it has one).
+func (l *Lab) attachXDP(ns, dev string, spec *ebpf.ProgramSpec, flags link.XDPAttachFlags) error {
 	idx, err := l.ifindexIn(ns, dev)
 	if err != nil {
 		return err
@@ -263,7 +271,7 @@ func (l *Lab) attachXDP(ns, dev string, spec *ebpf.ProgramSpec) error {
 	}
 	defer prog.Close()
 	return l.attachInNetns(ns, func() (link.Link, error) {
-		lk, err := link.AttachXDP(link.XDPOptions{Interface: idx, Program: prog})
+		lk, err := link.AttachXDP(link.XDPOptions{Interface: idx, Program: prog, Flags: flags})
 		if err != nil {
 			return nil, fmt.Errorf("attach xdp %s to %s in %s: %w", spec.Name, dev, ns, err)
 		}

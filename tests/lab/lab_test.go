@@ -149,6 +149,7 @@ func TestFaults(t *testing.T) {
 		"tc-drop-clsact":        timeout,
 		"xdp-drop-underlay":     timeout,
 		"xdp-pass-underlay":     works,
+		"xdp-drop-generic":      timeout,
 		"redirect-peer":         works,
 	}
 	for _, f := range Faults() {
