@@ -55,7 +55,7 @@ func init() {
 
 var datapathFaults = map[string]fault{
 	"tc-drop-tcx": {
-		desc: "node-b: tcx ingress program " + TCDropProgName + " on the VXLAN device drops tcp to port 80 (an eBPF policy program, attached like Cilium 1.15+)",
+		desc: "node-b: tcx ingress program " + TCDropProgName + " on the VXLAN device drops tcp to port 80 (an eBPF policy program, attached like Cilium 1.15+; the tcx link lasts as long as the lab process)",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.attachTCX(l.NodeB, l.VXLANDevice, ebpf.AttachTCXIngress, tcDropPort(ProtoTCP, 80))
 		},
@@ -67,25 +67,25 @@ var datapathFaults = map[string]fault{
 		},
 	},
 	"xdp-drop-underlay": {
-		desc: "node-b: XDP program " + XDPDropProgName + " on the underlay eth0 drops the VXLAN packets (udp to the VXLAN port): they vanish without an skb",
+		desc: "node-b: XDP program " + XDPDropProgName + " on the underlay eth0 drops the VXLAN packets (udp to the VXLAN port): they vanish without an skb (the XDP link lasts as long as the lab process)",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPDropProgName, ProtoUDP, uint16(l.VXLANPort)), 0)
 		},
 	},
 	"xdp-drop-generic": {
-		desc: "pod-b: XDP program " + XDPDropProgName + " in generic (skb) mode on eth0 drops tcp to port 80: the kernel frees the skb with reason XDP",
+		desc: "pod-b: XDP program " + XDPDropProgName + " in generic (skb) mode on eth0 drops tcp to port 80: the kernel frees the skb right after receiving it (the XDP link lasts as long as the lab process)",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.attachXDP(l.PodB, "eth0", xdpDropPort(XDPDropProgName, ProtoTCP, 80), link.XDPGenericMode)
 		},
 	},
 	"xdp-pass-underlay": {
-		desc: "node-b: XDP program " + XDPPassProgName + " on the underlay eth0 that drops only udp to port 9 (discard) and passes everything else: the lab works, through an XDP program",
+		desc: "node-b: XDP program " + XDPPassProgName + " on the underlay eth0 that drops only udp to port 9 (discard) and passes everything else: the lab works, through an XDP program (the link lasts as long as the lab process)",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.attachXDP(l.NodeB, "eth0", xdpDropPort(XDPPassProgName, ProtoUDP, 9), 0)
 		},
 	},
 	"redirect-peer": {
-		desc: "node-b: tcx ingress program " + RedirectPeerProg + " on the VXLAN device sends packets for 10.244.1.2 straight into pod-b with bpf_redirect_peer, skipping cni0 and vethpodb (Cilium's fast path)",
+		desc: "node-b: tcx ingress program " + RedirectPeerProg + " on the VXLAN device sends packets for 10.244.1.2 straight into pod-b with bpf_redirect_peer, skipping cni0 and vethpodb (Cilium's fast path; the tcx link lasts as long as the lab process)",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.attachRedirectPeer(ctx)
 		},
