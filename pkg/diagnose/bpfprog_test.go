@@ -2,6 +2,8 @@ package diagnose
 
 import (
 	"errors"
+	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -305,4 +307,83 @@ func TestBPFProgDropGenericXDPNotSpecified(t *testing.T) {
 			requireWords(t, "message", f.Message, "right after eth0 received it", "xdp_fw (id 5) attached as xdp (generic)")
 		}
 	}
+}
+
+// fakePeers confirms veth peers from a fixed list.
+type fakePeers map[[3]uint32]bool
+
+func (f fakePeers) PeerIn(ino uint32, ifindex int, peer uint32) (bool, error) {
+	return f[[3]uint32{ino, uint32(ifindex), peer}], nil
+}
+
+// redirectState: node-b's vethpodb (ifindex 4) <-> pod-b's eth0 (ifindex
+// 2, 10.244.1.2), and another namespace "other-pod" with the same
+// ifindexes and address (another lab "node" on the same kernel).
+func redirectState() *nodestate.State {
+	st := labState("198.51.100.20")
+	b := st.Namespaces[nodeB]
+	b.Links = append(b.Links, nodestate.Link{Index: 4, Name: "vethpodb", Type: "veth", ParentIndex: 2, Master: 3})
+	pod := func(ino uint32, name string) *nodestate.Netns {
+		return &nodestate.Netns{Inode: ino, Name: name, Links: []nodestate.Link{
+			{Index: 2, Name: "eth0", Type: "veth", ParentIndex: 4, Addrs: []netip.Prefix{netip.MustParsePrefix("10.244.1.2/24")}}}}
+	}
+	st.Namespaces[podB] = pod(podB, "pod-b")
+	st.Namespaces[99] = pod(99, "other-pod")
+	return st
+}
+
+// A passive trace of bpf_redirect_peer: received on node-b's flannel.1,
+// then freed by pod-b's socket with no place given. The delivery is put
+// in pod-b (whose eth0 holds the destination and is confirmed as the peer
+// of node-b's vethpodb), after a redirect hop; without the kernel's
+// confirmation two namespaces qualify and nothing is moved.
+func TestRedirectedDeliveryPlaced(t *testing.T) {
+	pkt := tcp("10.244.0.5", "10.244.1.2", 4000, 80)
+	journeyOf := func() *journey.Journey {
+		return buildTC(t,
+			ev(journey.KindRx, nodeB, "eth0", pkt, encap("198.51.100.20"), at(2)),
+			ev(journey.KindRx, nodeB, "flannel.1", pkt, at(5)),
+			ev(journey.KindConsume, 0, "", pkt))
+	}
+	d := New(Config{VethPeers: fakePeers{{nodeB, 4, podB}: true}})
+	d.state = redirectState()
+	j := journeyOf()
+	d.Diagnose(j)
+	if v := j.Verdict; v.Kind != journey.Delivered || v.Netns != "pod-b" || v.Device != "eth0" {
+		t.Fatalf("verdict %+v, want delivered in pod-b at eth0", v)
+	}
+	n := len(j.Hops)
+	if got := fmt.Sprint(j.Hops[n-3].Device, " ", j.Hops[n-2], " ", j.Hops[n-1]); !strings.HasPrefix(got, "flannel.1 {") ||
+		j.Hops[n-2].Event != journey.HopRedirect || j.Hops[n-2].Netns != "pod-b" || j.Hops[n-1].Netns != "pod-b" || j.Hops[n-1].Event != "consume" {
+		t.Errorf("hops end %s, want flannel.1, redirect in pod-b, consume in pod-b", got)
+	}
+
+	d = New(Config{})
+	d.state = redirectState()
+	j = journeyOf()
+	d.Diagnose(j)
+	if v := j.Verdict; v.Netns != "node-b" {
+		t.Errorf("verdict %+v: two namespaces qualify, the delivery must not be moved", v)
+	}
+
+	// received in pod-b itself: already in place
+	d = New(Config{VethPeers: fakePeers{{nodeB, 4, podB}: true}})
+	d.state = redirectState()
+	j = buildTC(t,
+		ev(journey.KindTx, nodeB, "vethpodb", pkt, at(4)),
+		ev(journey.KindRx, podB, "eth0", pkt, at(2)),
+		ev(journey.KindConsume, 0, "", pkt))
+	d.Diagnose(j)
+	if v := j.Verdict; v.Netns != "pod-b" || hopsHave(j, journey.HopRedirect) {
+		t.Errorf("verdict %+v hops %+v: an ordinary delivery was changed", v, j.Hops)
+	}
+}
+
+func hopsHave(j *journey.Journey, event string) bool {
+	for _, h := range j.Hops {
+		if h.Event == event {
+			return true
+		}
+	}
+	return false
 }

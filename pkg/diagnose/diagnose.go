@@ -61,6 +61,9 @@ type Config struct {
 	// Programs lists the eBPF programs on a device, to name the one that
 	// dropped a packet; nil: read them from the kernel through Registry.
 	Programs ProgramLister
+	// VethPeers confirms which namespace a veth's peer is in; nil: ask
+	// the kernel through Registry.
+	VethPeers VethPeers
 }
 
 // Diagnoser adds findings to journeys.
@@ -69,6 +72,7 @@ type Diagnoser struct {
 	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
 	state  *nodestate.State             // devices, VXLAN, FDB, routes
 	progs  ProgramLister                // nil: programs are not named
+	peers  VethPeers                    // nil: veth peers by ifindex only
 }
 
 // add appends a finding (one per code).
@@ -79,9 +83,12 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs}
+	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
 	if d.progs == nil && cfg.Registry != nil {
 		d.progs = kernelPrograms{cfg.Registry}
+	}
+	if d.peers == nil && cfg.Registry != nil {
+		d.peers = kernelPeers{cfg.Registry}
 	}
 	return d
 }
@@ -126,7 +133,8 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 			Advice:  "narrow the filter or trace when the node is less busy",
 		})
 	}
-	// first: what the later steps say depends on whether the packet left
+	// first: where it was delivered, and whether the packet left
+	d.redirectedDelivery(j)
 	d.leftNode(j)
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)

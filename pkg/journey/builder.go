@@ -812,7 +812,7 @@ func successor(life, rest []Event, first Event) (Event, bool) {
 func inheritPlace(e *Event, before []Event) {
 	if e.Netns == 0 && len(before) > 0 {
 		last := before[len(before)-1]
-		e.Netns = last.Netns
+		e.Netns, e.Inherited = last.Netns, true
 		if e.Ifname == "" {
 			e.Ifname, e.Ifindex = last.Ifname, last.Ifindex
 		}

@@ -101,6 +101,10 @@ type Event struct {
 	// went where the builder's scope ends (Options.InScope), so its life
 	// on this node ends here.
 	Exit bool
+	// Inherited is set by the builder, not the kernel: the kernel gave no
+	// place for this event (a free after the stack let go of the device
+	// and socket), so Netns and Ifname are where the skb was last seen.
+	Inherited bool
 }
 
 // CTState names the conntrack state an event saw ("" when no entry was

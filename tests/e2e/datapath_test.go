@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/tests/lab"
@@ -135,32 +137,59 @@ func TestXDPProgramPass(t *testing.T) {
 // Issue 18: a tc program on node-b's VXLAN device hands packets for pod-b
 // straight to the pod's eth0 with bpf_redirect_peer (Cilium's fast path:
 // no cni0, no vethpodb). The journey follows the skb into pod-b and shows
-// the redirect where the device changed without a transmission.
+// the redirect where the namespace changed without a transmission: with
+// observers everywhere (a probe) and in a passive trace, where none are in
+// pod-b yet when the first packet gets there.
 func TestRedirectPeer(t *testing.T) {
 	l := lab.NewForTest(t, lab.Config{})
 	if err := l.ApplyFault("redirect-peer"); err != nil {
 		t.Fatal(err)
 	}
-	j, res := probeService(t, l)
-	if res.exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
-		t.Fatalf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
-	}
-	requireOrderedHops(t, j, [2]string{l.NodeB, l.VXLANDevice}, [2]string{l.PodB, "eth0"})
-	for _, dev := range []string{lab.BridgeDevice, "vethpodb"} {
-		if i := hopIndex(j, l.NodeB, dev, ""); i >= 0 {
-			t.Errorf("hop %+v: the fast path skips %s", j.Hops[i], dev)
+	check := func(t *testing.T, j journey.Journey) {
+		t.Helper()
+		if j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
+			t.Fatalf("verdict %+v, want delivered in %s", j.Verdict, l.PodB)
+		}
+		requireOrderedHops(t, j, [2]string{l.NodeB, l.VXLANDevice}, [2]string{l.PodB, ""})
+		for _, dev := range []string{lab.BridgeDevice, "vethpodb"} {
+			if i := hopIndex(j, l.NodeB, dev, ""); i >= 0 {
+				t.Errorf("hop %+v: the fast path skips %s", j.Hops[i], dev)
+			}
+		}
+		i := hopIndex(j, l.PodB, "", "redirect")
+		if i < 0 {
+			t.Fatalf("hops %+v: want a redirect hop into %s", j.Hops, l.PodB)
+		}
+		if prev := j.Hops[i-1]; prev.Netns != l.NodeB || prev.Device != l.VXLANDevice {
+			t.Errorf("hop before the redirect %+v, want %s on %s", prev, l.VXLANDevice, l.NodeB)
+		}
+		if !j.ReplyCameBack() {
+			t.Errorf("reply %+v, want the SYN|ACK back", j.Reply)
 		}
 	}
-	i := hopIndex(j, l.PodB, "eth0", "redirect")
-	if i < 0 {
-		t.Fatalf("hops %+v: want a redirect hop into %s eth0", j.Hops, l.PodB)
-	}
-	if prev := j.Hops[i-1]; prev.Netns != l.NodeB || prev.Device != l.VXLANDevice {
-		t.Errorf("hop before the redirect %+v, want %s on %s", prev, l.VXLANDevice, l.NodeB)
-	}
-	if !j.ReplyCameBack() {
-		t.Errorf("reply %+v, want the SYN|ACK back", j.Reply)
-	}
+	t.Run("probe", func(t *testing.T) {
+		j, res := probeService(t, l)
+		if res.exit != 0 {
+			t.Errorf("exit %d, want 0", res.exit)
+		}
+		check(t, j)
+		if i := hopIndex(j, l.PodB, "eth0", "redirect"); i < 0 {
+			t.Errorf("hops %+v: the redirect hop must name pod-b's eth0", j.Hops)
+		}
+	})
+	t.Run("passive", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		tr := startTrace(t, "--no-daemon", "--from-netns", l.PodA, "--to", l.WebService.Addr(), "--syn", "--count", "1", "--timeout", "10s")
+		if err := l.Dial(ctx, l.PodA, l.WebService.Addr(), 2*time.Second); err != nil {
+			t.Fatalf("connect through the fast path: %v", err)
+		}
+		res := tr.wait(t)
+		if res.exit != 0 || len(res.journeys) != 1 {
+			t.Fatalf("exit %d, %d journeys; want 0 and 1", res.exit, len(res.journeys))
+		}
+		check(t, res.journeys[0])
+	})
 }
 
 // An XDP program in generic mode runs on the skb, right after the receive
