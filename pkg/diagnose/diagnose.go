@@ -35,6 +35,13 @@ const (
 	CodeRPFilter         = "RP_FILTER"
 	CodeEventsLost       = "EVENTS_LOST"
 	CodeLeftNode         = "LEFT_NODE"
+	// CodeBPFProgDrop: a tc program (or a generic-mode XDP program) was
+	// seen dropping the packet; the finding names it.
+	CodeBPFProgDrop = "BPF_PROG_DROP"
+	// CodeXDPProgDrop: inferred, not seen: the packet was handed to a
+	// device whose receiving end runs an XDP program, and no skb of it
+	// showed up there (an XDP drop leaves none).
+	CodeXDPProgDrop = "XDP_PROG_DROP"
 )
 
 // Config configures a Diagnoser.
@@ -51,6 +58,12 @@ type Config struct {
 	// (cluster mode), to name the node a packet that left went to; nil:
 	// only the namespaces of this kernel can be named.
 	NodeAddrs map[netip.Addr]string
+	// Programs lists the eBPF programs on a device, to name the one that
+	// dropped a packet; nil: read them from the kernel through Registry.
+	Programs ProgramLister
+	// VethPeers confirms which namespace a veth's peer is in; nil: ask
+	// the kernel through Registry.
+	VethPeers VethPeers
 }
 
 // Diagnoser adds findings to journeys.
@@ -58,6 +71,8 @@ type Diagnoser struct {
 	cfg    Config
 	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
 	state  *nodestate.State             // devices, VXLAN, FDB, routes
+	progs  ProgramLister                // nil: programs are not named
+	peers  VethPeers                    // nil: veth peers by ifindex only
 }
 
 // add appends a finding (one per code).
@@ -68,7 +83,14 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}}
+	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
+	if d.progs == nil && cfg.Registry != nil {
+		d.progs = kernelPrograms{cfg.Registry}
+	}
+	if d.peers == nil && cfg.Registry != nil {
+		d.peers = kernelPeers{cfg.Registry}
+	}
+	return d
 }
 
 // Prepare reads the node state that must be known before packets flow
@@ -111,10 +133,13 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 			Advice:  "narrow the filter or trace when the node is less busy",
 		})
 	}
-	// first: what the later steps say depends on whether the packet left
+	// first: where it was delivered, and whether the packet left
+	d.redirectedDelivery(j)
 	d.leftNode(j)
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
+	d.bpfProgDrop(j)
+	d.xdpProgDrop(j)
 	d.underlay(j)
 	d.endpoint(j)
 	v := j.Verdict
@@ -164,7 +189,7 @@ func atDropSrc(j *journey.Journey) string {
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
 	CodeCTInvalid: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
-	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
+	CodeNoListener: 4, CodeBPFProgDrop: 4, CodeXDPProgDrop: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 
 const outerDstWhat = "the VXLAN outer destination"

@@ -6,6 +6,7 @@ package journey
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Kind says what happened to an skb at one event.
@@ -106,6 +107,10 @@ type Event struct {
 	// went where the builder's scope ends (Options.InScope), so its life
 	// on this node ends here.
 	Exit bool
+	// Inherited is set by the builder, not the kernel: the kernel gave no
+	// place for this event (a free after the stack let go of the device
+	// and socket), so Netns and Ifname are where the skb was last seen.
+	Inherited bool
 }
 
 // Capture is the first bytes of a packet as they were at one event.
@@ -198,3 +203,36 @@ var tcpFlagNames = func() (t [64]string) {
 	}
 	return t
 }()
+
+// tc hook names of the contract (verdict.hook of a drop by a tc program).
+const (
+	HookTCIngress = "INGRESS"
+	HookTCEgress  = "EGRESS"
+)
+
+// TCHook names the tc hook of a drop with a tc drop reason (TC_INGRESS,
+// TC_EGRESS, or another TC_* reason such as TC_CHAIN_NOTFOUND): ingress
+// when the freed skb was last seen received on the device it was freed at,
+// egress otherwise. "" for any other reason. evs end with the drop.
+func TCHook(reason string, evs []Event) string {
+	switch {
+	case reason == "TC_INGRESS":
+		return HookTCIngress
+	case reason == "TC_EGRESS":
+		return HookTCEgress
+	case !strings.HasPrefix(reason, "TC_") || len(evs) == 0:
+		return ""
+	}
+	end := evs[len(evs)-1]
+	for i := len(evs) - 2; i >= 0; i-- {
+		e := evs[i]
+		if e.Skb != end.Skb || e.Kind == KindNF {
+			continue
+		}
+		if e.Kind == KindRx && e.Ifindex == end.Ifindex && e.Netns == end.Netns {
+			return HookTCIngress
+		}
+		break
+	}
+	return HookTCEgress
+}

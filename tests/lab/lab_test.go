@@ -145,6 +145,12 @@ func TestFaults(t *testing.T) {
 		"rp-filter":             timeout,
 		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
 		"nic-exit":              timeout,
+		"tc-drop-tcx":           timeout,
+		"tc-drop-clsact":        timeout,
+		"xdp-drop-underlay":     timeout,
+		"xdp-pass-underlay":     works,
+		"xdp-drop-generic":      timeout,
+		"redirect-peer":         works,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -154,7 +160,8 @@ func TestFaults(t *testing.T) {
 	// Faults implemented with iptables run against both backends.
 	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
-	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
+	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true,
+		"tc-drop-tcx": true, "xdp-drop-underlay": true, "redirect-peer": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
