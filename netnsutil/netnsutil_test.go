@@ -397,6 +397,22 @@ func TestPrivRegistryNamedNetns(t *testing.T) {
 		t.Errorf("Name(new netns) = %q, want %q", got, name2)
 	}
 
+	// NameNow never rescans itself: a miss answers "ino:<n>" at once and
+	// starts one background rescan, after which the name is known
+	name3, ino3 := newTestNetns(t)
+	time.Sleep(missRefreshInterval + 50*time.Millisecond)
+	before := r.refreshes.Load()
+	if got := r.NameNow(ino3); got != inoName(ino3) {
+		t.Errorf("NameNow(new netns) = %q, want %q until the rescan ran", got, inoName(ino3))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.NameNow(ino3) != name3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := r.NameNow(ino3); got != name3 || r.refreshes.Load() == before {
+		t.Errorf("NameNow after the background rescan = %q, want %q (%d rescans)", got, name3, r.refreshes.Load()-before)
+	}
+
 	path, rino, err := ResolveName(name)
 	if err != nil || path != "/run/netns/"+name || rino != ino {
 		t.Errorf("ResolveName(%q) = %q, %d, %v", name, path, rino, err)

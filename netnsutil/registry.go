@@ -86,6 +86,8 @@ type Registry struct {
 	lastRefresh time.Time
 
 	refreshes atomic.Uint64 // number of rescans, for tests
+	// rescanning: a rescan NameNow started is running (at most one)
+	rescanning atomic.Bool
 }
 
 // NewRegistry returns an empty registry; call Refresh to populate it.
@@ -171,6 +173,23 @@ func (r *Registry) get(ino Inode) (Entry, bool) {
 func (r *Registry) Name(ino Inode) string {
 	if e, ok := r.get(ino); ok {
 		return e.Name
+	}
+	return inoName(ino)
+}
+
+// NameNow is Name for callers that must not block (the event processor):
+// it never rescans itself. On a miss it starts one background rescan (rate
+// limited like Name's) and returns "ino:<n>"; later calls, or Name, give
+// the real name once that rescan has found the namespace.
+func (r *Registry) NameNow(ino Inode) string {
+	if e, ok := r.lookup(ino); ok {
+		return e.Name
+	}
+	if ino != 0 && r.rescanning.CompareAndSwap(false, true) {
+		go func() {
+			defer r.rescanning.Store(false)
+			r.refreshOnMiss(ino)
+		}()
 	}
 	return inoName(ino)
 }

@@ -83,7 +83,9 @@ func Run(ctx context.Context, cfg Config) error {
 		queue.put(j) // written on the queue's goroutine, never the processor's
 	}
 	queueCtx, stopQueue := context.WithCancel(context.Background())
+	var eng *trace.Engine // set below, before any journey can reach the queue
 	go queue.run(queueCtx, func(j *journey.Journey) {
+		j.ResolveNames(eng.Name)
 		j.Normalize()
 		j.LabelPods(pods.Pod)
 		if _, err := stream.Write(j); err != nil {
@@ -92,7 +94,7 @@ func Run(ctx context.Context, cfg Config) error {
 	})
 	defer func() { stopQueue(); <-queue.done }() // before the stream closes
 	m.CounterFunc("skbtrail_stream_queue_dropped_total", "Journeys not written to the event stream because its queue was full (a slow disk).", queue.dropped.Load)
-	eng, err := trace.NewEngine(trace.EngineConfig{
+	eng, err = trace.NewEngine(trace.EngineConfig{
 		Settings:      tracer.Settings{DropMonitor: true},
 		IgnoreReasons: cfg.IgnoreReasons,
 		Netfilter:     true,

@@ -229,20 +229,30 @@ func (b *Builder) addrString(a netip.Addr) string { return memo(b.addrs, a, neti
 // nameMap is the journey Names map of a single namespace, shared by every
 // journey of that namespace (journeys never modify it after building).
 func (b *Builder) nameMap(ino uint32) map[uint32]string {
-	return memo(b.nameMaps, ino, func(ino uint32) map[uint32]string {
-		return map[uint32]string{ino: b.NetnsName(ino)}
-	})
+	if m, ok := b.nameMaps[ino]; ok {
+		return m
+	}
+	m := map[uint32]string{ino: b.NetnsName(ino)}
+	if !strings.HasPrefix(m[ino], "ino:") { // not known yet: ask again next time
+		memo(b.nameMaps, ino, func(uint32) map[uint32]string { return m })
+	}
+	return m
 }
 
 // NetnsName names a namespace inode, remembering the first name seen so a
 // namespace that disappears keeps its name in journeys.
 func (b *Builder) NetnsName(ino uint32) string {
-	return memo(b.names, ino, func(ino uint32) string {
-		if b.opts.NetnsName != nil {
-			return b.opts.NetnsName(ino)
-		}
-		return fmt.Sprintf("ino:%d", ino)
-	})
+	if n, ok := b.names[ino]; ok {
+		return n
+	}
+	if b.opts.NetnsName == nil {
+		return memo(b.names, ino, func(ino uint32) string { return fmt.Sprintf("ino:%d", ino) })
+	}
+	n := b.opts.NetnsName(ino)
+	if !strings.HasPrefix(n, "ino:") { // an unknown namespace may be known next time
+		memo(b.names, ino, func(uint32) string { return n })
+	}
+	return n
 }
 
 // ReasonName names a drop reason (the kernel's names do not change while

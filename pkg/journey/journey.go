@@ -2,7 +2,9 @@ package journey
 
 import (
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 )
 
 // Schema is the value of every journey's "schema" field.
@@ -292,5 +294,50 @@ func (j *Journey) LabelPods(podOf func(netnsInode uint32) (name, id string)) {
 	}
 	if p, ok := byName[j.Verdict.Netns]; ok {
 		j.Verdict.Pod, j.Verdict.PodID = p.name, p.id
+	}
+}
+
+// ResolveNames renames the namespaces this journey could only call
+// "ino:<n>" when it was built (the processor never waits for a rescan) to
+// what name now says, in every field that names one. Run it where waiting
+// is fine: a trace session, the event stream's writer.
+func (j *Journey) ResolveNames(name func(ino uint32) string) {
+	copied := false // Names may be shared with clones: copy before writing
+	for ino, old := range j.Names {
+		if !strings.HasPrefix(old, "ino:") {
+			continue
+		}
+		now := name(ino)
+		if now == old || now == "" {
+			continue
+		}
+		if !copied {
+			j.Names, copied = maps.Clone(j.Names), true
+		}
+		j.Names[ino] = now
+		re := func(s *string) {
+			if *s == old {
+				*s = now
+			}
+		}
+		re(&j.Verdict.Netns)
+		for i := range j.Hops {
+			re(&j.Hops[i].Netns)
+		}
+		for i := range j.Rewrites {
+			re(&j.Rewrites[i].Netns)
+		}
+		for i := range j.Encaps {
+			re(&j.Encaps[i].Netns)
+		}
+		for i := range j.Findings {
+			re(&j.Findings[i].Netns)
+		}
+		for i := range j.Frames {
+			re(&j.Frames[i].Netns)
+		}
+		if j.Reply != nil {
+			re(&j.Reply.Netns)
+		}
 	}
 }

@@ -52,3 +52,25 @@ func TestToward(t *testing.T) {
 		t.Errorf("plain: %s", addr)
 	}
 }
+
+// TestResolveNames: names the processor could only give as "ino:<n>" are
+// replaced everywhere once known; known names and clones are left alone.
+func TestResolveNames(t *testing.T) {
+	j := &Journey{
+		Names:    map[uint32]string{7: "ino:7", 8: "node-a"},
+		Verdict:  Verdict{Netns: "ino:7"},
+		Hops:     []Hop{{Netns: "node-a"}, {Netns: "ino:7"}},
+		Rewrites: []Rewrite{{Netns: "ino:7"}},
+		Encaps:   []Encap{{Netns: "ino:7"}},
+		Reply:    &Reply{Netns: "ino:7"},
+	}
+	c := j.Clone()
+	j.ResolveNames(func(ino uint32) string { return map[uint32]string{7: "pod-b", 8: "renamed"}[ino] })
+	if j.Verdict.Netns != "pod-b" || j.Hops[1].Netns != "pod-b" || j.Hops[0].Netns != "node-a" || j.Rewrites[0].Netns != "pod-b" ||
+		j.Encaps[0].Netns != "pod-b" || j.Reply.Netns != "pod-b" || j.Names[7] != "pod-b" || j.Names[8] != "node-a" {
+		t.Errorf("resolved %+v", j)
+	}
+	if c.Names[7] != "ino:7" || c.Verdict.Netns != "ino:7" {
+		t.Errorf("the clone changed: %+v", c)
+	}
+}

@@ -178,7 +178,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		log.Info("degraded capability", zap.String("what", d))
 	}
 	bo := journey.Options{
-		NetnsName:  func(ino uint32) string { return reg.Name(netnsutil.Inode(ino)) },
+		NetnsName:  func(ino uint32) string { return reg.NameNow(netnsutil.Inode(ino)) }, // never blocks the processor: consumers ResolveNames
 		ReasonName: reasons.Name,
 		ReplyWait:  cfg.ReplyWait,
 	}
@@ -462,3 +462,7 @@ func (e *Engine) dispatch(j *journey.Journey) {
 
 // Close detaches everything.
 func (e *Engine) Close() error { return e.tr.Close() }
+
+// Name names a namespace inode, rescanning on a miss (it may block: not for
+// the processor, whose names come from NameNow).
+func (e *Engine) Name(ino uint32) string { return e.Registry.Name(netnsutil.Inode(ino)) }

@@ -59,6 +59,7 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	pods := NewPodIndex(req.CRIEndpoints)
 	pods.Refresh(ctx)
 	o.Diagnose = func(j *journey.Journey) {
+		j.ResolveNames(e.Name)
 		diag.Diagnose(j)
 		pods.Refresh(ctx)
 		j.LabelPods(pods.Pod)
