@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
@@ -292,14 +293,22 @@ func (r *Resolver) resolveIP(ctx context.Context, ip netip.Addr) (Pod, error) {
 }
 
 // hostNetnsInode returns the inode of the host network namespace, or 0 if
-// unknown. Tests replace it.
+// unknown. It is found once: where PID 1's namespace cannot be read (some
+// VM inits) finding it means scanning every process, and the answer never
+// changes. Tests replace it.
 var hostNetnsInode = func() uint32 {
+	if ino := hostIno.Load(); ino != 0 {
+		return ino
+	}
 	_, ino, err := netnsutil.ResolveName("host")
 	if err != nil {
 		return 0
 	}
+	hostIno.Store(uint32(ino))
 	return uint32(ino)
 }
+
+var hostIno atomic.Uint32
 
 // Index returns the pods known on this node by network namespace inode,
 // for labelling events. It is best effort: the map holds what could be
