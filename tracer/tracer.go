@@ -275,19 +275,31 @@ func (t *Tracer) AttachTracepoints(names ...string) error {
 	if t.tpLinks == nil {
 		t.tpLinks = map[string]link.Link{}
 	}
+	// all or nothing: a fallback backend must not attach next to half of
+	// this one (its events would come twice)
+	var added []string
+	undo := func() {
+		for _, name := range added {
+			_ = t.tpLinks[name].Close()
+			delete(t.tpLinks, name)
+		}
+	}
 	for _, name := range names {
 		if _, done := t.tpLinks[name]; done {
 			continue
 		}
 		prog, ok := progs[name]
 		if !ok {
+			undo()
 			return fmt.Errorf("no tracepoint program for %q", name)
 		}
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
+			undo()
 			return fmt.Errorf("attach tp_btf/%s: %w", name, err)
 		}
 		t.tpLinks[name] = l
+		added = append(added, name)
 	}
 	return nil
 }
