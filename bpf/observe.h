@@ -483,7 +483,7 @@ static __always_inline int observe(struct observe_args *a)
 	if (!tr) {
 		/* the common path: an skb nobody follows. Netfilter observers
 		 * only ever report tracked skbs (journeys start at devices). */
-		if (a->kind == EVENT_NF)
+		if (a->kind == EVENT_NF || a->kind == EVENT_DELIVER)
 			return 0;
 		if (!f->active_filters && !(f->drop_monitor && a->kind == EVENT_DROP))
 			return 0;

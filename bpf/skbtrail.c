@@ -32,6 +32,19 @@ int BPF_PROG(tp_consume_skb, struct sk_buff *skb)
 	return observe(&a);
 }
 
+/* A socket was told it has data: the packet at the tail of its receive
+ * queue reached a local socket (UDP, raw; TCP data), whether or not
+ * netfilter observers sit in that namespace. Only tracked skbs report. */
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(tp_sk_data_ready, const struct sock *sk)
+{
+	struct sk_buff *skb = sk->sk_receive_queue.prev;
+	if ((void *)skb == (void *)&sk->sk_receive_queue)
+		return 0; /* empty queue */
+	struct observe_args a = {.skb = skb, .kind = EVENT_DELIVER, .source = SOURCE_TP};
+	return observe(&a);
+}
+
 /* ---- BPF netfilter observers: one program per priority stage ---- */
 
 static __always_inline int nf_observe(struct bpf_nf_ctx *ctx, __u8 stage)

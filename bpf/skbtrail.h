@@ -17,6 +17,7 @@ enum event_kind {
 	EVENT_NF = 5,      /* seen by a netfilter observer at (hook, stage) */
 	EVENT_TUNNEL = 6,  /* a tunnel transmit function (kprobe backend) */
 	EVENT_NF_VERDICT = 7, /* nf_hook_slow returned (kprobe backend) */
+	EVENT_DELIVER = 8, /* sk_data_ready: queued to a local socket (the tail of its receive queue) */
 };
 
 /* Which kernel mechanism produced the event. */

@@ -63,6 +63,7 @@ const (
 	bpfEventKindEVENT_NF         bpfEventKind = 5
 	bpfEventKindEVENT_TUNNEL     bpfEventKind = 6
 	bpfEventKindEVENT_NF_VERDICT bpfEventKind = 7
+	bpfEventKindEVENT_DELIVER    bpfEventKind = 8
 )
 
 type bpfEventSource uint32
@@ -163,6 +164,7 @@ const (
 	bpfProgTpKfreeSkb        = "tp_kfree_skb"
 	bpfProgTpNetDevStartXmit = "tp_net_dev_start_xmit"
 	bpfProgTpNetifReceiveSkb = "tp_netif_receive_skb"
+	bpfProgTpSkDataReady     = "tp_sk_data_ready"
 	bpfVarUnusedActivity     = "unused_activity"
 	bpfVarUnusedEvent        = "unused_event"
 	bpfVarUnusedEventCap     = "unused_event_cap"
@@ -226,6 +228,7 @@ type bpfProgramSpecs struct {
 	TpKfreeSkb        *ebpf.ProgramSpec `ebpf:"tp_kfree_skb"`
 	TpNetDevStartXmit *ebpf.ProgramSpec `ebpf:"tp_net_dev_start_xmit"`
 	TpNetifReceiveSkb *ebpf.ProgramSpec `ebpf:"tp_netif_receive_skb"`
+	TpSkDataReady     *ebpf.ProgramSpec `ebpf:"tp_sk_data_ready"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
@@ -332,6 +335,7 @@ type bpfPrograms struct {
 	TpKfreeSkb        *ebpf.Program `ebpf:"tp_kfree_skb"`
 	TpNetDevStartXmit *ebpf.Program `ebpf:"tp_net_dev_start_xmit"`
 	TpNetifReceiveSkb *ebpf.Program `ebpf:"tp_netif_receive_skb"`
+	TpSkDataReady     *ebpf.Program `ebpf:"tp_sk_data_ready"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -346,6 +350,7 @@ func (p *bpfPrograms) Close() error {
 		p.TpKfreeSkb,
 		p.TpNetDevStartXmit,
 		p.TpNetifReceiveSkb,
+		p.TpSkDataReady,
 	)
 }
 

@@ -108,7 +108,7 @@ func Decode(raw []byte, out *journey.Event) error {
 // check rejects field values the programs never write: the enums'
 // ranges come from the generated constants.
 func (k *bpfEvent) check() error {
-	if kind := bpfEventKind(k.Kind); kind < bpfEventKindEVENT_RX || kind > bpfEventKindEVENT_NF_VERDICT {
+	if kind := bpfEventKind(k.Kind); kind < bpfEventKindEVENT_RX || kind > bpfEventKindEVENT_DELIVER {
 		return fmt.Errorf("event record of unknown kind %d", k.Kind)
 	}
 	if src := bpfEventSource(k.Source); src < bpfEventSourceSOURCE_TP || src > bpfEventSourceSOURCE_KPROBE {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -27,6 +28,12 @@ type tracepointPrograms struct {
 	ConsumeSkb      *ebpf.Program `ebpf:"tp_consume_skb"`
 }
 
+// deliverProgram is loaded apart from the others: a kernel without its
+// tracepoint must still run the rest.
+type deliverProgram struct {
+	SkDataReady *ebpf.Program `ebpf:"tp_sk_data_ready"`
+}
+
 // netfilterPrograms observe each hook at the priorities of journey.NFStages.
 type netfilterPrograms struct {
 	Stage0 *ebpf.Program `ebpf:"nf_stage_0"`
@@ -43,14 +50,15 @@ func (n *netfilterPrograms) stages() []*ebpf.Program {
 
 // Tracer owns the loaded programs, their links and the ring buffer reader.
 type Tracer struct {
-	spec   *ebpf.CollectionSpec
-	maps   bpfMaps
-	tp     tracepointPrograms
-	nf     *netfilterPrograms
-	kp     *kprobeSet // kprobe backend, when loaded
-	nfMu   sync.Mutex
-	nfNS   map[uint32][]link.Link // netns inode -> netfilter links
-	reader *ringbuf.Reader
+	spec    *ebpf.CollectionSpec
+	maps    bpfMaps
+	tp      tracepointPrograms
+	deliver deliverProgram
+	nf      *netfilterPrograms
+	kp      *kprobeSet // kprobe backend, when loaded
+	nfMu    sync.Mutex
+	nfNS    map[uint32][]link.Link // netns inode -> netfilter links
+	reader  *ringbuf.Reader
 
 	tpMu    sync.Mutex
 	tpLinks map[string]link.Link // tracepoint name -> link
@@ -261,11 +269,17 @@ func (t *Tracer) AttachTracepoints(names ...string) error {
 			return fmt.Errorf("load tracepoint programs: %w", verifierDetail(err))
 		}
 	}
+	if slices.Contains(names, TPDeliver) && t.deliver.SkDataReady == nil {
+		if err := t.loadPrograms(&t.deliver); err != nil {
+			return fmt.Errorf("load tp_btf/%s: %w", TPDeliver, verifierDetail(err))
+		}
+	}
 	progs := map[string]*ebpf.Program{
 		TPRx:      t.tp.NetifReceiveSkb,
 		TPTx:      t.tp.NetDevStartXmit,
 		TPDrop:    t.tp.KfreeSkb,
 		TPConsume: t.tp.ConsumeSkb,
+		TPDeliver: t.deliver.SkDataReady,
 	}
 	if len(names) == 0 {
 		names = AllTracepoints
@@ -325,6 +339,9 @@ const (
 	TPTx      = "net_dev_start_xmit"
 	TPDrop    = "kfree_skb"
 	TPConsume = "consume_skb"
+	// TPDeliver fires when a packet is queued to a local socket (optional:
+	// older kernels lack it).
+	TPDeliver = "sk_data_ready"
 )
 
 // AllTracepoints are every tracepoint; PathTracepoints those that run on
@@ -422,7 +439,7 @@ func (t *Tracer) Close() error {
 				}
 			}
 		}
-		for _, p := range []*ebpf.Program{t.tp.NetifReceiveSkb, t.tp.NetDevStartXmit, t.tp.KfreeSkb, t.tp.ConsumeSkb} {
+		for _, p := range []*ebpf.Program{t.tp.NetifReceiveSkb, t.tp.NetDevStartXmit, t.tp.KfreeSkb, t.tp.ConsumeSkb, t.deliver.SkDataReady} {
 			if p != nil {
 				errs = append(errs, p.Close())
 			}

@@ -346,7 +346,7 @@ func (b *Builder) Add(e Event) {
 			o.primary = e.Skb
 		}
 		o.fwd = append(o.fwd, e)
-		if e.Skb == o.primary && o.endNs == 0 && (e.Kind == KindDrop || e.Kind == KindConsume || passedLocalIn(e)) {
+		if e.Skb == o.primary && o.endNs == 0 && (e.Kind == KindDrop || e.Kind == KindConsume || e.Kind == KindDeliver || passedLocalIn(e)) {
 			// passing the last INPUT observer counts as an end too: some
 			// sockets free their skbs without a tracepoint (deferred frees)
 			o.endNs = e.TimeNs
@@ -855,8 +855,18 @@ func (b *Builder) verdict(evs []Event) Verdict {
 	end := &evs[len(evs)-1]
 	if end.Kind != KindDrop && end.Kind != KindConsume {
 		last := &evs[len(evs)-1]
-		if passedLocalIn(*last) {
-			return Verdict{Kind: Delivered, Netns: b.NetnsName(last.Netns), Device: last.Ifname, NetnsInode: last.Netns, Ifindex: last.Ifindex}
+		if passedLocalIn(*last) || last.Kind == KindDeliver {
+			v := Verdict{Kind: Delivered, Netns: b.NetnsName(last.Netns), Device: last.Ifname, NetnsInode: last.Netns, Ifindex: last.Ifindex}
+			if last.Kind == KindDeliver {
+				// a socket read it: name the device it arrived on
+				for i := len(evs) - 1; i >= 0; i-- {
+					if evs[i].Kind == KindRx && evs[i].Netns == last.Netns {
+						v.Device, v.Ifindex = evs[i].Ifname, evs[i].Ifindex
+						break
+					}
+				}
+			}
+			return v
 		}
 		v := Verdict{Kind: Unknown, Netns: b.NetnsName(last.Netns), Device: last.Ifname, NetnsInode: last.Netns, Ifindex: last.Ifindex}
 		if last.Kind == KindTx {

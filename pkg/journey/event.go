@@ -21,6 +21,7 @@ const (
 	KindNF        Kind = 5 // seen by a netfilter observer
 	KindTunnel    Kind = 6 // tunnel transmit function (kprobe backend)
 	KindNFVerdict Kind = 7 // nf_hook_slow verdict (kprobe backend)
+	KindDeliver   Kind = 8 // queued to a local socket (sk_data_ready)
 )
 
 func (k Kind) String() string {
@@ -39,6 +40,8 @@ func (k Kind) String() string {
 		return "tunnel"
 	case KindNFVerdict:
 		return "nf-verdict"
+	case KindDeliver:
+		return "socket"
 	}
 	return fmt.Sprintf("kind%d", uint8(k))
 }

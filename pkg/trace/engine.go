@@ -72,12 +72,14 @@ type Engine struct {
 	// lazy attachment: the processor asks (nfAsk, never blocking) for
 	// observers in a namespace the first time a tracked packet shows up
 	// there; the attacher goroutine attaches them.
-	nfAsk    chan uint32
-	nfOpen   atomic.Bool   // a session is open: asking makes sense
-	nfWake   chan struct{} // nfOpen changed: the watcher (re)starts or stops its rescan
-	nfGen    atomic.Uint64 // bumped when every observer is detached
-	asked    map[uint32]bool
-	askedGen uint64
+	nfAsk  chan uint32
+	nfOpen atomic.Bool   // a session is open: asking makes sense
+	nfWake chan struct{} // nfOpen changed: the watcher (re)starts or stops its rescan
+
+	deliverErr atomic.Bool   // the socket-read tracepoint failed once (logged)
+	nfGen      atomic.Uint64 // bumped when every observer is detached
+	asked      map[uint32]bool
+	askedGen   uint64
 }
 
 type session struct {
@@ -142,7 +144,11 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if cfg.OnDemand {
 		tps = []string{tracer.TPDrop}
 	}
-	if err := tr.AttachTracepoints(tps...); err != nil {
+	err = tr.AttachTracepoints(tps...)
+	if err == nil && !cfg.OnDemand {
+		e.attachDeliver()
+	}
+	if err != nil {
 		feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
 		// the ladder's last rung: a kernel without tp_btf may have kprobes
 		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
@@ -360,6 +366,7 @@ func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
 			e.actMu.Unlock()
 			return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
 		}
+		e.attachDeliver()
 	}
 	e.active++
 	all = all && e.cfg.Netfilter
@@ -415,7 +422,7 @@ func (e *Engine) release(all bool) {
 	default:
 	}
 	if e.cfg.OnDemand {
-		if err := e.tr.DetachTracepoints(tracer.PathTracepoints...); err != nil {
+		if err := e.tr.DetachTracepoints(append(tracer.PathTracepoints, tracer.TPDeliver)...); err != nil {
 			e.log.Warn("detach tracepoints", zap.Error(err))
 		}
 	}
@@ -466,3 +473,13 @@ func (e *Engine) Close() error { return e.tr.Close() }
 // Name names a namespace inode, rescanning on a miss (it may block: not for
 // the processor, whose names come from NameNow).
 func (e *Engine) Name(ino uint32) string { return e.Registry.Name(netnsutil.Inode(ino)) }
+
+// attachDeliver attaches the socket-read tracepoint, which tells a packet
+// reached a local socket without netfilter observers in its namespace.
+// Optional: without it (an older kernel) that takes the observers, as
+// before; the first failure is logged.
+func (e *Engine) attachDeliver() {
+	if err := e.tr.AttachTracepoints(tracer.TPDeliver); err != nil && e.deliverErr.CompareAndSwap(false, true) {
+		e.log.Warn("socket-read tracepoint unavailable: delivery to a socket is seen only where netfilter observers sit", zap.Error(err))
+	}
+}
