@@ -35,6 +35,9 @@ const (
 	CodeRPFilter         = "RP_FILTER"
 	CodeEventsLost       = "EVENTS_LOST"
 	CodeLeftNode         = "LEFT_NODE"
+	// CodeServiceNoEndpoints: kube-proxy refused a packet to a Service port
+	// that has no ready endpoint.
+	CodeServiceNoEndpoints = "SERVICE_NO_ENDPOINTS"
 )
 
 // Config configures a Diagnoser.
@@ -162,7 +165,7 @@ func atDropSrc(j *journey.Journey) string {
 
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
-	CodeServiceNotDNATed: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
+	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
 	CodeCTInvalid: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
 	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }

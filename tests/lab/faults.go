@@ -89,6 +89,12 @@ var faults = map[string]fault{
 			return l.ipt(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
 		},
 	},
+	"service-no-endpoints": {
+		desc: "node-a: the web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's iptables mode does: no DNAT, and filter KUBE-SERVICES rejects tcp to 10.96.0.100:80 (comment \"default/web:http has no endpoints\", ICMP port unreachable)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsIptables(ctx, l.WebService)
+		},
+	},
 	"wrong-vtep": {
 		desc: "node-a: VXLAN fdb entry for node-b's flannel.1 MAC points at 203.0.113.20, which the router cannot route",
 		apply: func(ctx context.Context, l *Lab) error {

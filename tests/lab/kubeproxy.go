@@ -88,3 +88,68 @@ func (l *Lab) programKubeProxy(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noEndpointsComment is the comment kube-proxy gives the rules that refuse
+// traffic to a Service port without ready endpoints.
+func noEndpointsComment(s Service) string { return s.Name + " has no endpoints" }
+
+// noEndpointsRule is the filter KUBE-SERVICES rule (without "-A
+// KUBE-SERVICES") kube-proxy's iptables mode writes for a ClusterIP port
+// whose Service has no ready endpoint: the packet is answered with ICMP
+// port unreachable instead of being DNAT'd.
+func noEndpointsRule(s Service) []string {
+	return []string{"-d", s.ClusterIP + "/32", "-p", s.Protocol,
+		"-m", "comment", "--comment", noEndpointsComment(s),
+		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "REJECT", "--reject-with", "icmp-port-unreachable"}
+}
+
+// dropServiceNAT removes s's nat rules the way kube-proxy does when its
+// last endpoint goes away: the KUBE-SERVICES jump, and the KUBE-SVC and
+// KUBE-SEP chains.
+func (l *Lab) dropServiceNAT(ctx context.Context, s Service) error {
+	if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
+		return err
+	}
+	for _, c := range []string{s.SvcChain, s.SepChain} {
+		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-F", c); err != nil {
+			return err
+		}
+	}
+	for _, c := range []string{s.SvcChain, s.SepChain} {
+		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-X", c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceNoEndpointsIptables renders s as kube-proxy's iptables mode does
+// once the Service has no ready endpoint: no DNAT, and in the filter table
+// the KUBE-SERVICES / KUBE-EXTERNAL-SERVICES chains (jumped to for new
+// connections from INPUT, FORWARD and OUTPUT) with a REJECT for the
+// ClusterIP port. A ClusterIP Service has no external rule.
+func (l *Lab) serviceNoEndpointsIptables(ctx context.Context, s Service) error {
+	if err := l.dropServiceNAT(ctx, s); err != nil {
+		return err
+	}
+	const (
+		portals    = "kubernetes service portals"
+		extPortals = "kubernetes externally-visible service portals"
+	)
+	newConn := []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment"}
+	cmds := [][]string{
+		{"-N", "KUBE-SERVICES"},
+		{"-N", "KUBE-EXTERNAL-SERVICES"},
+		append(append([]string{"-A", "INPUT"}, newConn...), extPortals, "-j", "KUBE-EXTERNAL-SERVICES"),
+		append(append([]string{"-A", "FORWARD"}, newConn...), portals, "-j", "KUBE-SERVICES"),
+		append(append([]string{"-A", "FORWARD"}, newConn...), extPortals, "-j", "KUBE-EXTERNAL-SERVICES"),
+		append(append([]string{"-A", "OUTPUT"}, newConn...), portals, "-j", "KUBE-SERVICES"),
+		append([]string{"-A", "KUBE-SERVICES"}, noEndpointsRule(s)...),
+	}
+	for _, c := range cmds {
+		if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "filter"}, c...)...); err != nil {
+			return fmt.Errorf("kube-proxy filter rules: %w", err)
+		}
+	}
+	return nil
+}

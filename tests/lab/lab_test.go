@@ -145,6 +145,7 @@ func TestFaults(t *testing.T) {
 		"rp-filter":             timeout,
 		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
 		"nic-exit":              timeout,
+		"service-no-endpoints":  refused, // ICMP port unreachable from node-a
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -152,7 +153,7 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	// Faults implemented with iptables run against both backends.
-	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true}
+	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
 	type run struct{ name, ipt, flavor string }
@@ -234,6 +235,15 @@ func TestFaults(t *testing.T) {
 				}
 				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, "--to-destination 10.244.1.2:53") {
 					t.Errorf("unexpected nat table after no-dnat:\n%s", out)
+				}
+			case "service-no-endpoints":
+				out, err := l.Run(l.NodeA, l.Iptables+"-save")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, `--comment "default/web:http has no endpoints"`) ||
+					!strings.Contains(out, "--to-destination 10.244.1.2:53") {
+					t.Errorf("unexpected rules after service-no-endpoints:\n%s", out)
 				}
 			case "wrong-src":
 				checkWrongSrc(t, l)

@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/tests/lab"
+)
+
+// findingOf returns the journey's finding with code, failing the test when
+// there is none.
+func findingOf(t *testing.T, j journey.Journey, code string) journey.Finding {
+	t.Helper()
+	for _, f := range j.Findings {
+		if f.Code == code {
+			return f
+		}
+	}
+	t.Fatalf("findings %v, want %s", findingCodes(j), code)
+	return journey.Finding{}
+}
+
+// requireWords fails unless text contains every word.
+func requireWords(t *testing.T, what, text string, words ...string) {
+	t.Helper()
+	for _, w := range words {
+		if !strings.Contains(text, w) {
+			t.Errorf("%s %q lacks %q", what, text, w)
+		}
+	}
+}
+
+// Issue 19 (seed 001, "the Service's pods are gone"): kube-proxy refuses a
+// ClusterIP port without ready endpoints. skbtrail names the Service and
+// the endpoints to fix, and never advises deleting kube-proxy's rule.
+func TestServiceNoEndpoints(t *testing.T) {
+	for _, ipt := range iptablesVariants {
+		t.Run(ipt, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{Iptables: ipt})
+			if err := l.ApplyFault("service-no-endpoints"); err != nil {
+				t.Fatal(err)
+			}
+			j, res := probeService(t, l)
+			if res.exit != 1 {
+				t.Errorf("exit %d, want 1", res.exit)
+			}
+			v := j.Verdict
+			if v.Kind != journey.Rejected || v.Netns != l.NodeA || v.Reason != "NETFILTER_DROP" || v.Hook != "FORWARD" ||
+				v.Table != "filter" || v.Chain != "KUBE-SERVICES" || !strings.Contains(v.Rule, "default/web:http has no endpoints") {
+				t.Fatalf("verdict %+v, want rejected in %s filter/KUBE-SERVICES by the no-endpoints rule", v, l.NodeA)
+			}
+			f := findingOf(t, j, "SERVICE_NO_ENDPOINTS")
+			if j.Findings[0].Code != "SERVICE_NO_ENDPOINTS" || f.Severity != journey.SeverityError || f.Netns != l.NodeA {
+				t.Errorf("findings %+v, want SERVICE_NO_ENDPOINTS first, an error in %s", j.Findings, l.NodeA)
+			}
+			requireWords(t, "message", f.Message, "default/web:http", "10.96.0.100:80", "no ready endpoints")
+			requireWords(t, "advice", f.Advice, "kubectl get endpointslices -n default -l kubernetes.io/service-name=web",
+				"selector", "Ready", "Do not delete")
+			for _, g := range j.Findings {
+				if strings.Contains(g.Advice, ipt+" -D") || strings.Contains(g.Advice, "iptables -D") {
+					t.Errorf("finding %s advises deleting kube-proxy's rule: %q", g.Code, g.Advice)
+				}
+			}
+			if hasFinding(j, "NF_REJECT") || hasFinding(j, "NO_LISTENER") {
+				t.Errorf("findings %v: the refusal is explained by SERVICE_NO_ENDPOINTS alone", findingCodes(j))
+			}
+		})
+	}
+}
