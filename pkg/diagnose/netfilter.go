@@ -116,7 +116,7 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	oif, routed := "", false // the route is looked up once, for the first hook that has an out-device
 	for _, h := range hooks {
 		ev.Hook = h
-		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
+		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname, CT: nftCTState(ev)}
 		if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
 			if !routed {
 				oif, _ = routeGet(path, tu.Dst)
@@ -163,6 +163,16 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		v.Kind = journey.Rejected
 	}
 	j.AddFinding(f)
+}
+
+// nftCTState is the conntrack state the event saw, as nft's "ct state"
+// names it; "" when unknown.
+func nftCTState(ev journey.Event) string {
+	st, _ := strings.CutSuffix(ev.CTState(), "_REPLY")
+	if strings.HasPrefix(st, "CTINFO_") {
+		return ""
+	}
+	return strings.ToLower(st)
 }
 
 // suspectHooks is for a netfilter drop no observer saw: the hooks the

@@ -35,36 +35,44 @@ func requireWords(t *testing.T, what, text string, words ...string) {
 // ClusterIP port without ready endpoints. skbtrail names the Service and
 // the endpoints to fix, and never advises deleting kube-proxy's rule.
 func TestServiceNoEndpoints(t *testing.T) {
-	for _, ipt := range iptablesVariants {
-		t.Run(ipt, func(t *testing.T) {
-			l := lab.NewForTest(t, lab.Config{Iptables: ipt})
-			if err := l.ApplyFault("service-no-endpoints"); err != nil {
-				t.Fatal(err)
-			}
-			j, res := probeService(t, l)
-			if res.exit != 1 {
-				t.Errorf("exit %d, want 1", res.exit)
-			}
-			v := j.Verdict
-			if v.Kind != journey.Rejected || v.Netns != l.NodeA || v.Reason != "NETFILTER_DROP" || v.Hook != "FORWARD" ||
-				v.Table != "filter" || v.Chain != "KUBE-SERVICES" || !strings.Contains(v.Rule, "default/web:http has no endpoints") {
-				t.Fatalf("verdict %+v, want rejected in %s filter/KUBE-SERVICES by the no-endpoints rule", v, l.NodeA)
-			}
-			f := findingOf(t, j, "SERVICE_NO_ENDPOINTS")
-			if j.Findings[0].Code != "SERVICE_NO_ENDPOINTS" || f.Severity != journey.SeverityError || f.Netns != l.NodeA {
-				t.Errorf("findings %+v, want SERVICE_NO_ENDPOINTS first, an error in %s", j.Findings, l.NodeA)
-			}
-			requireWords(t, "message", f.Message, "default/web:http", "10.96.0.100:80", "no ready endpoints")
-			requireWords(t, "advice", f.Advice, "kubectl get endpointslices -n default -l kubernetes.io/service-name=web",
-				"selector", "Ready", "Do not delete")
-			for _, g := range j.Findings {
-				if strings.Contains(g.Advice, ipt+" -D") || strings.Contains(g.Advice, "iptables -D") {
-					t.Errorf("finding %s advises deleting kube-proxy's rule: %q", g.Code, g.Advice)
+	cases := []struct {
+		mode, fault, table, chain, rule string
+	}{
+		{"iptables", "service-no-endpoints", "filter", "KUBE-SERVICES", "default/web:http has no endpoints"},
+		{"nftables", "service-no-endpoints-nft", "ip kube-proxy", "reject-chain", "reject"},
+	}
+	for _, c := range cases {
+		for _, ipt := range iptablesVariants {
+			t.Run(c.mode+"/"+ipt, func(t *testing.T) {
+				l := lab.NewForTest(t, lab.Config{Iptables: ipt})
+				if err := l.ApplyFault(c.fault); err != nil {
+					t.Fatal(err)
 				}
-			}
-			if hasFinding(j, "NF_REJECT") || hasFinding(j, "NO_LISTENER") {
-				t.Errorf("findings %v: the refusal is explained by SERVICE_NO_ENDPOINTS alone", findingCodes(j))
-			}
-		})
+				j, res := probeService(t, l)
+				if res.exit != 1 {
+					t.Errorf("exit %d, want 1", res.exit)
+				}
+				v := j.Verdict
+				if v.Kind != journey.Rejected || v.Netns != l.NodeA || v.Reason != "NETFILTER_DROP" || v.Hook != "FORWARD" ||
+					v.Table != c.table || v.Chain != c.chain || !strings.Contains(v.Rule, c.rule) {
+					t.Fatalf("verdict %+v, want rejected in %s %s/%s by %q", v, l.NodeA, c.table, c.chain, c.rule)
+				}
+				f := findingOf(t, j, "SERVICE_NO_ENDPOINTS")
+				if j.Findings[0].Code != "SERVICE_NO_ENDPOINTS" || f.Severity != journey.SeverityError || f.Netns != l.NodeA {
+					t.Errorf("findings %+v, want SERVICE_NO_ENDPOINTS first, an error in %s", j.Findings, l.NodeA)
+				}
+				requireWords(t, "message", f.Message, "default/web:http", "10.96.0.100:80", "no ready endpoints")
+				requireWords(t, "advice", f.Advice, "kubectl get endpointslices -n default -l kubernetes.io/service-name=web",
+					"selector", "Ready", "Do not delete")
+				for _, g := range j.Findings {
+					if strings.Contains(g.Advice, " -D ") || strings.Contains(g.Advice, "nft delete") {
+						t.Errorf("finding %s advises deleting kube-proxy's rule: %q", g.Code, g.Advice)
+					}
+				}
+				if hasFinding(j, "NF_REJECT") || hasFinding(j, "NO_LISTENER") {
+					t.Errorf("findings %v: the refusal is explained by SERVICE_NO_ENDPOINTS alone", findingCodes(j))
+				}
+			})
+		}
 	}
 }

@@ -95,6 +95,12 @@ var faults = map[string]fault{
 			return l.serviceNoEndpointsIptables(ctx, l.WebService)
 		},
 	},
+	"service-no-endpoints-nft": {
+		desc: "node-a: the web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's nftables mode does: no DNAT, and table ip kube-proxy's no-endpoint-services verdict map sends new connections to 10.96.0.100:80/tcp to reject-chain (ICMP port unreachable)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsNft(ctx, l.WebService)
+		},
+	},
 	"wrong-vtep": {
 		desc: "node-a: VXLAN fdb entry for node-b's flannel.1 MAC points at 203.0.113.20, which the router cannot route",
 		apply: func(ctx context.Context, l *Lab) error {

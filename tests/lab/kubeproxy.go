@@ -153,3 +153,68 @@ func (l *Lab) serviceNoEndpointsIptables(ctx context.Context, s Service) error {
 	}
 	return nil
 }
+
+// kubeProxyNftNoEndpoints is the part of kube-proxy's nftables mode (table
+// ip kube-proxy) that refuses a Service port without ready endpoints, for
+// the lab's two Services with web (10.96.0.100:80/tcp) listed in the
+// no-endpoint-services verdict map. Names, priorities, comments and the
+// map's shape are kube-proxy's (pkg/proxy/nftables); the nat part stays in
+// the lab's iptables imitation.
+const kubeProxyNftNoEndpoints = `table ip kube-proxy {
+	comment "rules for kube-proxy"
+	set cluster-ips {
+		type ipv4_addr
+		comment "Active ClusterIPs"
+		elements = { %[1]s, %[2]s }
+	}
+	map no-endpoint-services {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		comment "vmap to drop or reject packets to services with no endpoints"
+		elements = { %[1]s . %[3]s . %[4]d comment "%[5]s" : goto reject-chain }
+	}
+	chain filter-forward {
+		type filter hook forward priority 0; policy accept;
+		ct state new jump service-endpoints-check
+		ct state new jump cluster-ips-check
+	}
+	chain filter-input {
+		type filter hook input priority 0; policy accept;
+		ct state new jump service-endpoints-check
+	}
+	chain filter-output {
+		type filter hook output priority 0; policy accept;
+		ct state new jump service-endpoints-check
+		ct state new jump cluster-ips-check
+	}
+	chain service-endpoints-check {
+		ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+	}
+	chain cluster-ips-check {
+		ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"
+		ip daddr { 10.96.0.0/12 } drop comment "Drop traffic to unallocated ClusterIPs"
+	}
+	chain reject-chain {
+		comment "helper for @no-endpoint-services / @no-endpoint-nodeports"
+		reject
+	}
+}
+`
+
+// serviceNoEndpointsNft renders s as kube-proxy's nftables mode does once
+// the Service has no ready endpoint: no DNAT, and s's ClusterIP port in
+// the no-endpoint-services verdict map, which sends new connections to
+// reject-chain (ICMP port unreachable).
+func (l *Lab) serviceNoEndpointsNft(ctx context.Context, s Service) error {
+	if err := l.dropServiceNAT(ctx, s); err != nil {
+		return err
+	}
+	other := l.DNSService.ClusterIP
+	if s.ClusterIP == other {
+		other = l.WebService.ClusterIP
+	}
+	table := fmt.Sprintf(kubeProxyNftNoEndpoints, s.ClusterIP, other, s.Protocol, s.Port, s.Name)
+	if _, err := l.nsExec(ctx, l.NodeA, strings.NewReader(table), "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("kube-proxy nftables table: %w", err)
+	}
+	return nil
+}

@@ -132,20 +132,21 @@ func TestFaults(t *testing.T) {
 		works                 // handshake works
 	)
 	cases := map[string]expect{
-		"none":                  works,
-		"forward-drop":          timeout,
-		"forward-drop-rule-nft": timeout,
-		"reject-rst":            refused,
-		"no-dnat":               timeout,
-		"wrong-vtep":            timeout,
-		"no-listener":           refused,
-		"no-route":              timeout,
-		"small-mtu":             works,
-		"wrong-src":             timeout,
-		"rp-filter":             timeout,
-		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
-		"nic-exit":              timeout,
-		"service-no-endpoints":  refused, // ICMP port unreachable from node-a
+		"none":                     works,
+		"forward-drop":             timeout,
+		"forward-drop-rule-nft":    timeout,
+		"reject-rst":               refused,
+		"no-dnat":                  timeout,
+		"wrong-vtep":               timeout,
+		"no-listener":              refused,
+		"no-route":                 timeout,
+		"small-mtu":                works,
+		"wrong-src":                timeout,
+		"rp-filter":                timeout,
+		"silent-dns":               works, // TCP is unaffected; see TestSilentDNS
+		"nic-exit":                 timeout,
+		"service-no-endpoints":     refused, // ICMP port unreachable from node-a
+		"service-no-endpoints-nft": refused,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -153,7 +154,7 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	// Faults implemented with iptables run against both backends.
-	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true}
+	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true, "service-no-endpoints-nft": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
 	type run struct{ name, ipt, flavor string }
@@ -176,7 +177,7 @@ func TestFaults(t *testing.T) {
 		t.Run(sub, func(t *testing.T) {
 			t.Parallel()
 			requireTool(t, r.ipt)
-			if name == "forward-drop-rule-nft" {
+			if name == "forward-drop-rule-nft" || name == "service-no-endpoints-nft" {
 				requireTool(t, "nft")
 			}
 			ctx := t.Context()
@@ -244,6 +245,14 @@ func TestFaults(t *testing.T) {
 				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, `--comment "default/web:http has no endpoints"`) ||
 					!strings.Contains(out, "--to-destination 10.244.1.2:53") {
 					t.Errorf("unexpected rules after service-no-endpoints:\n%s", out)
+				}
+			case "service-no-endpoints-nft":
+				out, err := l.Run(l.NodeA, "nft", "list", "map", "ip", "kube-proxy", "no-endpoint-services")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(out, `10.96.0.100 . tcp . 80 comment "default/web:http" : goto reject-chain`) {
+					t.Errorf("unexpected no-endpoint-services map:\n%s", out)
 				}
 			case "wrong-src":
 				checkWrongSrc(t, l)
