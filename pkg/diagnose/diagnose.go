@@ -15,6 +15,7 @@ import (
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
+	"github.com/skbtrail/skbtrail/pkg/sockdiag"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
@@ -61,6 +62,9 @@ type Diagnoser struct {
 	cfg    Config
 	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
 	state  *nodestate.State             // devices, VXLAN, FDB, routes
+	// sockets lists the TCP listeners and UDP sockets of a namespace (by
+	// inode); nil: not known.
+	sockets func(netns uint32) ([]sockdiag.Socket, error)
 }
 
 // add appends a finding (one per code).
@@ -71,7 +75,17 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	return &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}}
+	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}}
+	if reg := cfg.Registry; reg != nil {
+		d.sockets = func(ino uint32) ([]sockdiag.Socket, error) {
+			path, ok := reg.Path(netnsutil.Inode(ino))
+			if !ok {
+				return nil, fmt.Errorf("netns %d is gone", ino)
+			}
+			return sockdiag.List(path)
+		}
+	}
+	return d
 }
 
 // Prepare reads the node state that must be known before packets flow

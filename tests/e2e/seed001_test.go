@@ -76,3 +76,54 @@ func TestServiceNoEndpoints(t *testing.T) {
 		}
 	}
 }
+
+// Issue 19 (seed 001, "the application listens on 127.0.0.1"): a refused
+// request's NO_LISTENER says what does listen in the destination pod, read
+// over sock_diag there.
+func TestListenerMismatch(t *testing.T) {
+	cases := []struct {
+		name, fault string
+		setup       func(l *lab.Lab) error
+		message     []string
+		advice      []string
+	}{
+		{"loopback-only", "listener-loopback", nil,
+			[]string{"10.244.1.2:80", "loopback only", "127.0.0.1:80"},
+			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}},
+		{"nothing", "no-listener", nil,
+			[]string{"no tcp socket listens in the namespace at all"},
+			[]string{"not running", "kubectl describe pod"}},
+		{"other-port", "no-listener", func(l *lab.Lab) error { return l.StartTCPEcho(8080) },
+			[]string{"nothing listens on tcp port 80", "10.244.1.2:8080"},
+			[]string{"targetPort", "(8080)"}},
+		{"other-protocol", "no-listener", func(l *lab.Lab) error { return l.StartSilentUDP(80) },
+			[]string{"nothing listens on tcp port 80", "udp socket is bound to 10.244.1.2:80"},
+			[]string{"protocol", "UDP"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{})
+			if err := l.ApplyFault(c.fault); err != nil {
+				t.Fatal(err)
+			}
+			if c.setup != nil {
+				if err := c.setup(l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j, res := probeService(t, l)
+			if res.exit != 1 {
+				t.Errorf("exit %d, want 1", res.exit)
+			}
+			if v := j.Verdict; v.Kind != journey.Rejected || v.Netns != l.PodB || v.Reason != "NO_SOCKET" {
+				t.Fatalf("verdict %+v, want rejected in %s (NO_SOCKET)", v, l.PodB)
+			}
+			f := findingOf(t, j, "NO_LISTENER")
+			if j.Findings[0].Code != "NO_LISTENER" || f.Netns != l.PodB || f.Severity != journey.SeverityError {
+				t.Errorf("findings %+v, want NO_LISTENER first, an error in %s", j.Findings, l.PodB)
+			}
+			requireWords(t, "message", f.Message, c.message...)
+			requireWords(t, "advice", f.Advice, c.advice...)
+		})
+	}
+}

@@ -116,6 +116,16 @@ var faults = map[string]fault{
 			return l.StopServer("tcp", 80)
 		},
 	},
+	"listener-loopback": {
+		desc: "pod-b: the tcp/80 server listens on 127.0.0.1:80 only (instead of 10.244.1.2:80), so SYNs to the pod address are answered with RST",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.StopServer("tcp", 80); err != nil {
+				return err
+			}
+			// listen(2) has returned: the socket is bound and listening
+			return l.startTCPEchoOn("127.0.0.1", 80)
+		},
+	},
 	"no-route": {
 		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
 		apply: func(ctx context.Context, l *Lab) error {

@@ -147,6 +147,7 @@ func TestFaults(t *testing.T) {
 		"nic-exit":                 timeout,
 		"service-no-endpoints":     refused, // ICMP port unreachable from node-a
 		"service-no-endpoints-nft": refused,
+		"listener-loopback":        refused,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -245,6 +246,10 @@ func TestFaults(t *testing.T) {
 				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, `--comment "default/web:http has no endpoints"`) ||
 					!strings.Contains(out, "--to-destination 10.244.1.2:53") {
 					t.Errorf("unexpected rules after service-no-endpoints:\n%s", out)
+				}
+			case "listener-loopback":
+				if err := l.Dial(ctx, l.PodB, "127.0.0.1:80", 2*time.Second); err != nil {
+					t.Errorf("dial 127.0.0.1:80 inside pod-b: %v", err)
 				}
 			case "service-no-endpoints-nft":
 				out, err := l.Run(l.NodeA, "nft", "list", "map", "ip", "kube-proxy", "no-endpoint-services")

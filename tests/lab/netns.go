@@ -86,7 +86,13 @@ func (l *Lab) addServer(key, ns string, s *server) error {
 // connection echoes what it receives until the peer closes or 30s pass. Up
 // starts one on port 80.
 func (l *Lab) StartTCPEcho(port int) error {
-	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	return l.startTCPEchoOn(l.PodBIP, port)
+}
+
+// startTCPEchoOn is StartTCPEcho bound to ip (e.g. 127.0.0.1 for a server
+// that listens on loopback only).
+func (l *Lab) startTCPEchoOn(ip string, port int) error {
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	var ln net.Listener
 	err := InNetns(l.PodB, func() error {
 		var err error
