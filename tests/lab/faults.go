@@ -126,6 +126,19 @@ var faults = map[string]fault{
 			return l.startTCPEchoOn("127.0.0.1", 80)
 		},
 	},
+	"accept-queue-full": {
+		desc: "pod-b: the tcp/80 server is a listener with backlog 0 that never accepts, its accept queue already holding a connection from pod-a: further SYNs are dropped by the kernel (ListenOverflows) and never answered",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillAcceptQueue(ctx, 80)
+		},
+	},
+	"udp-rcvbuf-full": {
+		desc: "pod-b: the DNS backend 10.244.1.2:53 is a UDP socket with the smallest receive buffer (SO_RCVBUF 0) that never reads, already full: further queries are dropped (SOCKET_RCVBUFF), like an overloaded DNS server",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillReceiveBuffer(ctx, 53)
+		},
+		dns: true,
+	},
 	"no-route": {
 		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
 		apply: func(ctx context.Context, l *Lab) error {

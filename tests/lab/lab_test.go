@@ -148,6 +148,8 @@ func TestFaults(t *testing.T) {
 		"service-no-endpoints":     refused, // ICMP port unreachable from node-a
 		"service-no-endpoints-nft": refused,
 		"listener-loopback":        refused,
+		"accept-queue-full":        timeout,
+		"udp-rcvbuf-full":          works, // TCP is unaffected; see below
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -246,6 +248,10 @@ func TestFaults(t *testing.T) {
 				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, `--comment "default/web:http has no endpoints"`) ||
 					!strings.Contains(out, "--to-destination 10.244.1.2:53") {
 					t.Errorf("unexpected rules after service-no-endpoints:\n%s", out)
+				}
+			case "udp-rcvbuf-full":
+				if _, err := queryUDP(t, l, l.PodA, l.DNSService.Addr(), time.Second); !isTimeout(err) {
+					t.Errorf("DNS query after udp-rcvbuf-full: %v, want a timeout", err)
 				}
 			case "listener-loopback":
 				if err := l.Dial(ctx, l.PodB, "127.0.0.1:80", 2*time.Second); err != nil {
