@@ -39,6 +39,9 @@ const (
 	// CodeServiceNoEndpoints: kube-proxy refused a packet to a Service port
 	// that has no ready endpoint.
 	CodeServiceNoEndpoints = "SERVICE_NO_ENDPOINTS"
+	// CodeSocketQueueFull: a socket's queue (receive buffer, accept queue,
+	// backlog) was full and the kernel dropped the packet.
+	CodeSocketQueueFull = "SOCKET_QUEUE_FULL"
 )
 
 // Config configures a Diagnoser.
@@ -65,6 +68,8 @@ type Diagnoser struct {
 	// sockets lists the TCP listeners and UDP sockets of a namespace (by
 	// inode); nil: not known.
 	sockets func(netns uint32) ([]sockdiag.Socket, error)
+	// process finds the process holding a socket (by inode); nil: none.
+	process func(sockInode uint32) (sockdiag.Process, bool)
 }
 
 // add appends a finding (one per code).
@@ -84,6 +89,7 @@ func New(cfg Config) *Diagnoser {
 			}
 			return sockdiag.List(path)
 		}
+		d.process = func(ino uint32) (sockdiag.Process, bool) { return sockdiag.FindProcess("/proc", ino) }
 	}
 	return d
 }
@@ -134,6 +140,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.netfilterDecision(j)
 	d.underlay(j)
 	d.endpoint(j)
+	d.socketQueue(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
@@ -180,7 +187,7 @@ func atDropSrc(j *journey.Journey) string {
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
-	CodeCTInvalid: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
+	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
 	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 

@@ -79,3 +79,5 @@ func TestNoListenerNamesListeners(t *testing.T) {
 		t.Errorf("without sockets: finding %+v, want the plain NO_LISTENER", f)
 	}
 }
+
+func addrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }

@@ -127,3 +127,47 @@ func TestListenerMismatch(t *testing.T) {
 		})
 	}
 }
+
+// Issue 19 (seed 001, "full queues under load"): a packet lost to a full
+// socket queue in the destination pod names the socket, the process that
+// holds it, the queue and its limit.
+func TestSocketQueueFull(t *testing.T) {
+	cases := []struct {
+		name, fault, kind, reason string
+		args                      func(l *lab.Lab) []string
+		message, advice           []string
+	}{
+		{"accept-queue", "accept-queue-full", journey.Delivered, "", nil,
+			[]string{"accept queue", "tcp socket 10.244.1.2:80", "held by e2e.test (pid ", "1 connection waits for accept()", "listen backlog) is 0", "ListenOverflows"},
+			[]string{"accept()", "somaxconn"}},
+		{"udp-receive-buffer", "udp-rcvbuf-full", journey.Dropped, "SOCKET_RCVBUFF",
+			func(l *lab.Lab) []string { return []string{"--proto", "udp", "--to", l.DNSService.Addr()} },
+			[]string{"receive buffer", "udp socket 10.244.1.2:53", "held by e2e.test (pid ", "(SO_RCVBUF)", "SOCKET_RCVBUFF"},
+			[]string{"CoreDNS", "SO_RCVBUF", "rmem_max"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{})
+			if err := l.ApplyFault(c.fault); err != nil {
+				t.Fatal(err)
+			}
+			var extra []string
+			if c.args != nil {
+				extra = c.args(l)
+			}
+			j, res := probeService(t, l, extra...)
+			if res.exit != 1 {
+				t.Errorf("exit %d, want 1", res.exit)
+			}
+			if v := j.Verdict; v.Kind != c.kind || v.Netns != l.PodB || v.Reason != c.reason {
+				t.Fatalf("verdict %+v, want %s in %s (%q)", v, c.kind, l.PodB, c.reason)
+			}
+			f := findingOf(t, j, "SOCKET_QUEUE_FULL")
+			if j.Findings[0].Code != "SOCKET_QUEUE_FULL" || f.Netns != l.PodB || f.Severity != journey.SeverityError {
+				t.Errorf("findings %+v, want SOCKET_QUEUE_FULL first, an error in %s", j.Findings, l.PodB)
+			}
+			requireWords(t, "message", f.Message, c.message...)
+			requireWords(t, "advice", f.Advice, c.advice...)
+		})
+	}
+}
