@@ -15,6 +15,7 @@ import (
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
+	"github.com/skbtrail/skbtrail/pkg/qdisc"
 	"github.com/skbtrail/skbtrail/pkg/sockdiag"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -42,6 +43,9 @@ const (
 	// CodeSocketQueueFull: a socket's queue (receive buffer, accept queue,
 	// backlog) was full and the kernel dropped the packet.
 	CodeSocketQueueFull = "SOCKET_QUEUE_FULL"
+	// CodeQdiscDrop: a device's queue (its qdisc, or the CPU input
+	// backlog) dropped the packet.
+	CodeQdiscDrop = "QDISC_DROP"
 )
 
 // Config configures a Diagnoser.
@@ -70,6 +74,8 @@ type Diagnoser struct {
 	sockets func(netns uint32) ([]sockdiag.Socket, error)
 	// process finds the process holding a socket (by inode); nil: none.
 	process func(sockInode uint32) (sockdiag.Process, bool)
+	// qdiscs reads a device's queueing disciplines; nil: not known.
+	qdiscs func(netns uint32, dev string) ([]qdisc.Qdisc, error)
 }
 
 // add appends a finding (one per code).
@@ -82,14 +88,28 @@ func New(cfg Config) *Diagnoser {
 	}
 	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}}
 	if reg := cfg.Registry; reg != nil {
-		d.sockets = func(ino uint32) ([]sockdiag.Socket, error) {
-			path, ok := reg.Path(netnsutil.Inode(ino))
+		path := func(ino uint32) (string, error) {
+			p, ok := reg.Path(netnsutil.Inode(ino))
 			if !ok {
-				return nil, fmt.Errorf("netns %d is gone", ino)
+				return "", fmt.Errorf("netns %d is gone", ino)
 			}
-			return sockdiag.List(path)
+			return p, nil
+		}
+		d.sockets = func(ino uint32) ([]sockdiag.Socket, error) {
+			p, err := path(ino)
+			if err != nil {
+				return nil, err
+			}
+			return sockdiag.List(p)
 		}
 		d.process = func(ino uint32) (sockdiag.Process, bool) { return sockdiag.FindProcess("/proc", ino) }
+		d.qdiscs = func(ino uint32, dev string) ([]qdisc.Qdisc, error) {
+			p, err := path(ino)
+			if err != nil {
+				return nil, err
+			}
+			return qdisc.List(p, dev)
+		}
 	}
 	return d
 }
@@ -141,6 +161,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.underlay(j)
 	d.endpoint(j)
 	d.socketQueue(j)
+	d.queueDrop(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
@@ -187,7 +208,7 @@ func atDropSrc(j *journey.Journey) string {
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
-	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
+	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
 	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 

@@ -171,3 +171,25 @@ func TestSocketQueueFull(t *testing.T) {
 		})
 	}
 }
+
+// Issue 19 (seed 001, "the NIC queue is full"): a packet dropped at a
+// device's queue names the device, the qdisc, its fill and its limit.
+func TestQdiscDrop(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{})
+	if err := l.ApplyFault("qdisc-full"); err != nil {
+		t.Fatal(err)
+	}
+	j, res := probeService(t, l)
+	if res.exit != 1 {
+		t.Errorf("exit %d, want 1", res.exit)
+	}
+	if v := j.Verdict; v.Kind != journey.Dropped || v.Netns != l.NodeA || v.Device != "eth0" || v.Reason != "QDISC_DROP" {
+		t.Fatalf("verdict %+v, want dropped in %s at eth0 (QDISC_DROP)", v, l.NodeA)
+	}
+	f := findingOf(t, j, "QDISC_DROP")
+	if j.Findings[0].Code != "QDISC_DROP" || f.Netns != l.NodeA || f.Severity != journey.SeverityError {
+		t.Errorf("findings %+v, want QDISC_DROP first, an error in %s", j.Findings, l.NodeA)
+	}
+	requireWords(t, "message", f.Message, "tbf qdisc", "at the root of eth0", "queue was full", "limit 3000 bytes", "rate 8 bit/s", "packets dropped")
+	requireWords(t, "advice", f.Advice, "tc -s qdisc show dev eth0", "limit or rate")
+}

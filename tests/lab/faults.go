@@ -139,6 +139,12 @@ var faults = map[string]fault{
 		},
 		dns: true,
 	},
+	"qdisc-full": {
+		desc: "node-a: eth0 (the underlay NIC) gets a tbf qdisc of 8 bit/s holding at most 3000 bytes, filled with small overlay packets until it drops: every larger packet leaving node-a (a SYN to pod-b) is dropped (QDISC_DROP)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillQdisc(ctx)
+		},
+	},
 	"no-route": {
 		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
 		apply: func(ctx context.Context, l *Lab) error {

@@ -150,6 +150,7 @@ func TestFaults(t *testing.T) {
 		"listener-loopback":        refused,
 		"accept-queue-full":        timeout,
 		"udp-rcvbuf-full":          works, // TCP is unaffected; see below
+		"qdisc-full":               timeout,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {

@@ -11,11 +11,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/skbtrail/skbtrail/pkg/qdisc"
 	"github.com/skbtrail/skbtrail/pkg/sockdiag"
 )
 
 // queueWait bounds how long a queue fault waits to see its queue full.
 const queueWait = 5 * time.Second
+
+// QdiscLimit is the byte limit of the "qdisc-full" fault's token bucket.
+const QdiscLimit = 3000
 
 // maxFillDatagrams bounds the datagrams sent to fill a receive buffer.
 const maxFillDatagrams = 64
@@ -153,4 +157,33 @@ func (l *Lab) fillReceiveBuffer(ctx context.Context, port int) error {
 		}
 	}
 	return fmt.Errorf("lab: udp %s in %s dropped nothing after %d datagrams", addr, l.PodB, maxFillDatagrams)
+}
+
+// fillQdisc gives node A's eth0 (its underlay NIC) a token bucket of 1
+// byte per second holding at most 3000 bytes, and fills it with the
+// smallest overlay packets (1-byte UDP datagrams from pod A to pod B) until
+// it drops one: the queue then has less room than any larger packet (a TCP
+// SYN) needs, and drains one small packet in about 90 s. It returns once
+// the qdisc counted a drop.
+func (l *Lab) fillQdisc(ctx context.Context) error {
+	if _, err := l.nsExec(ctx, l.NodeA, nil, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
+		"rate", "8bit", "burst", "1600", "limit", fmt.Sprint(QdiscLimit)); err != nil {
+		return err
+	}
+	dst := net.JoinHostPort(l.PodBIP, "9")
+	for range maxFillDatagrams {
+		if err := l.SendUDP(ctx, l.PodA, dst, 1, false); err != nil {
+			return err
+		}
+		qs, err := qdisc.List(NetnsPath(l.NodeA), "eth0")
+		if err != nil {
+			return err
+		}
+		for _, q := range qs {
+			if q.Root && q.Kind == "tbf" && q.Drops > 0 {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("lab: the tbf qdisc of eth0 in %s dropped nothing after %d datagrams", l.NodeA, maxFillDatagrams)
 }
