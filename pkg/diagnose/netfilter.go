@@ -249,7 +249,7 @@ func serviceNoEndpoints(svc servicePort, dec nfrules.Decision, pkt nfrules.Packe
 		rule = fmt.Sprintf("verdict map %s of table %s %s (element %q)", dec.Map, dec.Family, dec.Table, dec.Comment)
 	}
 	t := pkt.Tuple
-	return journey.Finding{
+	f := journey.Finding{
 		Code: CodeServiceNoEndpoints, Severity: journey.SeverityError, Netns: v.Netns,
 		Message: fmt.Sprintf("Service %s (%s:%d/%s) has no ready endpoints: kube-proxy's %s %s %s",
 			svc, t.Dst, t.Dport, journey.ProtoName(t.Proto), rule, what, flow),
@@ -259,6 +259,15 @@ func serviceNoEndpoints(svc servicePort, dec nfrules.Decision, pkt nfrules.Packe
 			"Do not delete the rule: kube-proxy writes it while the Service has no ready endpoint and replaces it by the DNAT once one is ready",
 			svc.Namespace, svc.Name, svc.Name, svc.Namespace),
 	}
+	if svc.Local {
+		f.Message = fmt.Sprintf("Service %s (%s:%d/%s) has no ready endpoint on this node and its traffic policy is Local: kube-proxy's %s %s %s",
+			svc, t.Dst, t.Dport, journey.ProtoName(t.Proto), rule, what, flow)
+		f.Advice = fmt.Sprintf("with internalTrafficPolicy/externalTrafficPolicy: Local only endpoints on the receiving node serve: run a ready pod of the Service on this node "+
+			"(kubectl get endpointslices -n %s -l kubernetes.io/service-name=%s shows each endpoint's nodeName and ready), send the traffic to a node that has one, "+
+			"or set the policy to Cluster (kubectl get svc %s -n %s -o yaml). Do not delete the rule: kube-proxy writes it while no local endpoint is ready",
+			svc.Namespace, svc.Name, svc.Name, svc.Namespace)
+	}
+	return f
 }
 
 func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet, owner ruleOwner, owned bool) string {

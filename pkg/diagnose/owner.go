@@ -107,8 +107,9 @@ var (
 	iptCommentRE = regexp.MustCompile(`--comment (?:"((?:[^"\\]|\\.)*)"|(\S+))`)
 	// kube-proxy's iptables REJECT for a Service port without ready
 	// endpoints is commented "NS/SVC:PORT has no endpoints" (":PORT" only
-	// when the port is named).
-	noEndpointsRE = regexp.MustCompile(`^([a-z0-9][-a-z0-9.]*)/([a-z0-9][-a-z0-9]*)(?::(\S+))? has no endpoints$`)
+	// when the port is named); its DROP for a traffic policy Local without
+	// a ready endpoint on this node "NS/SVC:PORT has no local endpoints".
+	noEndpointsRE = regexp.MustCompile(`^([a-z0-9][-a-z0-9.]*)/([a-z0-9][-a-z0-9]*)(?::(\S*))? has no (local )?endpoints$`)
 )
 
 // ruleComment is the iptables rule's --comment, unquoted.
@@ -124,9 +125,11 @@ func ruleComment(rule string) string {
 }
 
 // servicePort is a Service port as kube-proxy names it: namespace, name
-// and port name ("" for an unnamed port).
+// and port name ("" for an unnamed port). Local: what is missing is a
+// ready endpoint on this node (traffic policy Local).
 type servicePort struct {
 	Namespace, Name, Port string
+	Local                 bool
 }
 
 func (s servicePort) String() string {
@@ -144,7 +147,12 @@ func noEndpointsService(dec nfrules.Decision) (servicePort, bool) {
 	var comment string
 	switch {
 	case dec.Source == "nft" && dec.Table == "kube-proxy" && strings.HasPrefix(dec.Map, "no-endpoint-"):
+		// kube-proxy's element leads to reject-chain when the Service has
+		// no endpoint at all, to drop when none is local (policy Local)
 		comment = dec.Comment + " has no endpoints"
+		if dec.Verdict == "DROP" {
+			comment = dec.Comment + " has no local endpoints"
+		}
 	case dec.Source != "nft" && strings.HasPrefix(dec.Chain, "KUBE-") && (dec.Verdict == "REJECT" || dec.Verdict == "DROP"):
 		comment = ruleComment(dec.Rule)
 	default:
@@ -154,5 +162,5 @@ func noEndpointsService(dec nfrules.Decision) (servicePort, bool) {
 	if m == nil {
 		return servicePort{}, false
 	}
-	return servicePort{Namespace: m[1], Name: m[2], Port: m[3]}, true
+	return servicePort{Namespace: m[1], Name: m[2], Port: m[3], Local: m[4] != ""}, true
 }

@@ -67,6 +67,14 @@ func TestServiceNoEndpointsFinding(t *testing.T) {
 	if strings.Contains(f.Advice, "-D ") {
 		t.Errorf("advice %q deletes kube-proxy's rule", f.Advice)
 	}
+
+	local := nfrules.Decision{Family: "ip", Source: "iptables-legacy", Table: "filter", Chain: "KUBE-SERVICES", Verdict: "DROP",
+		Rule: `-A KUBE-SERVICES -d 10.96.0.100/32 -p tcp -m comment --comment "default/web:http has no local endpoints" -m tcp --dport 80 -j DROP`}
+	f = nfFinding(local, fwdPacket("10.96.0.100", 80), after, v, "tcp 10.244.0.5:40000 -> 10.96.0.100:80", "")
+	if f.Code != CodeServiceNoEndpoints || !strings.Contains(f.Message, "no ready endpoint on this node") || !strings.Contains(f.Message, "dropped") ||
+		!strings.Contains(f.Advice, "nodeName") || !strings.Contains(f.Advice, "Cluster") || strings.Contains(f.Advice, "-D ") {
+		t.Errorf("local finding %+v", f)
+	}
 }
 
 func TestNoEndpointsService(t *testing.T) {
@@ -82,6 +90,11 @@ func TestNoEndpointsService(t *testing.T) {
 			"ns1/unnamed"},
 		{nfrules.Decision{Source: "nft", Family: "ip", Table: "kube-proxy", Chain: "reject-chain", Verdict: "REJECT", Rule: "reject",
 			Map: "no-endpoint-services", Comment: "ns6/svc6:p80"}, "ns6/svc6:p80"},
+		{nfrules.Decision{Source: "iptables-nft", Table: "filter", Chain: "KUBE-EXTERNAL-SERVICES", Verdict: "DROP",
+			Rule: `-A KUBE-EXTERNAL-SERVICES -p tcp -m comment --comment "ingress-nginx/ingress-nginx-controller:http has no local endpoints" -m addrtype --dst-type LOCAL -m tcp --dport 30080 -j DROP`},
+			"ingress-nginx/ingress-nginx-controller:http local"},
+		{nfrules.Decision{Source: "nft", Family: "ip", Table: "kube-proxy", Chain: "service-endpoints-check", Verdict: "DROP", Rule: "vmap @no-endpoint-services",
+			Map: "no-endpoint-services", Comment: "ns2/svc2:p80"}, "ns2/svc2:p80 local"},
 		// not kube-proxy's: a user's REJECT with a look-alike comment
 		{nfrules.Decision{Source: "iptables-nft", Table: "filter", Chain: "FORWARD", Verdict: "REJECT",
 			Rule: `-A FORWARD -m comment --comment "default/web:http has no endpoints" -j REJECT`}, ""},
@@ -90,7 +103,11 @@ func TestNoEndpointsService(t *testing.T) {
 	}
 	for _, c := range cases {
 		svc, ok := noEndpointsService(c.dec)
-		if got := map[bool]string{true: svc.String()}[ok]; got != c.want {
+		got := map[bool]string{true: svc.String()}[ok]
+		if svc.Local {
+			got += " local"
+		}
+		if got != c.want {
 			t.Errorf("%s: service %q, want %q", c.dec.Rule, got, c.want)
 		}
 	}

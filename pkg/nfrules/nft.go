@@ -244,7 +244,7 @@ func (ev *nftEval) rules(c *NftChain, depth int) (Decision, string) {
 		for _, e := range r.Expr {
 			switch {
 			case has(e, "vmap"):
-				if d, v, ok := ev.vmap(c, e["vmap"], depth); ok {
+				if d, v, ok := ev.vmap(c, r, e["vmap"], depth); ok {
 					return d, v
 				}
 			case has(e, "drop"), has(e, "reject"):
@@ -290,7 +290,7 @@ func has(e map[string]json.RawMessage, k string) bool { _, ok := e[k]; return ok
 // verdict it leads to, with the map and the element's comment in the
 // decision. ok is false when no element matched or the key is not
 // understood (the rule then continues, as nft does on a miss).
-func (ev *nftEval) vmap(c *NftChain, raw json.RawMessage, depth int) (Decision, string, bool) {
+func (ev *nftEval) vmap(c *NftChain, r NftRule, raw json.RawMessage, depth int) (Decision, string, bool) {
 	var m struct {
 		Key  json.RawMessage
 		Data json.RawMessage
@@ -317,7 +317,11 @@ func (ev *nftEval) vmap(c *NftChain, raw json.RawMessage, depth int) (Decision, 
 		}
 		switch {
 		case has(el.Data, "drop"):
-			return mark(Decision{Family: c.Family, Source: "nft", Table: c.Table, Chain: c.Name, Rule: "vmap @" + set.Name, Verdict: "DROP"}), "drop", true
+			text := r.Text
+			if text == "" {
+				text = "vmap @" + set.Name
+			}
+			return mark(Decision{Family: c.Family, Source: "nft", Table: c.Table, Chain: c.Name, Rule: text, Verdict: "DROP", Handle: r.Handle}), "drop", true
 		case has(el.Data, "accept"):
 			return Decision{}, "accept", true
 		case has(el.Data, "jump"), has(el.Data, "goto"):

@@ -13,7 +13,7 @@ import (
 const kubeProxyNoEndpointsJSON = `{"nftables": [
 {"table": {"family": "ip", "name": "kube-proxy", "handle": 3}},
 {"set": {"family": "ip", "name": "cluster-ips", "table": "kube-proxy", "type": "ipv4_addr", "handle": 7, "comment": "Active ClusterIPs", "elem": ["10.96.0.10", "10.96.0.100"]}},
-{"map": {"family": "ip", "name": "no-endpoint-services", "table": "kube-proxy", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 8, "map": "verdict", "elem": [[{"elem": {"val": {"concat": ["10.96.0.100", "tcp", 80]}, "comment": "default/web:http"}}, {"goto": {"target": "reject-chain"}}]]}},
+{"map": {"family": "ip", "name": "no-endpoint-services", "table": "kube-proxy", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 8, "map": "verdict", "elem": [[{"elem": {"val": {"concat": ["10.96.0.100", "tcp", 80]}, "comment": "default/web:http"}}, {"goto": {"target": "reject-chain"}}], [{"elem": {"val": {"concat": ["192.0.2.99", "tcp", 443]}, "comment": "ns2/svc2:p443"}}, {"drop": null}]]}},
 {"chain": {"family": "ip", "table": "kube-proxy", "name": "filter-forward", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
 {"chain": {"family": "ip", "table": "kube-proxy", "name": "service-endpoints-check", "handle": 4}},
 {"chain": {"family": "ip", "table": "kube-proxy", "name": "cluster-ips-check", "handle": 5}},
@@ -47,6 +47,7 @@ func TestKubeProxyVerdictMap(t *testing.T) {
 		{"unallocated ClusterIP", pkt("10.96.7.7", journey.ProtoTCP, 80, "new"), true, "cluster-ips-check", "DROP", "", ""},
 		{"udp to the same port", pkt("10.96.0.100", journey.ProtoUDP, 80, "new"), true, "cluster-ips-check", "REJECT", "", ""},
 		{"pod address", pkt("10.244.1.2", journey.ProtoTCP, 80, "new"), false, "", "", "", ""},
+		{"no local endpoints: drop", pkt("192.0.2.99", journey.ProtoTCP, 443, "new"), true, "service-endpoints-check", "DROP", "no-endpoint-services", "ns2/svc2:p443"},
 	}
 	for _, c := range cases {
 		d, ok := rs.DropAt("forward", -1000, 1000, c.p, nil)
