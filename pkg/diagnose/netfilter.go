@@ -230,6 +230,9 @@ func nfFinding(dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot
 		f.Message = fmt.Sprintf("rule %q in %s dropped %s%s", dec.Rule, loc, flow, where)
 		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
 	}
+	if owned && dec.IsPolicy() {
+		f.Message += " (the policy " + owner.Name + " sets)"
+	}
 	if owned && !dec.IsPolicy() && f.Code != CodeCTInvalid {
 		f.Message += " (a rule of " + owner.Name + ")"
 		f.Advice = ownedAdvice(owner, dec)

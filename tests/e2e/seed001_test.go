@@ -193,3 +193,31 @@ func TestQdiscDrop(t *testing.T) {
 	requireWords(t, "message", f.Message, "tbf qdisc", "at the root of eth0", "queue was full", "limit 3000 bytes", "rate 8 bit/s", "packets dropped")
 	requireWords(t, "advice", f.Advice, "tc -s qdisc show dev eth0", "limit or rate")
 }
+
+// Rules a component owns are never advised for deletion or override: with
+// Docker's chains on node-b (seed 002 as dockerd leaves it), FORWARD's
+// policy DROP is Docker's, and the fix goes into DOCKER-USER.
+func TestDockerOwnedPolicy(t *testing.T) {
+	for _, ipt := range iptablesVariants {
+		t.Run(ipt, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{Iptables: ipt})
+			if err := l.ApplyFault("docker-forward-drop"); err != nil {
+				t.Fatal(err)
+			}
+			j, res := probeService(t, l)
+			if res.exit != 1 {
+				t.Errorf("exit %d, want 1", res.exit)
+			}
+			v := j.Verdict
+			if v.Kind != journey.Dropped || v.Netns != l.NodeB || v.Hook != "FORWARD" || v.Table != "filter" || v.Chain != "FORWARD" || v.Rule != "policy DROP" {
+				t.Fatalf("verdict %+v, want dropped in %s by filter/FORWARD policy DROP", v, l.NodeB)
+			}
+			f := findingOf(t, j, "NF_POLICY_DROP")
+			requireWords(t, "message", f.Message, "from flannel.1 to cni0", "(the policy Docker sets)")
+			requireWords(t, "advice", f.Advice, "-I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT", "Docker sets filter/FORWARD's policy to DROP")
+			if strings.Contains(f.Advice, "-I FORWARD") || strings.Contains(f.Advice, "-P FORWARD") {
+				t.Errorf("advice %q changes Docker's FORWARD chain", f.Advice)
+			}
+		})
+	}
+}

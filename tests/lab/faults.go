@@ -59,6 +59,12 @@ var faults = map[string]fault{
 			return l.ipt(ctx, l.NodeB, "-P", "FORWARD", "DROP")
 		},
 	},
+	"docker-forward-drop": {
+		desc: "node-b: Docker's filter rules as dockerd writes them when it starts (DOCKER, DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2 chains, FORWARD policy DROP), so flannel.1 -> cni0 traffic is dropped (seed 002 with Docker's own chains)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.dockerForwardDrop(ctx, l.NodeB)
+		},
+	},
 	"forward-drop-rule-nft": {
 		desc: "node-b: native nftables table inet sbt_fault drops forwarded tcp to 10.244.1.2:80",
 		apply: func(ctx context.Context, l *Lab) error {

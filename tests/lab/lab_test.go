@@ -151,6 +151,7 @@ func TestFaults(t *testing.T) {
 		"accept-queue-full":        timeout,
 		"udp-rcvbuf-full":          works, // TCP is unaffected; see below
 		"qdisc-full":               timeout,
+		"docker-forward-drop":      timeout,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -158,7 +159,7 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	// Faults implemented with iptables run against both backends.
-	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true, "service-no-endpoints-nft": true}
+	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true, "service-no-endpoints-nft": true, "docker-forward-drop": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
 	type run struct{ name, ipt, flavor string }
