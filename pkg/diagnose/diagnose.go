@@ -46,6 +46,10 @@ const (
 	// CodeQdiscDrop: a device's queue (its qdisc, or the CPU input
 	// backlog) dropped the packet.
 	CodeQdiscDrop = "QDISC_DROP"
+	// CodeNeighFailed: the next hop's link-layer address could not be
+	// resolved (no neighbour entry, resolution failed or its queue
+	// overflowed).
+	CodeNeighFailed = "NEIGH_FAILED"
 )
 
 // Config configures a Diagnoser.
@@ -76,6 +80,8 @@ type Diagnoser struct {
 	process func(sockInode uint32) (sockdiag.Process, bool)
 	// qdiscs reads a device's queueing disciplines; nil: not known.
 	qdiscs func(netns uint32, dev string) ([]qdisc.Qdisc, error)
+	// lookupHop finds a namespace's next hop to an address; nil: not known.
+	lookupHop func(netns uint32, dst netip.Addr) (neighHop, bool)
 }
 
 // add appends a finding (one per code).
@@ -109,6 +115,13 @@ func New(cfg Config) *Diagnoser {
 				return nil, err
 			}
 			return qdisc.List(p, dev)
+		}
+		d.lookupHop = func(ino uint32, dst netip.Addr) (neighHop, bool) {
+			p, err := path(ino)
+			if err != nil {
+				return neighHop{}, false
+			}
+			return readNextHop(p, dst)
 		}
 	}
 	return d
@@ -162,6 +175,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.endpoint(j)
 	d.socketQueue(j)
 	d.queueDrop(j)
+	d.neighFailure(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
@@ -208,7 +222,7 @@ func atDropSrc(j *journey.Journey) string {
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
-	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
+	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
 	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 

@@ -208,7 +208,7 @@ func suspectHooks(j *journey.Journey) (journey.Event, []uint8, bool) {
 func nfFinding(dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot, v journey.Verdict, flow, where string) journey.Finding {
 	loc := v.Table + "/" + v.Chain
 	f := journey.Finding{Severity: journey.SeverityError, Netns: v.Netns}
-	owner, owned := ownerOf(dec, hasDockerChains(after, dec))
+	owner, owned := ruleOwnerOf(dec, hasDockerChains(after, dec))
 	if svc, ok := noEndpointsService(dec); ok {
 		return serviceNoEndpoints(svc, dec, pkt, v, flow)
 	}

@@ -51,10 +51,10 @@ var nftTableOwners = map[string]ruleOwner{
 	"cilium":     {"Cilium", "Cilium writes it and puts it back: change Cilium's configuration or the policies it enforces, not the rule"},
 }
 
-// ownerOf names the component that owns the rule or policy that decided,
+// ruleOwnerOf names the component that owns the rule or policy that decided,
 // if skbtrail recognises it. dockerFilter says the iptables filter table of
 // the decision holds Docker's chains (Docker sets FORWARD's policy to DROP).
-func ownerOf(dec nfrules.Decision, dockerFilter bool) (ruleOwner, bool) {
+func ruleOwnerOf(dec nfrules.Decision, dockerFilter bool) (ruleOwner, bool) {
 	if dec.Source == "nft" {
 		o, ok := nftTableOwners[dec.Table]
 		return o, ok

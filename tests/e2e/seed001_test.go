@@ -221,3 +221,30 @@ func TestDockerOwnedPolicy(t *testing.T) {
 		})
 	}
 }
+
+// Issue 19 (a VXLAN peer's neighbour entry gone after a CNI restart): the
+// finding names the next hop, its missing entry and the CNI that writes it.
+func TestNeighFailed(t *testing.T) {
+	for _, flavor := range []string{lab.FlavorFlannel, lab.FlavorCalico} {
+		t.Run(flavor, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{Flavor: flavor})
+			if err := l.ApplyFault("neigh-missing"); err != nil {
+				t.Fatal(err)
+			}
+			j, res := probeService(t, l)
+			if res.exit != 1 {
+				t.Errorf("exit %d, want 1", res.exit)
+			}
+			if v := j.Verdict; v.Kind != journey.Dropped || v.Netns != l.NodeA || v.Device != l.VXLANDevice || v.Reason != "NEIGH_FAILED" {
+				t.Fatalf("verdict %+v, want dropped in %s at %s (NEIGH_FAILED)", v, l.NodeA, l.VXLANDevice)
+			}
+			f := findingOf(t, j, "NEIGH_FAILED")
+			if j.Findings[0].Code != "NEIGH_FAILED" || f.Netns != l.NodeA || f.Severity != journey.SeverityError {
+				t.Errorf("findings %+v, want NEIGH_FAILED first, an error in %s", j.Findings, l.NodeA)
+			}
+			owner := map[string]string{lab.FlavorFlannel: "restart flanneld", lab.FlavorCalico: "restart calico-node"}[flavor]
+			requireWords(t, "message", f.Message, "next hop 10.244.1.0 on "+l.VXLANDevice+" (a VXLAN device)", "resolution failed")
+			requireWords(t, "advice", f.Advice, owner, "permanent neighbour entry", "ip neigh show dev "+l.VXLANDevice)
+		})
+	}
+}

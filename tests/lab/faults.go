@@ -151,6 +151,12 @@ var faults = map[string]fault{
 			return l.fillQdisc(ctx)
 		},
 	},
+	"neigh-missing": {
+		desc: "node-a: the permanent neighbour entry for node-b's VTEP address (10.244.1.0 on the VXLAN device) is gone, as after a CNI restart that did not write it again: ARP for it gets no answer and packets to pod-b are dropped after about 3 s (NEIGH_FAILED)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "neigh", "del", l.vtepA("").peerAddr, "dev", l.VXLANDevice)
+		},
+	},
 	"no-route": {
 		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
 		apply: func(ctx context.Context, l *Lab) error {

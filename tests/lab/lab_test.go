@@ -152,6 +152,7 @@ func TestFaults(t *testing.T) {
 		"udp-rcvbuf-full":          works, // TCP is unaffected; see below
 		"qdisc-full":               timeout,
 		"docker-forward-drop":      timeout,
+		"neigh-missing":            timeout,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -161,7 +162,7 @@ func TestFaults(t *testing.T) {
 	// Faults implemented with iptables run against both backends.
 	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true, "service-no-endpoints-nft": true, "docker-forward-drop": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
-	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
+	usesVXLAN := map[string]bool{"neigh-missing": true, "wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
