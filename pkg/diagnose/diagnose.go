@@ -50,6 +50,9 @@ const (
 	// resolved (no neighbour entry, resolution failed or its queue
 	// overflowed).
 	CodeNeighFailed = "NEIGH_FAILED"
+	// CodeConntrackFull: the namespace's connection tracking table was
+	// full and netfilter dropped a new connection's packet.
+	CodeConntrackFull = "CONNTRACK_FULL"
 )
 
 // Config configures a Diagnoser.
@@ -82,6 +85,9 @@ type Diagnoser struct {
 	qdiscs func(netns uint32, dev string) ([]qdisc.Qdisc, error)
 	// lookupHop finds a namespace's next hop to an address; nil: not known.
 	lookupHop func(netns uint32, dst netip.Addr) (neighHop, bool)
+	// conntrackUse reads a namespace's conntrack entry count and limit;
+	// nil: not known.
+	conntrackUse func(netns uint32) (count, limit int, ok bool)
 }
 
 // add appends a finding (one per code).
@@ -122,6 +128,13 @@ func New(cfg Config) *Diagnoser {
 				return neighHop{}, false
 			}
 			return readNextHop(p, dst)
+		}
+		d.conntrackUse = func(ino uint32) (int, int, bool) {
+			p, err := path(ino)
+			if err != nil {
+				return 0, 0, false
+			}
+			return readConntrackUse(p)
 		}
 	}
 	return d
@@ -171,6 +184,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.leftNode(j)
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
+	d.conntrackFull(j)
 	d.underlay(j)
 	d.endpoint(j)
 	d.socketQueue(j)
@@ -222,7 +236,7 @@ func atDropSrc(j *journey.Journey) string {
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
-	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
+	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeConntrackFull: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
 	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
 }
 
