@@ -22,7 +22,7 @@ func (d *Diagnoser) endpoint(j *journey.Journey) {
 			Advice:  "check the server runs and listens on that port on all addresses (ss -lntu in the pod: 0.0.0.0, not 127.0.0.1), and that the Service targetPort matches"}
 		if what, advice, ok := d.listeners(j); ok {
 			f.Message += "; " + what
-			f.Advice = advice + " (ss -lntu in the pod shows its sockets)"
+			f.Advice = advice + "; ss -lntu in the pod lists its sockets"
 		}
 		d.add(j, f)
 		return

@@ -86,19 +86,23 @@ func TestListenerMismatch(t *testing.T) {
 		setup       func(l *lab.Lab) error
 		message     []string
 		advice      []string
+		udp         bool
 	}{
+		{"udp-loopback-only", "none", func(l *lab.Lab) error { return l.StartLoopbackUDP(53) },
+			[]string{"nothing listens on udp 10.244.1.2:53", "udp server listens on port 53 on loopback only (127.0.0.1:53)"},
+			[]string{"0.0.0.0:53"}, true},
 		{"loopback-only", "listener-loopback", nil,
 			[]string{"10.244.1.2:80", "loopback only", "127.0.0.1:80"},
-			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}},
+			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}, false},
 		{"nothing", "no-listener", nil,
 			[]string{"no tcp socket listens in the namespace at all"},
-			[]string{"not running", "kubectl describe pod"}},
+			[]string{"not running", "kubectl describe pod"}, false},
 		{"other-port", "no-listener", func(l *lab.Lab) error { return l.StartTCPEcho(8080) },
 			[]string{"nothing listens on tcp port 80", "10.244.1.2:8080"},
-			[]string{"targetPort", "(8080)"}},
+			[]string{"targetPort", "(8080)"}, false},
 		{"other-protocol", "no-listener", func(l *lab.Lab) error { return l.StartSilentUDP(80) },
 			[]string{"nothing listens on tcp port 80", "udp socket is bound to 10.244.1.2:80"},
-			[]string{"protocol", "UDP"}},
+			[]string{"protocol", "UDP"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -111,12 +115,22 @@ func TestListenerMismatch(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			j, res := probeService(t, l)
+			var extra []string
+			if c.udp {
+				extra = []string{"--proto", "udp", "--to", l.DNSService.Addr()}
+			}
+			j, res := probeService(t, l, extra...)
 			if res.exit != 1 {
 				t.Errorf("exit %d, want 1", res.exit)
 			}
-			if v := j.Verdict; v.Kind != journey.Rejected || v.Netns != l.PodB || v.Reason != "NO_SOCKET" {
-				t.Fatalf("verdict %+v, want rejected in %s (NO_SOCKET)", v, l.PodB)
+			// a refused UDP datagram is reported dropped (NO_SOCKET): the
+			// journey does not take the ICMP port unreachable as its answer
+			kind := journey.Rejected
+			if c.udp {
+				kind = journey.Dropped
+			}
+			if v := j.Verdict; v.Kind != kind || v.Netns != l.PodB || v.Reason != "NO_SOCKET" {
+				t.Fatalf("verdict %+v, want %s in %s (NO_SOCKET)", v, kind, l.PodB)
 			}
 			f := findingOf(t, j, "NO_LISTENER")
 			if j.Findings[0].Code != "NO_LISTENER" || f.Netns != l.PodB || f.Severity != journey.SeverityError {

@@ -164,6 +164,38 @@ func (l *Lab) StartSilentUDP(port int) error {
 	return nil
 }
 
+// StartLoopbackUDP binds a UDP socket on 127.0.0.1:port inside pod B that
+// reads and discards what it gets: a server reachable from inside the pod
+// only.
+func (l *Lab) StartLoopbackUDP(port int) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	var pc net.PacketConn
+	err := InNetns(l.PodB, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
+	}
+	s := &server{closer: pc, gone: l.socketGone(l.PodB, unix.IPPROTO_UDP, pc.LocalAddr())}
+	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
+		pc.Close()
+		return err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
 // ensureSilentUDP starts StartSilentUDP(port) unless a udp server on port
 // is running already (the only UDP server the lab has is the silent one).
 func (l *Lab) ensureSilentUDP(port int) error {
