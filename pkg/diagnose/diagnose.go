@@ -16,6 +16,7 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
 	"github.com/skbtrail/skbtrail/pkg/qdisc"
+	"github.com/skbtrail/skbtrail/pkg/resolvconf"
 	"github.com/skbtrail/skbtrail/pkg/sockdiag"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -53,6 +54,12 @@ const (
 	// CodeConntrackFull: the namespace's connection tracking table was
 	// full and netfilter dropped a new connection's packet.
 	CodeConntrackFull = "CONNTRACK_FULL"
+	// CodeDNSConfig: the source pod's resolv.conf does not name the
+	// cluster DNS Service.
+	CodeDNSConfig = "DNS_CONFIG"
+	// CodeDNSService: a DNS query to the cluster DNS Service, with the
+	// Service's endpoints (info).
+	CodeDNSService = "DNS_SERVICE"
 )
 
 // Config configures a Diagnoser.
@@ -88,6 +95,9 @@ type Diagnoser struct {
 	// conntrackUse reads a namespace's conntrack entry count and limit;
 	// nil: not known.
 	conntrackUse func(netns uint32) (count, limit int, ok bool)
+	// resolvConf reads the DNS configuration of a process in a namespace
+	// and its PID; nil: not known.
+	resolvConf func(netns uint32) (resolvconf.Config, int, bool)
 }
 
 // add appends a finding (one per code).
@@ -135,6 +145,10 @@ func New(cfg Config) *Diagnoser {
 				return 0, 0, false
 			}
 			return readConntrackUse(p)
+		}
+		d.resolvConf = func(ino uint32) (resolvconf.Config, int, bool) {
+			c, pid, err := resolvconf.OfNetns("/proc", uint64(ino))
+			return c, pid, err == nil
 		}
 	}
 	return d
@@ -190,6 +204,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.socketQueue(j)
 	d.queueDrop(j)
 	d.neighFailure(j)
+	d.dns(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
@@ -237,7 +252,7 @@ func atDropSrc(j *journey.Journey) string {
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
 	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeConntrackFull: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
-	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
+	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeDNSConfig: 4, CodeDNSService: 8, CodeEventsLost: 9,
 }
 
 const outerDstWhat = "the VXLAN outer destination"

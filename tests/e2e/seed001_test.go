@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/tests/lab"
@@ -261,4 +263,55 @@ func TestNeighFailed(t *testing.T) {
 			requireWords(t, "advice", f.Advice, owner, "permanent neighbour entry", "ip neigh show dev "+l.VXLANDevice)
 		})
 	}
+}
+
+// Issue 19 (seed 001, "the pod's DNS configuration is wrong"): a query from
+// a pod whose resolv.conf bypasses the cluster DNS is flagged; a query to
+// the cluster DNS names the Service and its endpoints.
+func TestDNSConfig(t *testing.T) {
+	t.Run("pod-bypasses-cluster-dns", func(t *testing.T) {
+		l := lab.NewForTest(t, lab.Config{})
+		if err := l.ApplyFault("pod-dns-upstream"); err != nil {
+			t.Fatal(err)
+		}
+		j, res := probeService(t, l, "--proto", "udp", "--to", lab.UpstreamDNS+":53")
+		if res.exit != 1 {
+			t.Errorf("exit %d, want 1", res.exit)
+		}
+		if v := j.Verdict; v.Kind != journey.Dropped || v.Netns != l.Router || v.Reason != "IP_INNOROUTES" {
+			t.Errorf("verdict %+v, want dropped in %s (IP_INNOROUTES)", v, l.Router)
+		}
+		f := findingOf(t, j, "DNS_CONFIG")
+		if j.Findings[0].Code != "DNS_CONFIG" || f.Netns != l.PodA || f.Severity != journey.SeverityWarning {
+			t.Errorf("findings %+v, want DNS_CONFIG first, a warning in %s", j.Findings, l.PodA)
+		}
+		requireWords(t, "message", f.Message, "resolv.conf of "+l.PodA, "nameserver "+lab.UpstreamDNS, "kube-system/kube-dns:dns (10.96.0.10)", "this query went to "+lab.UpstreamDNS)
+		requireWords(t, "advice", f.Advice, "dnsPolicy", "ClusterFirst", "clusterDNS")
+		if hasFinding(j, "DNS_SERVICE") {
+			t.Errorf("findings %v: the query did not go to the cluster DNS", findingCodes(j))
+		}
+	})
+	t.Run("query-to-cluster-dns", func(t *testing.T) {
+		l := lab.NewForTest(t, lab.Config{})
+		if err := l.ApplyFault("silent-dns"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := l.SetPodDNS(ctx, l.DNSService.ClusterIP); err != nil {
+			t.Fatal(err)
+		}
+		j, res := probeService(t, l, "--proto", "udp", "--to", l.DNSService.Addr())
+		if res.exit != 1 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
+			t.Errorf("exit %d verdict %+v, want delivered in %s (and no reply)", res.exit, j.Verdict, l.PodB)
+		}
+		if j.Findings[0].Code != "NO_REPLY" || hasFinding(j, "DNS_CONFIG") {
+			t.Errorf("findings %v, want NO_REPLY first and no DNS_CONFIG (resolv.conf names the cluster DNS)", findingCodes(j))
+		}
+		f := findingOf(t, j, "DNS_SERVICE")
+		if f.Severity != journey.SeverityInfo {
+			t.Errorf("DNS_SERVICE %+v, want info", f)
+		}
+		requireWords(t, "message", f.Message, "kube-system/kube-dns:dns (10.96.0.10:53/udp)", "10.244.1.2:53", "this query went to 10.244.1.2:53")
+	})
 }

@@ -157,6 +157,12 @@ var faults = map[string]fault{
 			return l.ip(ctx, l.NodeA, "neigh", "del", l.vtepA("").peerAddr, "dev", l.VXLANDevice)
 		},
 	},
+	"pod-dns-upstream": {
+		desc: "pod-a: a process whose /etc/resolv.conf (its own mount namespace, like a container's) names nameserver " + UpstreamDNS + " instead of the cluster DNS 10.96.0.10 (dnsPolicy Default): its DNS queries bypass the cluster DNS and die at the router",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.SetPodDNS(ctx, UpstreamDNS)
+		},
+	},
 	"no-route": {
 		desc: "node-a: route 10.244.1.0/24 via flannel.1 deleted; overlay packets follow the default route and die at the router",
 		apply: func(ctx context.Context, l *Lab) error {

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/resolvconf"
 )
 
 var iptablesVariants = []string{"iptables-nft", "iptables-legacy"}
@@ -153,6 +156,7 @@ func TestFaults(t *testing.T) {
 		"qdisc-full":               timeout,
 		"docker-forward-drop":      timeout,
 		"neigh-missing":            timeout,
+		"pod-dns-upstream":         works, // TCP to the Service is unaffected; see below
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -255,6 +259,18 @@ func TestFaults(t *testing.T) {
 			case "udp-rcvbuf-full":
 				if _, err := queryUDP(t, l, l.PodA, l.DNSService.Addr(), time.Second); !isTimeout(err) {
 					t.Errorf("DNS query after udp-rcvbuf-full: %v, want a timeout", err)
+				}
+			case "pod-dns-upstream":
+				ino, err := netnsutil.InodeOf(NetnsPath(l.PodA))
+				if err != nil {
+					t.Fatal(err)
+				}
+				conf, pid, err := resolvconf.OfNetns("", uint64(ino))
+				if err != nil || len(conf.Nameservers) != 1 || conf.Nameservers[0].String() != UpstreamDNS {
+					t.Errorf("pod-a's resolv.conf (pid %d): %+v %v", pid, conf, err)
+				}
+				if b, _ := os.ReadFile("/etc/resolv.conf"); strings.Contains(string(b), UpstreamDNS) {
+					t.Errorf("the host's /etc/resolv.conf changed")
 				}
 			case "listener-loopback":
 				if err := l.Dial(ctx, l.PodB, "127.0.0.1:80", 2*time.Second); err != nil {
