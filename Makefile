@@ -5,7 +5,7 @@
 #                               lab node, traced through the kubectl plugin (root)
 #   make test                   lint + generated-code check + every test, privileged ones required,
 #                               + the race detector over pkg/, cmd/, netnsutil/ (root)
-#   make bench                  throughput, decode and cluster-trace benchmarks (root)
+#   make bench                  throughput, decode, daemon (idle, startup, churn) and cluster-trace benchmarks (root)
 #   make fuzz [FUZZTIME=60s]    every Go fuzz target for FUZZTIME each (make test runs each 200 times)
 
 SHELL     := /bin/bash
@@ -29,8 +29,8 @@ RACE_PKGS := ./pkg/... ./cmd/... ./netnsutil/...
 
 # System packages (Debian/Ubuntu) the demo, tests and benchmarks use.
 DEB_PACKAGES := make git ca-certificates clang llvm libbpf-dev bpftool iproute2 iptables nftables \
-	iperf3 tcpdump conntrack jq kmod containerd runc containernetworking-plugins busybox-static
-DEP_TOOLS    := clang llvm-strip bpftool ip iptables iptables-legacy nft iperf3 tcpdump containerd runc
+	iperf3 tcpdump tshark conntrack jq kmod containerd runc containernetworking-plugins busybox-static
+DEP_TOOLS    := clang llvm-strip bpftool ip iptables iptables-legacy nft iperf3 tcpdump tshark containerd runc
 
 # Installs what is missing (a no-op when everything is there), so `make demo`
 # and `make test` work on a fresh machine.
@@ -123,6 +123,7 @@ bench: deps build
 	@status=0; $(BIN)/skbtrail-bench micro $(BIN)/bench-micro.txt || status=$$?; \
 	  test "$$(id -u)" = 0 || { echo "make bench: the throughput benchmark needs root (it builds a network-namespace lab, runs iperf3/tcpdump in it and loads BPF programs): run it with sudo" >&2; exit 2; }; \
 	  $(BIN)/skbtrail-bench throughput --skbtrail $(BIN)/skbtrail $(BENCH_FLAGS) || status=$$?; \
+	  $(BIN)/skbtrail-bench daemon --skbtrail $(BIN)/skbtrail $(DAEMON_BENCH_FLAGS) || status=$$?; \
 	  $(BIN)/skbtrail-cluster bench --skbtrail $(BIN)/skbtrail --plugin $(BIN)/kubectl-skbtrail $(CLUSTER_BENCH_FLAGS) > $(BIN)/bench-cluster.txt || status=$$?; \
 	  cat $(BIN)/bench-cluster.txt; \
 	  exit $$status

@@ -41,9 +41,11 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #define TCP_FLAG_ACK 0x10
 #define VXLAN_HLEN 8
 #define ETH_HLEN_ 14
+#define ARPHRD_ETHER_ 1
 
 /* Force the generation of Go types for the shared structs. */
 const struct event *unused_event __attribute__((unused));
+const struct event_cap *unused_event_cap __attribute__((unused));
 const struct filter *unused_filter __attribute__((unused));
 const struct settings *unused_settings __attribute__((unused));
 const struct activity *unused_activity __attribute__((unused));
@@ -74,6 +76,8 @@ struct {
 struct skb_track {
 	__u64 journey;
 	struct flow_key last;
+	__u8 quote; /* the skb is an ICMP error about the journey's packet */
+	__u8 pad[7];
 };
 
 /* skb pointer -> journey: later events of the same skb need no matching. */
@@ -245,14 +249,47 @@ static __always_inline int is_tunnel_port(struct settings *f, __u16 port)
 
 /* What parsing an skb's headers found. */
 struct parsed {
-	struct tuple pkt;   /* innermost IPv4 header */
-	struct tuple outer; /* outer header when encap */
+	struct tuple pkt;    /* innermost IPv4 header */
+	struct tuple outer;  /* outer header when encap */
+	struct tuple quoted; /* when pkt is an ICMP error: the packet it quotes (innermost) */
 	__u32 vni;
 	__u8 encap;
+	__u8 icmp_err;       /* pkt is an ICMP error and quoted was read */
 };
 
-/* Fill e->pkt (and e->outer when VXLAN-encapsulated). rx: the skb is on the
- * receive path and skb->data points at the network header. */
+/* If the UDP datagram at l4 (to a tunnel port) carries VXLAN with an IPv4
+ * frame, fill inner with its header and return a pointer to the inner L4
+ * (NULL otherwise). */
+static __always_inline void *vxlan_inner(void *l4, struct tuple *inner, __u32 *vni)
+{
+	/* VXLAN: udp(8) vxlan(8) eth(14) ip */
+	__u8 vx[8];
+	if (bpf_probe_read_kernel(vx, sizeof(vx), l4 + 8))
+		return NULL;
+	if (!(vx[0] & 0x08)) /* I flag: VNI valid */
+		return NULL;
+	__u16 inner_proto;
+	if (bpf_probe_read_kernel(&inner_proto, sizeof(inner_proto), l4 + 8 + VXLAN_HLEN + 12))
+		return NULL;
+	if (inner_proto != ETH_P_IP_BE)
+		return NULL;
+	void *il4 = parse_ip(l4 + 8 + VXLAN_HLEN + ETH_HLEN_, inner);
+	if (!inner->proto)
+		return NULL;
+	*vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+	return il4;
+}
+
+/* ICMP destination unreachable, time exceeded and parameter problem quote
+ * the packet they are about. */
+static __always_inline int is_icmp_error(struct tuple *t)
+{
+	return t->proto == IPPROTO_ICMP_ && (t->icmp_type == 3 || t->icmp_type == 11 || t->icmp_type == 12);
+}
+
+/* Fill e->pkt (and e->outer when VXLAN-encapsulated; e->quoted when the
+ * innermost packet is an ICMP error). rx: the skb is on the receive path
+ * and skb->data points at the network header. */
 static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, struct parsed *e, int rx)
 {
 	void *head = SKB_RD(skb, head);
@@ -270,28 +307,29 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, st
 	void *l4 = parse_ip(l3, &e->pkt);
 	if (!l4)
 		return e->pkt.proto ? 0 : -1;
-	if (e->pkt.proto != IPPROTO_UDP_ || !is_tunnel_port(f, e->pkt.dport))
-		return 0;
-
-	/* VXLAN: udp(8) vxlan(8) eth(14) ip */
-	__u8 vx[8];
-	if (bpf_probe_read_kernel(vx, sizeof(vx), l4 + 8))
-		return 0;
-	if (!(vx[0] & 0x08)) /* I flag: VNI valid */
-		return 0;
-	__u16 inner_proto;
-	if (bpf_probe_read_kernel(&inner_proto, sizeof(inner_proto), l4 + 8 + VXLAN_HLEN + 12))
-		return 0;
-	if (inner_proto != ETH_P_IP_BE)
-		return 0;
-	struct tuple inner = {};
-	parse_ip(l4 + 8 + VXLAN_HLEN + ETH_HLEN_, &inner);
-	if (!inner.proto)
-		return 0;
-	e->outer = e->pkt;
-	e->pkt = inner;
-	e->encap = 1;
-	e->vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
+	if (e->pkt.proto == IPPROTO_UDP_ && is_tunnel_port(f, e->pkt.dport)) {
+		struct tuple inner = {};
+		void *il4 = vxlan_inner(l4, &inner, &e->vni);
+		if (il4) {
+			e->outer = e->pkt;
+			e->pkt = inner;
+			e->encap = 1;
+			l4 = il4;
+		}
+	}
+	if (is_icmp_error(&e->pkt)) {
+		/* the quoted header follows the 8-byte ICMP header; a quoted
+		 * VXLAN packet (an error about the underlay packet) is read
+		 * down to the frame it carries */
+		void *ql4 = parse_ip(l4 + 8, &e->quoted);
+		if (ql4 && e->quoted.proto == IPPROTO_UDP_ && is_tunnel_port(f, e->quoted.dport)) {
+			struct tuple inner = {};
+			__u32 vni;
+			if (vxlan_inner(ql4, &inner, &vni))
+				e->quoted = inner;
+		}
+		e->icmp_err = e->quoted.proto != 0;
+	}
 	return 0;
 }
 
@@ -365,6 +403,54 @@ static __always_inline void remember_flow(struct tuple *t, __u64 journey)
 	bpf_map_update_elem(&flows, &k, &journey, BPF_ANY);
 	flow_of(t, &k, 1);
 	bpf_map_update_elem(&flows, &k, &rev, BPF_NOEXIST);
+}
+
+/* Copy the first snap bytes of the packet into c: from its Ethernet
+ * header when the device is Ethernet and the header is in place, else from
+ * its network header. Only the linear part is read. */
+static __always_inline void capture(struct sk_buff *skb, struct net_device *dev,
+				    struct event_cap *c, __u32 snap, int rx)
+{
+	c->orig_len = 0;
+	c->cap_len = 0;
+	c->l2_len = 0;
+	c->pad = 0;
+	unsigned char *head = SKB_RD(skb, head);
+	unsigned char *data = SKB_RD(skb, data);
+	__u32 data_off = data - head;
+	__u32 l3;
+	if (rx) {
+		l3 = data_off;
+	} else {
+		__u16 nh = SKB_RD(skb, network_header);
+		if (nh == (__u16)~0U)
+			return;
+		l3 = nh;
+	}
+	__u32 start = l3;
+	__u16 mac = SKB_RD(skb, mac_header);
+	if (mac != (__u16)~0U && (__u32)mac + ETH_HLEN_ == l3 && dev &&
+	    SKB_RD(dev, type) == ARPHRD_ETHER_) {
+		start = mac;
+		c->l2_len = ETH_HLEN_;
+	}
+	__u32 tail = SKB_RD(skb, tail);
+	if (tail <= start || start > data_off + SKB_RD(skb, len)) {
+		c->l2_len = 0;
+		return;
+	}
+	c->orig_len = data_off + SKB_RD(skb, len) - start;
+	/* 64-bit on purpose: a 32-bit n lets clang pass the verifier a copy
+	 * that was never clamped (its upper half unknown) */
+	__u64 n = (__u64)tail - start;
+	if (n > snap)
+		n = snap;
+	if (n > SKBTRAIL_SNAPLEN_MAX)
+		n = SKBTRAIL_SNAPLEN_MAX;
+	if (bpf_probe_read_kernel(c->data, n, head + start) == 0)
+		c->cap_len = n;
+	else
+		c->l2_len = 0;
 }
 
 struct observe_args {
@@ -454,6 +540,7 @@ static __always_inline int observe(struct observe_args *a)
 	int parsed = parse_skb(skb, f, &p, a->rx);
 
 	__u64 journey = 0;
+	__u8 quote = 0;
 	int end = a->kind == EVENT_DROP || a->kind == EVENT_CONSUME;
 	if (tr) {
 		journey = tr->journey;
@@ -467,8 +554,17 @@ static __always_inline int observe(struct observe_args *a)
 			__u64 *j = NULL;
 			if (act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS)
 				j = bpf_map_lookup_elem(&flows, &k);
+			if (!j && p.icmp_err && act->last_flow_ns &&
+			    bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS) {
+				/* an ICMP error about a journey's packet travels the
+				 * other way and joins as a quote, not as a reply */
+				flow_of(&p.quoted, &k, 0);
+				j = bpf_map_lookup_elem(&flows, &k);
+				if (j)
+					quote = 1;
+			}
 			if (j)
-				journey = *j;
+				journey = quote ? *j ^ 1 : *j;
 			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &p.pkt, netns))
 				/* a normal free is never a first sighting: the kernel
 				 * frees copies (neighbour queues, TCP's own) that went
@@ -483,17 +579,20 @@ static __always_inline int observe(struct observe_args *a)
 				return 0;
 		} else {
 			if (!end) {
-				struct skb_track nt = {.journey = journey};
+				struct skb_track nt = {.journey = journey, .quote = quote};
 				flow_of(&p.pkt, &nt.last, 0);
 				if (bpf_map_update_elem(&tracked, &key, &nt, BPF_ANY))
 					count(STAT_TRACKED_FULL);
 				else
 					__sync_fetch_and_add(&act->inflight, 1);
 			}
-			remember_flow(&p.pkt, journey);
+			if (!quote) /* an error's own addresses are no flow of the journey */
+				remember_flow(&p.pkt, journey);
 		}
 	}
-	if (tr && parsed >= 0) {
+	if (tr)
+		quote = tr->quote;
+	if (tr && parsed >= 0 && !quote) {
 		struct flow_key now = {};
 		flow_of(&p.pkt, &now, 0);
 		if (now.saddr != tr->last.saddr || now.daddr != tr->last.daddr ||
@@ -510,7 +609,15 @@ static __always_inline int observe(struct observe_args *a)
 		bpf_map_update_elem(&netns_seen, &netns, &one, BPF_ANY);
 	}
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	/* a tracked skb's event carries its first bytes while a trace asks */
+	struct event_cap *c = NULL;
+	struct event *e;
+	if (journey && f->snaplen) {
+		c = bpf_ringbuf_reserve(&events, sizeof(*c), 0);
+		e = (struct event *)c;
+	} else {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	}
 	if (!e) {
 		count(STAT_RINGBUF_FULL);
 		goto out;
@@ -529,6 +636,7 @@ static __always_inline int observe(struct observe_args *a)
 	e->hook = a->hook;
 	e->stage = a->stage;
 	e->reason = a->reason;
+	e->quote = quote;
 	e->len = SKB_RD(skb, len);
 	__u64 nfct = SKB_RD(skb, _nfct);
 	if (nfct)
@@ -538,6 +646,8 @@ static __always_inline int observe(struct observe_args *a)
 		e->mtu = SKB_RD(dev, mtu);
 		BPF_CORE_READ_STR_INTO(&e->ifname, dev, name);
 	}
+	if (c)
+		capture(skb, dev, c, f->snaplen, a->rx);
 	bpf_ringbuf_submit(e, 0);
 out:
 	if (tr && end && bpf_map_delete_elem(&tracked, &key) == 0 && act->inflight)

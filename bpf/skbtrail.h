@@ -6,6 +6,7 @@
 #define SKBTRAIL_IFNAMSIZ 16
 #define SKBTRAIL_MAX_TUNNEL_PORTS 4
 #define SKBTRAIL_MAX_FILTERS 8
+#define SKBTRAIL_SNAPLEN_MAX 256
 
 /* What happened to the skb at this event. */
 enum event_kind {
@@ -65,10 +66,23 @@ struct event {
 	__u8 stage;       /* index of the observer priority for EVENT_NF */
 	__u8 encap;       /* 1: the packet is VXLAN-encapsulated; pkt is the inner header */
 	__u8 ct;          /* 0: no conntrack entry attached; else 1 + enum ip_conntrack_info */
-	__u8 pad[2];
+	__u8 quote;       /* 1: the skb is an ICMP error quoting a packet of the journey
+	                   * (journey has the other direction's bit) */
+	__u8 pad;
 	struct tuple pkt;   /* innermost IPv4 header */
 	struct tuple outer; /* outer header when encap != 0 */
 	char ifname[SKBTRAIL_IFNAMSIZ];
+};
+
+/* An event of a tracked skb with the packet's first bytes, written instead
+ * of a bare struct event while a trace asks for bytes (settings.snaplen). */
+struct event_cap {
+	struct event ev;
+	__u32 orig_len;   /* bytes from the start of data to the end of the packet */
+	__u16 cap_len;    /* bytes in data */
+	__u8 l2_len;      /* link-layer header bytes at the start of data (0: data starts at IP) */
+	__u8 pad;
+	__u8 data[SKBTRAIL_SNAPLEN_MAX];
 };
 
 /* What starts a journey (one slot per concurrent trace). Zero fields match
@@ -96,6 +110,9 @@ struct settings {
 	                       * namespaces no journey has visited are not parsed */
 	__u8 any_netns;       /* 1: some active filter names a netns */
 	__u8 pad;
+	__u16 snaplen;        /* >0: events of tracked skbs carry this many packet bytes
+	                       * (at most SKBTRAIL_SNAPLEN_MAX) as struct event_cap */
+	__u8 pad2[2];
 };
 
 /* Per-CPU counters read by Go. */

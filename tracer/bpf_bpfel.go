@@ -36,10 +36,21 @@ type bpfEvent struct {
 	Stage   uint8
 	Encap   uint8
 	Ct      uint8
-	Pad     [2]uint8
+	Quote   uint8
+	Pad     uint8
 	Pkt     bpfTuple
 	Outer   bpfTuple
 	Ifname  [16]int8
+}
+
+type bpfEventCap struct {
+	_       structs.HostLayout
+	Ev      bpfEvent
+	OrigLen uint32
+	CapLen  uint16
+	L2Len   uint8
+	Pad     uint8
+	Data    [256]uint8
 }
 
 type bpfEventKind uint32
@@ -95,12 +106,16 @@ type bpfSettings struct {
 	GateNetns     uint8
 	AnyNetns      uint8
 	Pad           uint8
+	Snaplen       uint16
+	Pad2          [2]uint8
 }
 
 type bpfSkbTrack struct {
 	_       structs.HostLayout
 	Journey uint64
 	Last    bpfFlowKey
+	Quote   uint8
+	Pad     [7]uint8
 }
 
 type bpfStatIndex uint32
@@ -150,6 +165,7 @@ const (
 	bpfProgTpNetifReceiveSkb = "tp_netif_receive_skb"
 	bpfVarUnusedActivity     = "unused_activity"
 	bpfVarUnusedEvent        = "unused_event"
+	bpfVarUnusedEventCap     = "unused_event_cap"
 	bpfVarUnusedEventKind    = "unused_event_kind"
 	bpfVarUnusedEventSource  = "unused_event_source"
 	bpfVarUnusedFilter       = "unused_filter"
@@ -233,6 +249,7 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.VariableSpec `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.VariableSpec `ebpf:"unused_filter"`
@@ -292,6 +309,7 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.Variable `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.Variable `ebpf:"unused_filter"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -31,14 +32,35 @@ func recordOf(t testing.TB, ev journey.Event) []byte {
 	if ev.Encap {
 		k.Encap = 1
 	}
+	if ev.Quote {
+		k.Quote = 1
+	}
 	for i := 0; i < len(ev.Ifname) && i < len(k.Ifname); i++ {
 		k.Ifname[i] = int8(ev.Ifname[i])
 	}
 	var buf bytes.Buffer
-	if err := binary.Write(&buf, binary.NativeEndian, &k); err != nil {
+	var rec any = &k
+	if c := ev.Capture; c.Data != nil {
+		kc := bpfEventCap{Ev: k, OrigLen: c.OrigLen, CapLen: uint16(len(c.Data)), L2Len: c.L2Len}
+		copy(kc.Data[:], c.Data)
+		rec = &kc
+	}
+	if err := binary.Write(&buf, binary.NativeEndian, rec); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// withCapture is ev carrying n bytes of a packet (l2: an Ethernet header first).
+func withCapture(ev journey.Event, n int, l2 bool) journey.Event {
+	ev.Capture = journey.Capture{Data: make([]byte, n), OrigLen: uint32(n + 40)}
+	for i := range ev.Capture.Data {
+		ev.Capture.Data[i] = byte(i)
+	}
+	if l2 {
+		ev.Capture.L2Len = 14
+	}
+	return ev
 }
 
 // recordedEvents are events the tracer decoded from real kernel records
@@ -81,8 +103,15 @@ func TestDecodeRecordedRoundTrip(t *testing.T) {
 		if err := Decode(recordOf(t, want), &got); err != nil {
 			t.Fatalf("%+v: %v", want, err)
 		}
-		if got != want {
+		if !reflect.DeepEqual(got, want) {
 			t.Errorf("decoded %+v\nwant    %+v", got, want)
+		}
+		capt := withCapture(want, 74, true)
+		if err := Decode(recordOf(t, capt), &got); err != nil {
+			t.Fatalf("%+v: %v", capt, err)
+		}
+		if !reflect.DeepEqual(got, capt) {
+			t.Errorf("decoded %+v\nwant    %+v", got, capt)
 		}
 	}
 }
@@ -91,7 +120,7 @@ func TestDecodeRecordedRoundTrip(t *testing.T) {
 // after its end and the outer header of a packet that is not encapsulated
 // carry nothing.
 func normalized(k bpfEvent) bpfEvent {
-	k.Pad, k.Pkt.Pad, k.Outer.Pad = [2]uint8{}, 0, 0
+	k.Pad, k.Pkt.Pad, k.Outer.Pad = 0, 0, 0
 	end := bytes.IndexByte(int8Bytes(k.Ifname[:]), 0)
 	if end >= 0 {
 		for i := end; i < len(k.Ifname); i++ {
@@ -125,17 +154,20 @@ func FuzzDecode(f *testing.F) {
 	f.Add(make([]byte, eventSize-1))
 	f.Add(make([]byte, eventSize+8))
 	f.Add(make([]byte, eventSize)) // kind 0
+	f.Add(make([]byte, eventCapSize))
+	f.Add(recordOf(f, withCapture(recordedEvents(f)[0], 60, false)))
+	f.Add(recordOf(f, withCapture(recordedEvents(f)[0], MaxSnaplen, true)))
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		sentinel := journey.Event{Ifname: "untouched", Journey: 7}
 		ev := sentinel
 		err := Decode(raw, &ev)
-		if len(raw) != eventSize {
+		if len(raw) != eventSize && len(raw) != eventCapSize {
 			if err == nil {
 				t.Fatalf("%d-byte record decoded without error", len(raw))
 			}
 		}
 		if err != nil {
-			if ev != sentinel {
+			if !reflect.DeepEqual(ev, sentinel) {
 				t.Fatalf("failed decode (%v) changed the event to %+v", err, ev)
 			}
 			return
@@ -153,6 +185,16 @@ func FuzzDecode(f *testing.F) {
 		if !ev.Encap && ev.Outer != (journey.Tuple{}) {
 			t.Fatalf("outer header %+v on a packet that is not encapsulated", ev.Outer)
 		}
+		if c := ev.Capture; c.Data != nil {
+			var kc bpfEventCap
+			if err := binary.Read(bytes.NewReader(raw), binary.NativeEndian, &kc); err != nil {
+				t.Fatal(err)
+			}
+			if len(raw) != eventCapSize || !bytes.Equal(c.Data, kc.Data[:kc.CapLen]) || int(c.L2Len) > len(c.Data) ||
+				(c.OrigLen != 0 && int(c.OrigLen) < len(c.Data)) {
+				t.Fatalf("capture %+v from record %+v", c, kc)
+			}
+		}
 		var back bpfEvent
 		if err := binary.Read(bytes.NewReader(recordOf(t, ev)), binary.NativeEndian, &back); err != nil {
 			t.Fatal(err)
@@ -161,7 +203,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("event %+v\nreads back as %+v\nrecord was   %+v", ev, back, want)
 		}
 		var again journey.Event
-		if err := Decode(raw, &again); err != nil || again != ev {
+		if err := Decode(raw, &again); err != nil || !reflect.DeepEqual(again, ev) {
 			t.Fatalf("second decode: %+v, %v", again, err)
 		}
 	})

@@ -19,7 +19,15 @@ type Filter struct {
 	Proto        uint8
 	SYNOnly      bool
 	Netns        uint32 // netns inode where the packet must first appear
+	// Snaplen > 0 asks for the first Snaplen bytes of the packet at every
+	// event of a tracked skb (at most MaxSnaplen). It is not part of the
+	// match: while any active filter asks, every tracked skb's events
+	// carry bytes.
+	Snaplen int
 }
+
+// MaxSnaplen is the most packet bytes an event can carry.
+const MaxSnaplen = len(bpfEventCap{}.Data)
 
 // Settings apply to all programs.
 type Settings struct {
@@ -83,6 +91,9 @@ func prefixBE(p netip.Prefix) (addr, mask uint32, err error) {
 
 // kernel converts the filter to the struct the programs read.
 func (f Filter) kernel() (bpfFilter, error) {
+	if f.Snaplen < 0 || f.Snaplen > MaxSnaplen {
+		return bpfFilter{}, fmt.Errorf("snaplen %d: want 0 to %d bytes", f.Snaplen, MaxSnaplen)
+	}
 	var k bpfFilter
 	var err error
 	if k.Saddr, k.Smask, err = prefixBE(f.Src); err != nil {

@@ -66,12 +66,16 @@ type kprobeSettings struct {
 	GateNetns     uint8
 	AnyNetns      uint8
 	Pad           uint8
+	Snaplen       uint16
+	Pad2          [2]uint8
 }
 
 type kprobeSkbTrack struct {
 	_       structs.HostLayout
 	Journey uint64
 	Last    kprobeFlowKey
+	Quote   uint8
+	Pad     [7]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -102,6 +106,7 @@ const (
 	kprobeVarReportDrop                 = "report_drop"
 	kprobeVarUnusedActivity             = "unused_activity"
 	kprobeVarUnusedEvent                = "unused_event"
+	kprobeVarUnusedEventCap             = "unused_event_cap"
 	kprobeVarUnusedEventKind            = "unused_event_kind"
 	kprobeVarUnusedEventSource          = "unused_event_source"
 	kprobeVarUnusedFilter               = "unused_filter"
@@ -188,6 +193,7 @@ type kprobeVariableSpecs struct {
 	ReportDrop        *ebpf.VariableSpec `ebpf:"report_drop"`
 	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.VariableSpec `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.VariableSpec `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.VariableSpec `ebpf:"unused_filter"`
@@ -251,6 +257,7 @@ type kprobeVariables struct {
 	ReportDrop        *ebpf.Variable `ebpf:"report_drop"`
 	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventCap    *ebpf.Variable `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`
 	UnusedEventSource *ebpf.Variable `ebpf:"unused_event_source"`
 	UnusedFilter      *ebpf.Variable `ebpf:"unused_filter"`

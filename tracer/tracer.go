@@ -152,8 +152,14 @@ func (t *Tracer) writeSettingsLocked() error {
 		k.GateNetns = 1
 	}
 	for slot := 0; slot < MaxFilters; slot++ {
-		if t.active&(1<<slot) != 0 && t.slots[slot].Netns != 0 {
+		if t.active&(1<<slot) == 0 {
+			continue
+		}
+		if t.slots[slot].Netns != 0 {
 			k.AnyNetns = 1
+		}
+		if n := uint16(t.slots[slot].Snaplen); n > k.Snaplen {
+			k.Snaplen = n
 		}
 	}
 	if err := t.maps.SettingsMap.Put(uint32(0), &k); err != nil {

@@ -26,8 +26,11 @@ const maxLine = 16 << 20
 func runShow(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := pflag.NewFlagSet("show", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
+	pcapPath := fs.String("pcapng", "", "write the packets of journeys saved with their bytes (trace --pcapng --json) to this pcapng `FILE` (- for standard output)")
+	svgPath := fs.String("svg", "", "draw each journey as an SVG picture in this `FILE` (FILE-2.svg, ... for the next ones)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: skbtrail show FILE|-   (NDJSON journeys from trace --json or the daemon's --events)")
+		fmt.Fprintln(stderr, "usage: skbtrail show [--svg FILE] [--pcapng FILE] FILE|-   (NDJSON journeys from trace --json or the daemon's --events)")
+		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -47,9 +50,29 @@ func runShow(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		defer f.Close()
 		in = f
 	}
-	shown, bad, err := showJourneys(in, output.NewText(stdout), func(line int, err error) {
+	report := stdout
+	if *pcapPath == "-" {
+		report = stderr
+	}
+	arts, err := openArtifacts(*pcapPath, *svgPath, 0, stdout)
+	if err != nil {
+		return exitcode.Usagef("show: %v", err)
+	}
+	text := output.NewText(report)
+	w := writerFunc(func(j *journey.Journey) error {
+		if err := arts.write(j); err != nil {
+			return err
+		}
+		return text.Write(j)
+	})
+	shown, bad, err := showJourneys(in, w, func(line int, err error) {
 		fmt.Fprintf(stderr, "skbtrail: show: line %d: %v\n", line, err)
 	})
+	if summary, cerr := arts.close(); cerr != nil && err == nil {
+		err = cerr
+	} else if summary != "" {
+		fmt.Fprintln(stderr, "skbtrail: "+summary)
+	}
 	if err != nil {
 		return exitcode.Usagef("show: %v", err)
 	}
@@ -113,3 +136,8 @@ func parseJourney(line []byte) (*journey.Journey, error) {
 	j.Normalize()
 	return &j, nil
 }
+
+// writerFunc is a function as an output.Writer.
+type writerFunc func(*journey.Journey) error
+
+func (f writerFunc) Write(j *journey.Journey) error { return f(j) }

@@ -81,3 +81,45 @@ func FuzzShowLine(f *testing.F) {
 		}
 	})
 }
+
+// TestShowArtifacts: show --svg and --pcapng from saved journeys: one SVG per
+// journey (FILE, FILE-2.svg), and a pcapng with every frame of every journey.
+func TestShowArtifacts(t *testing.T) {
+	var j journey.Journey
+	if err := json.Unmarshal(savedJourney(t), &j); err != nil {
+		t.Fatal(err)
+	}
+	j.Frames = []journey.Frame{
+		{Netns: "pod-a", Device: "eth0", Event: "tx", Link: journey.LinkIP, Len: 60, Data: []byte{0x45, 0, 0, 60}},
+		{Netns: "node-b", Device: "flannel.1", Event: "drop", Link: journey.LinkIP, Len: 60, Data: []byte{0x45, 0, 0, 60}},
+	}
+	line, err := json.Marshal(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	in := filepath.Join(dir, "saved.ndjson")
+	if err := os.WriteFile(in, []byte(string(line)+"\n"+string(line)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svg, pcap := filepath.Join(dir, "j.svg"), filepath.Join(dir, "j.pcapng")
+	var stdout, stderr bytes.Buffer
+	if err := runShow([]string{"--svg", svg, "--pcapng", pcap, in}, nil, &stdout, &stderr); err != nil {
+		t.Fatalf("show: %v\n%s", err, stderr.String())
+	}
+	for _, f := range []string{svg, filepath.Join(dir, "j-2.svg")} {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("NETFILTER_DROP")) {
+			t.Errorf("%s: %v %q", f, err, b)
+		}
+	}
+	if !strings.Contains(stderr.String(), "wrote 4 packets to "+pcap) || !strings.Contains(stderr.String(), "wrote 2 SVG") {
+		t.Errorf("stderr %q", stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "picture:") {
+		t.Errorf("report lacks the picture:\n%s", stdout.String())
+	}
+	if err := runShow([]string{"--svg", "-", in}, nil, &stdout, &stderr); exitcode.Of(err) != exitcode.Usage {
+		t.Errorf("--svg -: %v, want a usage error", err)
+	}
+}

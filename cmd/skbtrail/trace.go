@@ -29,6 +29,9 @@ type traceFlags struct {
 	replyWait   time.Duration
 	socket      string
 	noDaemon    bool
+	pcapng      string
+	snaplen     int
+	svg         string
 }
 
 func traceFlagSet(f *traceFlags, stderr io.Writer) *pflag.FlagSet {
@@ -52,6 +55,9 @@ func traceFlagSet(f *traceFlags, stderr io.Writer) *pflag.FlagSet {
 	fs.StringVar(&r.ServiceCIDR, "service-cidr", "10.96.0.0/12", "the cluster's Service (ClusterIP) range")
 	fs.StringSliceVar(&r.NodeIPs, "node-ip", nil, "address(es) peers know this node's VTEP by (flannel public-ip), for single-node diagnosis")
 	fs.BoolVar(&f.json, "json", false, "print one JSON journey per line")
+	fs.StringVar(&f.pcapng, "pcapng", "", "write every traced packet at every hop to this pcapng `FILE` (- for standard output; the report then goes to standard error)")
+	fs.IntVar(&f.snaplen, "snaplen", DefaultSnaplen, "bytes of each packet kept for --pcapng (at most 256)")
+	fs.StringVar(&f.svg, "svg", "", "draw each journey as an SVG picture in this `FILE` (FILE-2.svg, ... for the next journeys)")
 	fs.StringVar(&r.Netfilter, "netfilter", "", "where netfilter hook observers go: reached (each namespace when the traced packets first reach it; the default without --probe) or all (every namespace before the first packet; the default with --probe)")
 	fs.BoolVar(&f.noNetfilter, "no-netfilter", false, "do not attach netfilter hook observers (no hook attribution; loads skbtrail's own programs)")
 	fs.DurationVar(&f.replyWait, "reply-wait", time.Second, "how long a delivered request waits for its reply before NO_REPLY (without a daemon)")
@@ -103,9 +109,26 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer log.Sync()
 
-	var w output.Writer = output.NewText(stdout)
+	if fs.Changed("snaplen") && f.pcapng == "" {
+		return exitcode.Usagef("trace: --snaplen needs --pcapng")
+	}
+	report := stdout
+	if f.pcapng != "" {
+		if f.snaplen < 1 || f.snaplen > trace.MaxSnaplen {
+			return exitcode.Usagef("trace: --snaplen %d: want 1 to %d bytes", f.snaplen, trace.MaxSnaplen)
+		}
+		f.req.Snaplen = f.snaplen
+		if f.pcapng == "-" {
+			report = stderr // the packets own standard output, as with tcpdump -w -
+		}
+	}
+	arts, err := openArtifacts(f.pcapng, f.svg, f.snaplen, stdout)
+	if err != nil {
+		return exitcode.Usagef("trace: %v", err)
+	}
+	var w output.Writer = output.NewText(report)
 	if f.json {
-		w = output.NewNDJSON(stdout)
+		w = output.NewNDJSON(report)
 	}
 	bad, n := false, 0
 	emit := func(j *journey.Journey) error {
@@ -113,11 +136,14 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if j.Failed() {
 			bad = true
 		}
+		if err := arts.write(j); err != nil {
+			return err
+		}
 		return w.Write(j)
 	}
 	ready := func(desc string) { fmt.Fprintln(stderr, "skbtrail: "+desc) }
 
-	err := errNoDaemonTried
+	err = errNoDaemonTried
 	if !f.noDaemon && !f.noNetfilter { // a daemon's observers are not ours to switch off
 		_, err = api.Trace(ctx, f.socket, f.req, ready, emit)
 		if err == nil {
@@ -131,6 +157,11 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			ec.OnEvent = func(e journey.Event) { fmt.Fprintf(stderr, "event %+v\n", e) }
 		}
 		_, err = trace.RunRequest(ctx, f.req, ec, ready, emit)
+	}
+	if summary, cerr := arts.close(); cerr != nil && err == nil {
+		err = cerr
+	} else if summary != "" {
+		fmt.Fprintln(stderr, "skbtrail: "+summary)
 	}
 	var remote *api.RemoteError
 	switch {

@@ -19,8 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/trace"
 	"github.com/skbtrail/skbtrail/pkg/wire"
@@ -176,9 +174,9 @@ func WallStart(j *journey.Journey) int64 {
 	default:
 		return 0
 	}
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+	t := trace.WallClock()(first)
+	if t.IsZero() {
 		return 0
 	}
-	return time.Now().UnixNano() - (ts.Nano() - int64(first))
+	return t.UnixNano()
 }

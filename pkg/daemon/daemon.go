@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -179,6 +180,11 @@ func Run(ctx context.Context, cfg Config) error {
 	go forgetVanished(ctx, eng, m, stream, log)
 	log.Info("skbtrail daemon ready", zap.String("socket", sock), zap.String("metrics", cfg.Metrics), zap.String("events", cfg.Events))
 	notifyReady(log)
+	// loading the programs (kernel BTF, verifier logs) left tens of MB of
+	// garbage: return it to the OS in one go now, rather than letting the
+	// background scavenger do it page by page over minutes (each of its
+	// madvise calls flushes every CPU's TLB: most of an idle daemon's CPU)
+	debug.FreeOSMemory()
 	runErr := eng.Run(ctx)
 	shut, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()

@@ -38,6 +38,13 @@ const (
 	CodeRPFilter         = "RP_FILTER"
 	CodeEventsLost       = "EVENTS_LOST"
 	CodeLeftNode         = "LEFT_NODE"
+	// CodeBPFProgDrop: a tc program (or a generic-mode XDP program) was
+	// seen dropping the packet; the finding names it.
+	CodeBPFProgDrop = "BPF_PROG_DROP"
+	// CodeXDPProgDrop: inferred, not seen: the packet was handed to a
+	// device whose receiving end runs an XDP program, and no skb of it
+	// showed up there (an XDP drop leaves none).
+	CodeXDPProgDrop = "XDP_PROG_DROP"
 	// CodeServiceNoEndpoints: kube-proxy refused a packet to a Service port
 	// that has no ready endpoint.
 	CodeServiceNoEndpoints = "SERVICE_NO_ENDPOINTS"
@@ -76,6 +83,12 @@ type Config struct {
 	// (cluster mode), to name the node a packet that left went to; nil:
 	// only the namespaces of this kernel can be named.
 	NodeAddrs map[netip.Addr]string
+	// Programs lists the eBPF programs on a device, to name the one that
+	// dropped a packet; nil: read them from the kernel through Registry.
+	Programs ProgramLister
+	// VethPeers confirms which namespace a veth's peer is in; nil: ask
+	// the kernel through Registry.
+	VethPeers VethPeers
 }
 
 // Diagnoser adds findings to journeys.
@@ -83,6 +96,8 @@ type Diagnoser struct {
 	cfg    Config
 	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
 	state  *nodestate.State             // devices, VXLAN, FDB, routes
+	progs  ProgramLister                // nil: programs are not named
+	peers  VethPeers                    // nil: veth peers by ifindex only
 	// sockets lists the TCP listeners and UDP sockets of a namespace (by
 	// inode); nil: not known.
 	sockets func(netns uint32) ([]sockdiag.Socket, error)
@@ -108,48 +123,15 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}}
-	if reg := cfg.Registry; reg != nil {
-		path := func(ino uint32) (string, error) {
-			p, ok := reg.Path(netnsutil.Inode(ino))
-			if !ok {
-				return "", fmt.Errorf("netns %d is gone", ino)
-			}
-			return p, nil
-		}
-		d.sockets = func(ino uint32) ([]sockdiag.Socket, error) {
-			p, err := path(ino)
-			if err != nil {
-				return nil, err
-			}
-			return sockdiag.List(p)
-		}
-		d.process = func(ino uint32) (sockdiag.Process, bool) { return sockdiag.FindProcess("/proc", ino) }
-		d.qdiscs = func(ino uint32, dev string) ([]qdisc.Qdisc, error) {
-			p, err := path(ino)
-			if err != nil {
-				return nil, err
-			}
-			return qdisc.List(p, dev)
-		}
-		d.lookupHop = func(ino uint32, dst netip.Addr) (neighHop, bool) {
-			p, err := path(ino)
-			if err != nil {
-				return neighHop{}, false
-			}
-			return readNextHop(p, dst)
-		}
-		d.conntrackUse = func(ino uint32) (int, int, bool) {
-			p, err := path(ino)
-			if err != nil {
-				return 0, 0, false
-			}
-			return readConntrackUse(p)
-		}
-		d.resolvConf = func(ino uint32) (resolvconf.Config, int, bool) {
-			c, pid, err := resolvconf.OfNetns("/proc", uint64(ino))
-			return c, pid, err == nil
-		}
+	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
+	if d.progs == nil && cfg.Registry != nil {
+		d.progs = kernelPrograms{cfg.Registry}
+	}
+	if d.peers == nil && cfg.Registry != nil {
+		d.peers = kernelPeers{cfg.Registry}
+	}
+	if cfg.Registry != nil {
+		d.readKernelState(cfg.Registry)
 	}
 	return d
 }
@@ -194,11 +176,14 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 			Advice:  "narrow the filter or trace when the node is less busy",
 		})
 	}
-	// first: what the later steps say depends on whether the packet left
+	// first: where it was delivered, and whether the packet left
+	d.redirectedDelivery(j)
 	d.leftNode(j)
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
 	d.conntrackFull(j)
+	d.bpfProgDrop(j)
+	d.xdpProgDrop(j)
 	d.underlay(j)
 	d.endpoint(j)
 	d.socketQueue(j)
@@ -251,8 +236,9 @@ func atDropSrc(j *journey.Journey) string {
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
 	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
-	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeConntrackFull: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
-	CodeNoListener: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeDNSConfig: 4, CodeDNSService: 8, CodeEventsLost: 9,
+	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeConntrackFull: 3,
+	CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4, CodeNoListener: 4, CodeBPFProgDrop: 4, CodeXDPProgDrop: 4, CodeDNSConfig: 4,
+	CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeDNSService: 8, CodeEventsLost: 9,
 }
 
 const outerDstWhat = "the VXLAN outer destination"

@@ -142,6 +142,7 @@ type openJourney struct {
 	id      uint64
 	fwd     []Event
 	rev     []Event
+	errs    []Event // ICMP errors about the journey's packets (Event.Quote)
 	primary uint64
 	endNs   uint64
 	awaits  bool // delivered request that expects a reply
@@ -326,7 +327,9 @@ func (b *Builder) Add(e Event) {
 		b.open[id] = o
 		b.lru.pushBack(o)
 	}
-	if e.Journey&1 == 1 {
+	if e.Quote {
+		o.errs = append(o.errs, e) // never a reply: it does not decide the verdict
+	} else if e.Journey&1 == 1 {
 		o.rev = append(o.rev, e)
 	} else {
 		if len(o.fwd) == 0 {
@@ -469,7 +472,7 @@ func (b *Builder) dropJourney(e Event) *Journey {
 	d.j = Journey{
 		Schema:   Schema,
 		Packet:   b.packetOf(e.Pkt),
-		Verdict:  Verdict{Kind: Dropped, Netns: name, Device: e.Ifname, Reason: b.ReasonName(e.Reason), NetnsInode: e.Netns, Ifindex: e.Ifindex},
+		Verdict:  Verdict{Kind: Dropped, Netns: name, Device: e.Ifname, Reason: b.ReasonName(e.Reason), Hook: TCHook(b.ReasonName(e.Reason), d.events[:]), NetnsInode: e.Netns, Ifindex: e.Ifindex},
 		Rewrites: []Rewrite{},
 		Encaps:   []Encap{},
 		Hops:     d.hops[:],
@@ -511,8 +514,9 @@ func (b *Builder) finish(o *openJourney) *Journey {
 	byTime := func(a, b Event) int { return cmp.Compare(a.TimeNs, b.TimeNs) }
 	slices.SortStableFunc(o.fwd, byTime)
 	slices.SortStableFunc(o.rev, byTime)
+	slices.SortStableFunc(o.errs, byTime)
 	names := map[uint32]string{}
-	for _, list := range [][]Event{o.fwd, o.rev} {
+	for _, list := range [][]Event{o.fwd, o.rev, o.errs} {
 		for _, e := range list {
 			names[e.Netns] = b.NetnsName(e.Netns)
 		}
@@ -525,6 +529,7 @@ func (b *Builder) finish(o *openJourney) *Journey {
 		ID:          o.id,
 		Events:      fwd,
 		ReplyEvents: rev,
+		ErrorEvents: firstLife(o.errs),
 		LostEvents:  o.lost,
 		Rewrites:    []Rewrite{},
 		Encaps:      []Encap{},
@@ -573,6 +578,20 @@ func isRejection(rev []Event) bool {
 	return false
 }
 
+// HopRedirect is the event of an inferred hop: the skb reached this
+// namespace and device by a redirect, not by a transmission.
+const HopRedirect = "redirect"
+
+// Redirected reports whether the skb got from prev to e without being
+// transmitted: it shows up in another namespace while the last thing seen
+// was not a transmission. Namespaces change only through a device's
+// transmit (veth, tunnel) or through bpf_redirect_peer, which moves the
+// skb to the peer veth inside the receive path.
+func Redirected(prev, e *Event) bool {
+	return prev != nil && prev.Skb == e.Skb && prev.Netns != 0 && e.Netns != 0 && prev.Netns != e.Netns &&
+		prev.Kind != KindTx && prev.Kind != KindTunnel
+}
+
 func (b *Builder) hops(evs []Event) []Hop {
 	hops := make([]Hop, 0, len(evs))
 	t0 := evs[0].TimeNs
@@ -593,6 +612,12 @@ func (b *Builder) hops(evs []Event) []Hop {
 				continue
 			}
 			name = "nf:" + HookName(e.Hook)
+		}
+		if Redirected(last, e) {
+			// in another namespace without a transmission: a tc program
+			// redirected the skb (bpf_redirect_peer), which the receive
+			// tracepoint does not see a second time
+			hops = append(hops, Hop{TUs: (e.TimeNs - t0) / 1000, Netns: b.NetnsName(e.Netns), Device: e.Ifname, Event: HopRedirect})
 		}
 		last = e
 		h := Hop{
@@ -719,6 +744,9 @@ func firstLife(evs []Event) []Event {
 		inheritPlace(&e, out)
 		out = append(out, e)
 		if e.Kind == KindDrop || e.Kind == KindConsume || e.Exit {
+			if next, ok := successor(out, evs[i+1:], first); ok {
+				return lifeSlow(out[:len(out)-1], evs[i+1:], next)
+			}
 			break
 		}
 	}
@@ -727,7 +755,7 @@ func firstLife(evs []Event) []Event {
 
 // lifeSlow continues firstLife when other skbs' events are interleaved.
 func lifeSlow(out, rest []Event, first Event) []Event {
-	for _, e := range rest {
+	for k, e := range rest {
 		if e.Skb != first.Skb {
 			continue
 		}
@@ -737,10 +765,51 @@ func lifeSlow(out, rest []Event, first Event) []Event {
 		inheritPlace(&e, out)
 		out = append(out, e)
 		if e.Kind == KindDrop || e.Kind == KindConsume || e.Exit {
+			if next, ok := successor(out, rest[k+1:], first); ok {
+				return lifeSlow(out[:len(out)-1], rest[k+1:], next)
+			}
 			break
 		}
 	}
 	return out
+}
+
+// replaceWindowNs bounds how long after the old skb's free the new skb of
+// a packet replaced on arrival is received.
+const replaceWindowNs = 5_000_000
+
+// ConsumedOnArrival reports whether life ends with the skb freed normally
+// at a device it was handed to by a transmission in another namespace but
+// never received on: a veth whose peer runs a native XDP program (or does
+// GRO) puts the packet into a new skb, or drops it, and frees this one.
+func ConsumedOnArrival(life []Event) bool {
+	n := len(life)
+	if n < 2 {
+		return false
+	}
+	end, prev := life[n-1], life[n-2]
+	return end.Kind == KindConsume && prev.Kind == KindTx && end.Netns != 0 && prev.Netns != end.Netns
+}
+
+// successor finds the skb that carries on a packet whose skb was consumed
+// on arrival (see ConsumedOnArrival): another skb of the same packet
+// received at that very device right after. It returns the new skb (with
+// the packet as first seen, to keep matching against).
+func successor(life, rest []Event, first Event) (Event, bool) {
+	if !ConsumedOnArrival(life) {
+		return Event{}, false
+	}
+	end := life[len(life)-1]
+	for _, e := range rest {
+		if e.TimeNs > end.TimeNs+replaceWindowNs {
+			break
+		}
+		if e.Skb != end.Skb && e.Kind == KindRx && e.Netns == end.Netns && e.Ifindex == end.Ifindex &&
+			e.Pkt.SameFlow(end.Pkt) && samePacket(first.Pkt, e.Pkt) {
+			return Event{Skb: e.Skb, Pkt: first.Pkt}, true
+		}
+	}
+	return Event{}, false
 }
 
 // inheritPlace: an skb freed after the stack let go of its device and
@@ -748,7 +817,7 @@ func lifeSlow(out, rest []Event, first Event) []Event {
 func inheritPlace(e *Event, before []Event) {
 	if e.Netns == 0 && len(before) > 0 {
 		last := before[len(before)-1]
-		e.Netns = last.Netns
+		e.Netns, e.Inherited = last.Netns, true
 		if e.Ifname == "" {
 			e.Ifname, e.Ifindex = last.Ifname, last.Ifindex
 		}
@@ -786,6 +855,12 @@ func (b *Builder) verdict(evs []Event) Verdict {
 		return v
 	}
 	v := Verdict{Netns: b.NetnsName(end.Netns), Device: end.Ifname, NetnsInode: end.Netns, Ifindex: end.Ifindex}
+	if ConsumedOnArrival(evs) {
+		// freed where it arrived, never received (no new skb carried it
+		// on): gone after the transmission, not delivered
+		tx := &evs[len(evs)-2]
+		return Verdict{Kind: Lost, Netns: b.NetnsName(tx.Netns), Device: tx.Ifname, NetnsInode: tx.Netns, Ifindex: tx.Ifindex}
+	}
 	if end.Kind == KindConsume {
 		v.Kind = Delivered
 		if v.Device == "" {
@@ -801,6 +876,10 @@ func (b *Builder) verdict(evs []Event) Verdict {
 	}
 	v.Kind = Dropped
 	v.Reason = b.ReasonName(end.Reason)
+	if h := TCHook(v.Reason, evs); h != "" {
+		v.Hook = h // a tc program dropped it (diagnose names the program)
+		return v
+	}
 	// the last netfilter observer that saw the packet before it was freed
 	// pins the hook; the stage tells which tables ran after it
 	if v.Reason != "NETFILTER_DROP" {

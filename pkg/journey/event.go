@@ -6,6 +6,7 @@ package journey
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Kind says what happened to an skb at one event.
@@ -96,10 +97,27 @@ type Event struct {
 	Outer   Tuple // outer header when Encap
 	VNI     uint32
 	CT      uint8 // 0: no conntrack entry; else 1 + the kernel's enum ip_conntrack_info
+	// Quote: the skb is an ICMP error about a packet of the journey (it
+	// travels the other way; Journey has the other direction's bit).
+	Quote bool
+	// Capture holds the packet's first bytes at this event, when the
+	// trace asked for them (--pcapng).
+	Capture Capture
 	// Exit is set by the builder, not the kernel: after this event the skb
 	// went where the builder's scope ends (Options.InScope), so its life
 	// on this node ends here.
 	Exit bool
+	// Inherited is set by the builder, not the kernel: the kernel gave no
+	// place for this event (a free after the stack let go of the device
+	// and socket), so Netns and Ifname are where the skb was last seen.
+	Inherited bool
+}
+
+// Capture is the first bytes of a packet as they were at one event.
+type Capture struct {
+	Data    []byte // nil: nothing captured
+	OrigLen uint32 // the packet's length from the first byte of Data
+	L2Len   uint8  // Ethernet header bytes at the start of Data (0: Data starts at the IP header)
 }
 
 // CTState names the conntrack state an event saw ("" when no entry was
@@ -185,3 +203,36 @@ var tcpFlagNames = func() (t [64]string) {
 	}
 	return t
 }()
+
+// tc hook names of the contract (verdict.hook of a drop by a tc program).
+const (
+	HookTCIngress = "INGRESS"
+	HookTCEgress  = "EGRESS"
+)
+
+// TCHook names the tc hook of a drop with a tc drop reason (TC_INGRESS,
+// TC_EGRESS, or another TC_* reason such as TC_CHAIN_NOTFOUND): ingress
+// when the freed skb was last seen received on the device it was freed at,
+// egress otherwise. "" for any other reason. evs end with the drop.
+func TCHook(reason string, evs []Event) string {
+	switch {
+	case reason == "TC_INGRESS":
+		return HookTCIngress
+	case reason == "TC_EGRESS":
+		return HookTCEgress
+	case !strings.HasPrefix(reason, "TC_") || len(evs) == 0:
+		return ""
+	}
+	end := evs[len(evs)-1]
+	for i := len(evs) - 2; i >= 0; i-- {
+		e := evs[i]
+		if e.Skb != end.Skb || e.Kind == KindNF {
+			continue
+		}
+		if e.Kind == KindRx && e.Ifindex == end.Ifindex && e.Netns == end.Netns {
+			return HookTCIngress
+		}
+		break
+	}
+	return HookTCEgress
+}

@@ -39,12 +39,18 @@ type Journey struct {
 	// Suppressed counts the earlier events of the same (netns, reason) the
 	// daemon's rate limit kept out of the stream since the last one written.
 	Suppressed uint64 `json:"suppressed,omitempty"`
+	// Frames are the packet's bytes at each hop, when the trace asked for
+	// them (--pcapng); written to pcapng by pkg/pcapng.
+	Frames []Frame `json:"frames,omitempty"`
 
 	// ID is the tracer's journey id; Events the raw observations behind the
 	// journey (forward direction) and ReplyEvents the reverse direction.
 	ID          uint64  `json:"-"`
 	Events      []Event `json:"-"`
 	ReplyEvents []Event `json:"-"`
+	// ErrorEvents are the path of an ICMP error about the packet (the
+	// first one seen), e.g. a router's "fragmentation needed".
+	ErrorEvents []Event `json:"-"`
 	// Names are the netns names of the inodes in Events and ReplyEvents.
 	Names map[uint32]string `json:"-"`
 }
@@ -196,6 +202,7 @@ func (j *Journey) Clone() *Journey {
 	c.Rewrites = slices.Clone(j.Rewrites)
 	c.Encaps = slices.Clone(j.Encaps)
 	c.Nodes = slices.Clone(j.Nodes)
+	c.Frames = slices.Clone(j.Frames)
 	if j.Reply != nil {
 		r := *j.Reply
 		c.Reply = &r

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 
 	"github.com/vishvananda/netlink"
@@ -319,4 +320,34 @@ func (s *State) sorted() []*Netns {
 	}
 	sort.Slice(out, func(i, k int) bool { return out[i].Name < out[k].Name })
 	return out
+}
+
+// PeerIn reports whether the far end of the veth with this ifindex in the
+// namespace at nsPath is in the namespace at peerPath: the id nsPath's
+// namespace gives peerPath's (RTM_GETNSID) is the veth's link-netnsid. It
+// tells namespaces apart that ifindexes alone cannot (every pod's eth0 is
+// ifindex 2).
+func PeerIn(nsPath string, ifindex int, peerPath string) (bool, error) {
+	h, err := netnsutil.NewHandle(nsPath)
+	if err != nil {
+		return false, err
+	}
+	defer h.Close()
+	l, err := h.LinkByIndex(ifindex)
+	if err != nil {
+		return false, fmt.Errorf("device ifindex %d in %s: %w", ifindex, nsPath, err)
+	}
+	if l.Type() != "veth" || l.Attrs().NetNsID < 0 {
+		return false, nil // no peer in another namespace
+	}
+	f, err := os.Open(peerPath)
+	if err != nil {
+		return false, fmt.Errorf("open netns %s: %w", peerPath, err)
+	}
+	defer f.Close()
+	id, err := h.GetNetNsIdByFd(int(f.Fd()))
+	if err != nil {
+		return false, fmt.Errorf("netns id of %s in %s: %w", peerPath, nsPath, err)
+	}
+	return id >= 0 && id == l.Attrs().NetNsID, nil
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/picture"
 )
 
 // Writer renders journeys to one stream.
@@ -126,6 +127,8 @@ func (t *Text) Write(j *journey.Journey) error {
 		fmt.Fprintf(&b, "  nodes: %s\n", strings.Join(ns, ", "))
 	}
 	if len(j.Hops) > 0 {
+		b.WriteString("  picture:\n")
+		b.WriteString(picture.Build(j).Text("    "))
 		b.WriteString("  path (t in µs):\n")
 		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 		for _, h := range j.Hops {

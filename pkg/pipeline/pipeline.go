@@ -35,7 +35,7 @@ type Config struct {
 	// (default 50ms).
 	Tick time.Duration
 	// IdleTick replaces Tick while no journey is open: an idle daemon wakes
-	// only to collect losses (default 1s).
+	// only to collect losses (default 5s; an event ends idling at once).
 	IdleTick time.Duration
 	// OnJourney receives each finished journey, on the processor goroutine.
 	OnJourney func(*journey.Journey)
@@ -78,7 +78,7 @@ func New(cfg Config) *Pipeline {
 		cfg.Buffer = 16384
 	}
 	if cfg.IdleTick == 0 {
-		cfg.IdleTick = time.Second
+		cfg.IdleTick = 5 * time.Second
 	}
 	if cfg.Tick == 0 {
 		cfg.Tick = 50 * time.Millisecond

@@ -74,6 +74,7 @@ type Engine struct {
 	// there; the attacher goroutine attaches them.
 	nfAsk    chan uint32
 	nfOpen   atomic.Bool   // a session is open: asking makes sense
+	nfWake   chan struct{} // nfOpen changed: the watcher (re)starts or stops its rescan
 	nfGen    atomic.Uint64 // bumped when every observer is detached
 	asked    map[uint32]bool
 	askedGen uint64
@@ -115,7 +116,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
 	}
-	e := &Engine{cfg: cfg, log: log, tr: tr, Registry: reg, Reasons: reasons, sessions: map[int]*session{}, done: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: log, tr: tr, Registry: reg, Reasons: reasons, sessions: map[int]*session{}, done: make(chan struct{}), nfWake: make(chan struct{}, 1)}
 	var ignore []uint32
 	for _, name := range cfg.IgnoreReasons {
 		v, ok := reasons.Value(name)
@@ -221,20 +222,36 @@ func (e *Engine) Run(ctx context.Context) error {
 // Rescan, follows namespaces appearing (sessions that want all) and
 // vanishing.
 func (e *Engine) watchNamespaces(ctx context.Context) {
-	t := time.NewTicker(e.cfg.Rescan)
-	defer t.Stop()
+	// the rescan ticks only while a session is open: an idle daemon does
+	// not wake for it (open signals nfWake)
+	var t *time.Ticker
+	var tick <-chan time.Time
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	retry := map[uint32]int{} // asked for, not attached yet (netns not listed yet, say): tries left
 	for {
+		if open := e.nfOpen.Load(); open && t == nil {
+			t = time.NewTicker(e.cfg.Rescan)
+			tick = t.C
+		} else if !open && t != nil {
+			t.Stop()
+			t, tick = nil, nil
+			clear(retry)
+		}
 		select {
 		case <-ctx.Done():
 			return
+		case <-e.nfWake:
 		case ino := <-e.nfAsk:
 			e.actMu.Lock()
 			if e.active > 0 && !e.attachOne(ino) {
 				retry[ino] = 5
 			}
 			e.actMu.Unlock()
-		case <-t.C:
+		case <-tick:
 			e.actMu.Lock()
 			if e.active > 0 {
 				e.syncNamespaces(e.wantAll > 0)
@@ -353,6 +370,10 @@ func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
 		e.attachOne(f.Netns) // where the traced packets start (a failure is logged)
 	}
 	e.nfOpen.Store(true)
+	select {
+	case e.nfWake <- struct{}{}:
+	default:
+	}
 	e.actMu.Unlock()
 	slot, err := e.tr.AddFilter(f)
 	if err != nil {
@@ -389,6 +410,10 @@ func (e *Engine) release(all bool) {
 		return
 	}
 	e.nfOpen.Store(false)
+	select {
+	case e.nfWake <- struct{}{}:
+	default:
+	}
 	if e.cfg.OnDemand {
 		if err := e.tr.DetachTracepoints(tracer.PathTracepoints...); err != nil {
 			e.log.Warn("detach tracepoints", zap.Error(err))

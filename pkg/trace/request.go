@@ -10,6 +10,7 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/diagnose"
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/wire"
+	"github.com/skbtrail/skbtrail/tracer"
 )
 
 // Request is a trace as a user asks for it (flags, or the daemon API's
@@ -52,6 +53,9 @@ func ParseProto(s string) (uint8, error) {
 	}
 	return 0, fmt.Errorf("--proto %q: want tcp, udp or icmp", s)
 }
+
+// MaxSnaplen is the most packet bytes a trace can keep per hop.
+const MaxSnaplen = tracer.MaxSnaplen
 
 // UsageError is a request that cannot be traced as asked.
 type UsageError struct{ Err error }
@@ -120,7 +124,11 @@ func options(r Request) (Options, error) {
 	if r.ProbeSize < 0 || r.ProbeSize > 65000 {
 		return o, fmt.Errorf("--probe-size must be 0-65000")
 	}
+	if r.Snaplen < 0 || r.Snaplen > tracer.MaxSnaplen {
+		return o, fmt.Errorf("--snaplen %d: want 1 to %d bytes", r.Snaplen, tracer.MaxSnaplen)
+	}
 	o.FromNetns, o.Timeout, o.Count, o.ProbeSize = r.FromNetns, r.Timeout, r.Count, r.ProbeSize
+	o.Filter.Snaplen = r.Snaplen
 	switch r.Netfilter {
 	case "":
 		o.NetfilterAll = r.Probe // the probe's first packet must meet every observer

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"go.uber.org/zap"
 
@@ -59,6 +62,9 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 		diag.Diagnose(j)
 		pods.Refresh(ctx)
 		j.LabelPods(pods.Pod)
+		if req.Snaplen > 0 {
+			j.AddFrames(WallClock())
+		}
 	}
 	o.Ready = ready
 	return e.Trace(ctx, o, emit)
@@ -107,4 +113,16 @@ func (e *Engine) sourceNetns(ctx context.Context, ip string) (string, error) {
 		return "", &UsageError{Err: fmt.Errorf("source pod %s: no network namespace of this node has that address", a)}
 	}
 	return ns.Name, nil
+}
+
+// WallClock returns a function that turns a kernel event time
+// (CLOCK_MONOTONIC ns) into wall-clock time, as of now (the zero time when
+// the monotonic clock cannot be read).
+func WallClock() func(monoNs uint64) time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return func(uint64) time.Time { return time.Time{} }
+	}
+	now, mono := time.Now(), ts.Nano()
+	return func(ns uint64) time.Time { return now.Add(time.Duration(int64(ns) - mono)) }
 }

@@ -49,6 +49,9 @@ type Request struct {
 	// CRIEndpoints name the container runtime sockets used to label pods
 	// (nil: the usual containerd, CRI-O and cri-dockerd sockets).
 	CRIEndpoints []string `json:"cri_endpoints,omitempty"`
+	// Snaplen > 0 asks for the packet's first Snaplen bytes at every hop
+	// (journey "frames", for --pcapng).
+	Snaplen int `json:"snaplen,omitempty"`
 }
 
 // Message is one line of the trace stream.

@@ -51,6 +51,12 @@ func startDaemon(t *testing.T) *daemonProc {
 
 func startDaemonIn(t *testing.T, dir string) *daemonProc {
 	t.Helper()
+	return startDaemonArgs(t, dir, "--rate-limit", "0")
+}
+
+// startDaemonArgs is startDaemonIn with the daemon's extra flags.
+func startDaemonArgs(t *testing.T, dir string, extra ...string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{
 		socket:  filepath.Join(dir, "skbtrail.sock"),
 		events:  filepath.Join(dir, "events.ndjson"),
@@ -58,7 +64,7 @@ func startDaemonIn(t *testing.T, dir string) *daemonProc {
 		log:     &strings.Builder{},
 		done:    make(chan error, 1),
 	}
-	d.cmd = exec.Command(skbtrailBin, "daemon", "--listen", "unix://"+d.socket, "--metrics", d.metrics, "--events", d.events, "--rate-limit", "0")
+	d.cmd = exec.Command(skbtrailBin, append([]string{"daemon", "--listen", "unix://" + d.socket, "--metrics", d.metrics, "--events", d.events}, extra...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -202,8 +202,10 @@ type Lab struct {
 	servers map[string]*server
 	// exitFrames counts what the "nic-exit" fault's tun reader took off nic0.
 	exitFrames atomic.Uint64
-	down       bool
-	wg         sync.WaitGroup
+	// bpfLinks are the tcx/XDP links of the eBPF datapath faults.
+	bpfLinks []io.Closer
+	down     bool
+	wg       sync.WaitGroup
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,9}$`)
@@ -707,6 +709,9 @@ func (l *Lab) Down() error {
 	l.wg.Wait()
 	// flanneld and etcd (FlannelReal) before their namespaces.
 	if err := l.stopProcs(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := l.closeLinks(); err != nil {
 		errs = append(errs, err)
 	}
 

@@ -157,6 +157,12 @@ func TestFaults(t *testing.T) {
 		"docker-forward-drop":      timeout,
 		"neigh-missing":            timeout,
 		"pod-dns-upstream":         works, // TCP to the Service is unaffected; see below
+		"tc-drop-tcx":              timeout,
+		"tc-drop-clsact":           timeout,
+		"xdp-drop-underlay":        timeout,
+		"xdp-pass-underlay":        works,
+		"xdp-drop-generic":         timeout,
+		"redirect-peer":            works,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -166,7 +172,8 @@ func TestFaults(t *testing.T) {
 	// Faults implemented with iptables run against both backends.
 	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true, "service-no-endpoints-nft": true, "docker-forward-drop": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
-	usesVXLAN := map[string]bool{"neigh-missing": true, "wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
+	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true,
+		"tc-drop-tcx": true, "xdp-drop-underlay": true, "redirect-peer": true, "neigh-missing": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {

@@ -9,6 +9,9 @@
 //	    tests/bench's BenchmarkStitch) as decode + stitch events per second
 //	skbtrail-bench record [--out tests/bench/testdata/recorded.json] [--prefix P]
 //	    trace packets in the lab and store the decoded events for BenchmarkStitch (root)
+//	skbtrail-bench daemon [--skbtrail bin/skbtrail] [--idle 60s] [--churn 2000]
+//	    the daemon itself: startup time, idle CPU and RSS, and a namespace churn
+//	    after which its metric series and RSS must come back (root)
 package main
 
 import (
@@ -26,6 +29,7 @@ const usage = `usage:
   skbtrail-bench throughput [--skbtrail PATH] [--rounds N] [--duration D] [--prefix P]   (root)
   skbtrail-bench micro FILE
   skbtrail-bench record [--out PATH] [--prefix P]                                      (root)
+  skbtrail-bench daemon [--skbtrail PATH] [--idle 60s] [--churn 2000] [--prefix P]      (root)
 `
 
 func main() {
@@ -68,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdMicro(rest, stdout, stderr)
 	case "record":
 		return cmdRecord(ctx, rest, stdout, stderr)
+	case "daemon":
+		return cmdDaemon(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -110,7 +110,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 		defAffinity = "0,1"
 	}
 	fs.StringVar(&cfg.affinity, "affinity", defAffinity, "iperf3 -A: CPU of the client,CPU of the server (steadier numbers; empty: let the scheduler place them)")
-	fs.StringVar(&cfg.modes, "modes", "abcde", "modes to run (a, the baseline, always runs): a nothing, b daemon, c daemon + trace, d tcpdump, e daemon + trace with netfilter observers in every namespace")
+	fs.StringVar(&cfg.modes, "modes", "abcdef", "modes to run (a, the baseline, always runs): a nothing, b daemon, c daemon + trace, d tcpdump, e daemon + trace with netfilter observers in every namespace, f daemon + trace --pcapng")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,6 +147,8 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 		{key: "c", name: "daemon + active trace (other flow)", target: traceTarget, attach: b.traceAttacher()},
 		{key: "d", name: "tcpdump -i any in node-a + node-b", attach: b.attachTcpdump},
 		{key: "e", name: "daemon + trace --netfilter all (other flow)", attach: b.traceAttacher("--netfilter", "all")},
+		// bytes are copied only for tracked skbs: an untracked flow pays what it pays in c
+		{key: "f", name: "daemon + trace --pcapng (other flow)", target: traceTarget, attach: b.traceAttacher("--pcapng", os.DevNull)},
 	} {
 		if m.key == "a" || strings.Contains(cfg.modes, m.key) {
 			b.modes = append(b.modes, m)
