@@ -15,6 +15,9 @@ import (
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
+	"github.com/skbtrail/skbtrail/pkg/qdisc"
+	"github.com/skbtrail/skbtrail/pkg/resolvconf"
+	"github.com/skbtrail/skbtrail/pkg/sockdiag"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
@@ -42,6 +45,28 @@ const (
 	// device whose receiving end runs an XDP program, and no skb of it
 	// showed up there (an XDP drop leaves none).
 	CodeXDPProgDrop = "XDP_PROG_DROP"
+	// CodeServiceNoEndpoints: kube-proxy refused a packet to a Service port
+	// that has no ready endpoint.
+	CodeServiceNoEndpoints = "SERVICE_NO_ENDPOINTS"
+	// CodeSocketQueueFull: a socket's queue (receive buffer, accept queue,
+	// backlog) was full and the kernel dropped the packet.
+	CodeSocketQueueFull = "SOCKET_QUEUE_FULL"
+	// CodeQdiscDrop: a device's queue (its qdisc, or the CPU input
+	// backlog) dropped the packet.
+	CodeQdiscDrop = "QDISC_DROP"
+	// CodeNeighFailed: the next hop's link-layer address could not be
+	// resolved (no neighbour entry, resolution failed or its queue
+	// overflowed).
+	CodeNeighFailed = "NEIGH_FAILED"
+	// CodeConntrackFull: the namespace's connection tracking table was
+	// full and netfilter dropped a new connection's packet.
+	CodeConntrackFull = "CONNTRACK_FULL"
+	// CodeDNSConfig: the source pod's resolv.conf does not name the
+	// cluster DNS Service.
+	CodeDNSConfig = "DNS_CONFIG"
+	// CodeDNSService: a DNS query to the cluster DNS Service, with the
+	// Service's endpoints (info).
+	CodeDNSService = "DNS_SERVICE"
 )
 
 // Config configures a Diagnoser.
@@ -73,6 +98,21 @@ type Diagnoser struct {
 	state  *nodestate.State             // devices, VXLAN, FDB, routes
 	progs  ProgramLister                // nil: programs are not named
 	peers  VethPeers                    // nil: veth peers by ifindex only
+	// sockets lists the TCP listeners and UDP sockets of a namespace (by
+	// inode); nil: not known.
+	sockets func(netns uint32) ([]sockdiag.Socket, error)
+	// process finds the process holding a socket (by inode); nil: none.
+	process func(sockInode uint32) (sockdiag.Process, bool)
+	// qdiscs reads a device's queueing disciplines; nil: not known.
+	qdiscs func(netns uint32, dev string) ([]qdisc.Qdisc, error)
+	// lookupHop finds a namespace's next hop to an address; nil: not known.
+	lookupHop func(netns uint32, dst netip.Addr) (neighHop, bool)
+	// conntrackUse reads a namespace's conntrack entry count and limit;
+	// nil: not known.
+	conntrackUse func(netns uint32) (count, limit int, ok bool)
+	// resolvConf reads the DNS configuration of a process in a namespace
+	// and its PID; nil: not known.
+	resolvConf func(netns uint32) (resolvconf.Config, int, bool)
 }
 
 // add appends a finding (one per code).
@@ -89,6 +129,9 @@ func New(cfg Config) *Diagnoser {
 	}
 	if d.peers == nil && cfg.Registry != nil {
 		d.peers = kernelPeers{cfg.Registry}
+	}
+	if cfg.Registry != nil {
+		d.readKernelState(cfg.Registry)
 	}
 	return d
 }
@@ -138,10 +181,15 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.leftNode(j)
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
+	d.conntrackFull(j)
 	d.bpfProgDrop(j)
 	d.xdpProgDrop(j)
 	d.underlay(j)
 	d.endpoint(j)
+	d.socketQueue(j)
+	d.queueDrop(j)
+	d.neighFailure(j)
+	d.dns(j)
 	v := j.Verdict
 	switch v.Reason {
 	case "IP_INNOROUTES", "IP_OUTNOROUTES":
@@ -187,9 +235,10 @@ func atDropSrc(j *journey.Journey) string {
 
 // findingRank orders findings: the most specific cause first.
 var findingRank = map[string]int{
-	CodeServiceNotDNATed: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
-	CodeCTInvalid: 3, CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4,
-	CodeNoListener: 4, CodeBPFProgDrop: 4, CodeXDPProgDrop: 4, CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeEventsLost: 9,
+	CodeServiceNotDNATed: 0, CodeServiceNoEndpoints: 0, CodeVXLANDstUnknown: 1, CodeVXLANSrcMismatch: 1, CodeMTUExceeded: 2,
+	CodeCTInvalid: 3, CodeSocketQueueFull: 3, CodeQdiscDrop: 3, CodeNeighFailed: 3, CodeConntrackFull: 3,
+	CodeNFPolicyDrop: 4, CodeNFRuleDrop: 4, CodeNFReject: 4, CodeRPFilter: 4, CodeNoListener: 4, CodeBPFProgDrop: 4, CodeXDPProgDrop: 4, CodeDNSConfig: 4,
+	CodeNoRoute: 5, CodeNoReply: 6, CodeLeftNode: 7, CodeDNSService: 8, CodeEventsLost: 9,
 }
 
 const outerDstWhat = "the VXLAN outer destination"

@@ -2,7 +2,10 @@ package diagnose
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
+
+	"go.uber.org/zap"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
@@ -14,9 +17,14 @@ func (d *Diagnoser) endpoint(j *journey.Journey) {
 	p := j.Packet
 	dst := endpointOf(j)
 	if v.Reason == "NO_SOCKET" || (v.Kind == journey.Rejected && v.Reason != "NETFILTER_DROP") {
-		d.add(j, journey.Finding{Code: CodeNoListener, Severity: journey.SeverityError, Netns: v.Netns,
+		f := journey.Finding{Code: CodeNoListener, Severity: journey.SeverityError, Netns: v.Netns,
 			Message: fmt.Sprintf("nothing listens on %s %s in %s: the request was refused (%s)", p.Proto, dst, v.Netns, replyWord(j)),
-			Advice:  "check the server runs and listens on that port on all addresses (ss -lntu in the pod: 0.0.0.0, not 127.0.0.1), and that the Service targetPort matches"})
+			Advice:  "check the server runs and listens on that port on all addresses (ss -lntu in the pod: 0.0.0.0, not 127.0.0.1), and that the Service targetPort matches"}
+		if what, advice, ok := d.listeners(j); ok {
+			f.Message += "; " + what
+			f.Advice = advice + "; ss -lntu in the pod lists its sockets"
+		}
+		d.add(j, f)
 		return
 	}
 	if v.Kind == journey.Delivered && j.Reply == nil && (p.Proto == "tcp" || p.Proto == "udp") {
@@ -62,4 +70,25 @@ func replyWord(j *journey.Journey) string {
 		return "answered " + j.Reply.Packet.TCPFlags
 	}
 	return "dropped " + j.Verdict.Reason
+}
+
+// listeners describes what listens in the namespace of a refused request,
+// read over sock_diag there. ok is false when it cannot be read (the
+// namespace is gone, no registry) or the request was not TCP/UDP.
+func (d *Diagnoser) listeners(j *journey.Journey) (what, advice string, ok bool) {
+	if d.sockets == nil || len(j.Events) == 0 {
+		return "", "", false
+	}
+	last := j.Events[len(j.Events)-1]
+	t := last.Pkt
+	if (t.Proto != journey.ProtoTCP && t.Proto != journey.ProtoUDP) || last.Netns != j.Verdict.NetnsInode {
+		return "", "", false
+	}
+	socks, err := d.sockets(j.Verdict.NetnsInode)
+	if err != nil {
+		d.cfg.Logger.Debug("listeners not read", zap.String("netns", j.Verdict.Netns), zap.Error(err))
+		return "", "", false
+	}
+	what, advice = listenerHint(socks, journey.ProtoName(t.Proto), netip.AddrPortFrom(t.Dst, t.Dport))
+	return what, advice, true
 }

@@ -116,7 +116,7 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	oif, routed := "", false // the route is looked up once, for the first hook that has an out-device
 	for _, h := range hooks {
 		ev.Hook = h
-		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname}
+		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname, CT: nftCTState(ev)}
 		if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
 			if !routed {
 				oif, _ = routeGet(path, tu.Dst)
@@ -155,26 +155,7 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	if pkt.Oif != "" {
 		where += " to " + pkt.Oif
 	}
-	loc := v.Table + "/" + v.Chain
-	f := journey.Finding{Severity: journey.SeverityError, Netns: v.Netns}
-	switch {
-	case dec.CTInvalid():
-		f.Code = CodeCTInvalid
-		f.Message = fmt.Sprintf("conntrack marked %s INVALID and the rule %q in %s dropped it (%s)", flow, dec.Rule, loc, v.Netns)
-		f.Advice = "find why conntrack has no valid state for this flow (asymmetric routing, a missed SYN, conntrack table full: conntrack -S), or exempt the flow from the INVALID rule"
-	case dec.IsPolicy():
-		f.Code = CodeNFPolicyDrop
-		f.Message = fmt.Sprintf("%s policy DROP dropped %s%s", loc, flow, where)
-		f.Advice = policyAdvice(dec, pkt)
-	case dec.IsReject():
-		f.Code = CodeNFReject
-		f.Message = fmt.Sprintf("rule %q in %s rejected %s%s", dec.Rule, loc, flow, where)
-		f.Advice = "remove or narrow the REJECT rule" + deleteHint(dec)
-	default:
-		f.Code = CodeNFRuleDrop
-		f.Message = fmt.Sprintf("rule %q in %s dropped %s%s", dec.Rule, loc, flow, where)
-		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
-	}
+	f := nfFinding(dec, pkt, after, *v, flow, where)
 	if guessed {
 		f.Message += fmt.Sprintf(" (hook %s found from the rules and their counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
 	}
@@ -182,6 +163,16 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		v.Kind = journey.Rejected
 	}
 	j.AddFinding(f)
+}
+
+// nftCTState is the conntrack state the event saw, as nft's "ct state"
+// names it; "" when unknown.
+func nftCTState(ev journey.Event) string {
+	st, _ := strings.CutSuffix(ev.CTState(), "_REPLY")
+	if strings.HasPrefix(st, "CTINFO_") {
+		return ""
+	}
+	return strings.ToLower(st)
 }
 
 // suspectHooks is for a netfilter drop no observer saw: the hooks the
@@ -211,7 +202,78 @@ func suspectHooks(j *journey.Journey) (journey.Event, []uint8, bool) {
 	return drop, []uint8{journey.HookLocalOut, journey.HookPostRouting}, true
 }
 
-func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet) string {
+// nfFinding explains the netfilter decision dec for the packet pkt (flow
+// and where describe it) in the namespace of the verdict v; after is the
+// namespace's rules when the packet was dropped.
+func nfFinding(dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot, v journey.Verdict, flow, where string) journey.Finding {
+	loc := v.Table + "/" + v.Chain
+	f := journey.Finding{Severity: journey.SeverityError, Netns: v.Netns}
+	owner, owned := ruleOwnerOf(dec, hasDockerChains(after, dec))
+	if svc, ok := noEndpointsService(dec); ok {
+		return serviceNoEndpoints(svc, dec, pkt, v, flow)
+	}
+	switch {
+	case dec.CTInvalid():
+		f.Code = CodeCTInvalid
+		f.Message = fmt.Sprintf("conntrack marked %s INVALID and the rule %q in %s dropped it (%s)", flow, dec.Rule, loc, v.Netns)
+		f.Advice = "find why conntrack has no valid state for this flow (asymmetric routing, a missed SYN, conntrack table full: conntrack -S), or exempt the flow from the INVALID rule"
+	case dec.IsPolicy():
+		f.Code = CodeNFPolicyDrop
+		f.Message = fmt.Sprintf("%s policy DROP dropped %s%s", loc, flow, where)
+		f.Advice = policyAdvice(dec, pkt, owner, owned)
+	case dec.IsReject():
+		f.Code = CodeNFReject
+		f.Message = fmt.Sprintf("rule %q in %s rejected %s%s", dec.Rule, loc, flow, where)
+		f.Advice = "remove or narrow the REJECT rule" + deleteHint(dec)
+	default:
+		f.Code = CodeNFRuleDrop
+		f.Message = fmt.Sprintf("rule %q in %s dropped %s%s", dec.Rule, loc, flow, where)
+		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
+	}
+	if owned && dec.IsPolicy() {
+		f.Message += " (the policy " + owner.Name + " sets)"
+	}
+	if owned && !dec.IsPolicy() && f.Code != CodeCTInvalid {
+		f.Message += " (a rule of " + owner.Name + ")"
+		f.Advice = ownedAdvice(owner, dec)
+	}
+	return f
+}
+
+// serviceNoEndpoints is kube-proxy's answer for a Service port without a
+// ready endpoint: the fix is the endpoints, never kube-proxy's rule.
+func serviceNoEndpoints(svc servicePort, dec nfrules.Decision, pkt nfrules.Packet, v journey.Verdict, flow string) journey.Finding {
+	what := "rejected"
+	if dec.Verdict == "DROP" {
+		what = "dropped"
+	}
+	rule := fmt.Sprintf("rule %q in %s/%s", dec.Rule, dec.Table, dec.Chain)
+	if dec.Source == "nft" {
+		rule = fmt.Sprintf("verdict map %s of table %s %s (element %q)", dec.Map, dec.Family, dec.Table, dec.Comment)
+	}
+	t := pkt.Tuple
+	f := journey.Finding{
+		Code: CodeServiceNoEndpoints, Severity: journey.SeverityError, Netns: v.Netns,
+		Message: fmt.Sprintf("Service %s (%s:%d/%s) has no ready endpoints: kube-proxy's %s %s %s",
+			svc, t.Dst, t.Dport, journey.ProtoName(t.Proto), rule, what, flow),
+		Advice: fmt.Sprintf("give the Service a ready endpoint: kubectl get endpointslices -n %s -l kubernetes.io/service-name=%s "+
+			"(none, or no addresses: the Service's selector matches no pod, compare kubectl get svc %s -n %s -o jsonpath='{.spec.selector}' with the pods' labels; "+
+			"addresses with ready=false: the pods are not Ready, see their readiness probe in kubectl describe pod). "+
+			"Do not delete the rule: kube-proxy writes it while the Service has no ready endpoint and replaces it by the DNAT once one is ready",
+			svc.Namespace, svc.Name, svc.Name, svc.Namespace),
+	}
+	if svc.Local {
+		f.Message = fmt.Sprintf("Service %s (%s:%d/%s) has no ready endpoint on this node and its traffic policy is Local: kube-proxy's %s %s %s",
+			svc, t.Dst, t.Dport, journey.ProtoName(t.Proto), rule, what, flow)
+		f.Advice = fmt.Sprintf("with internalTrafficPolicy/externalTrafficPolicy: Local only endpoints on the receiving node serve: run a ready pod of the Service on this node "+
+			"(kubectl get endpointslices -n %s -l kubernetes.io/service-name=%s shows each endpoint's nodeName and ready), send the traffic to a node that has one, "+
+			"or set the policy to Cluster (kubectl get svc %s -n %s -o yaml). Do not delete the rule: kube-proxy writes it while no local endpoint is ready",
+			svc.Namespace, svc.Name, svc.Name, svc.Namespace)
+	}
+	return f
+}
+
+func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet, owner ruleOwner, owned bool) string {
 	if dec.Source == "nft" {
 		return fmt.Sprintf("add an accept rule before the policy in chain %s %s %s, or change its policy to accept", dec.Family, dec.Table, dec.Chain)
 	}
@@ -236,6 +298,10 @@ func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet) string {
 	tbl := ""
 	if dec.Table != "filter" {
 		tbl = " -t " + dec.Table
+	}
+	if owned && owner.Name == "Docker" {
+		return fmt.Sprintf("allow %s in DOCKER-USER, not by changing the policy: %s sets %s/%s's policy to DROP whenever it starts (e.g. %s%s -I DOCKER-USER %s -j ACCEPT)",
+			what, owner.Name, dec.Table, dec.Chain, ipt, tbl, strings.Join(match, " "))
 	}
 	return fmt.Sprintf("allow %s (e.g. %s%s -I %s %s -j ACCEPT)", what, ipt, tbl, dec.Chain, strings.Join(match, " "))
 }

@@ -211,6 +211,8 @@ var fuzzPackets = []Packet{
 	pkt("10.244.1.2", 80, "eth9"),
 	{Tuple: journey.Tuple{Proto: journey.ProtoUDP, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr("10.96.0.10"), Sport: 5353, Dport: 53}, Iif: "cni0", Oif: "flannel.1"},
 	{Tuple: journey.Tuple{Proto: journey.ProtoICMP, Src: netip.MustParseAddr("192.0.2.10"), Dst: netip.MustParseAddr("198.51.100.20")}, Iif: "eth0"},
+	// a new connection to a ClusterIP (kube-proxy's ct state / vmap rules)
+	{Tuple: journey.Tuple{Proto: journey.ProtoTCP, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr("10.96.0.100"), Sport: 40000, Dport: 80}, Iif: "cni0", Oif: "eth0", CT: "new"},
 }
 
 // FuzzParseNftJSON: no crash or hang on any JSON and text; a parsed
@@ -222,6 +224,7 @@ func FuzzParseNftJSON(f *testing.F) {
 		f.Add(js, string(testdata(f, txt)[txt]))
 	}
 	f.Add([]byte(nftJSON), nftText)
+	f.Add([]byte(kubeProxyNoEndpointsJSON), "")
 	f.Add([]byte(`{"nftables":[{"chain":{"family":"ip","table":"t","name":"c","hook":"input","prio":"x"}},{"rule":{"family":"ip","table":"t","chain":"c","expr":[{"goto":{"target":"c"}}]}}]}`), "")
 	f.Fuzz(func(t *testing.T, js []byte, text string) {
 		fuzztest.Bounded(t, func() error { return checkNft(js, text) })

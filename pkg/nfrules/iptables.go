@@ -125,6 +125,10 @@ type Decision struct {
 	Verdict string // "DROP", "REJECT", "policy DROP"
 	Exact   bool   // counters proved it (false: matched by reading the rule)
 	Handle  int    // nft rule handle
+	// Map is the nft verdict map whose element led to the verdict
+	// (e.g. kube-proxy's "no-endpoint-services"), Comment that element's
+	// comment; both empty otherwise.
+	Map, Comment string
 }
 
 // IsReject reports whether the decision answered the packet.

@@ -31,6 +31,23 @@ type NftRule struct {
 // NftRuleset is a parsed `nft -j list ruleset`.
 type NftRuleset struct {
 	Chains map[string]*NftChain // key family/table/chain
+	Sets   map[string]*NftSet   // named sets and maps, key family/table/name
+}
+
+// NftSet is a named set, or a map (verdict map when its elements carry
+// verdicts), with its elements.
+type NftSet struct {
+	Family, Table, Name string
+	Elems               []NftElem
+}
+
+// NftElem is one element: its key (a value, prefix, range or concatenation
+// as nft's JSON writes it), its comment, and for a map the data (e.g. a
+// verdict: {"goto": {"target": "reject-chain"}}).
+type NftElem struct {
+	Key     json.RawMessage
+	Comment string
+	Data    map[string]json.RawMessage
 }
 
 func chainKey(family, table, chain string) string { return family + "/" + table + "/" + chain }
@@ -44,8 +61,17 @@ func ParseNftJSON(js []byte, text string) (*NftRuleset, error) {
 	if err := json.Unmarshal(js, &doc); err != nil {
 		return nil, fmt.Errorf("parse nft JSON: %w", err)
 	}
-	rs := &NftRuleset{Chains: map[string]*NftChain{}}
+	rs := &NftRuleset{Chains: map[string]*NftChain{}, Sets: map[string]*NftSet{}}
 	for _, obj := range doc.Nftables {
+		for _, kind := range []string{"set", "map"} {
+			if raw, ok := obj[kind]; ok {
+				set, err := parseNftSet(raw)
+				if err != nil {
+					return nil, fmt.Errorf("parse nft %s: %w", kind, err)
+				}
+				rs.Sets[chainKey(set.Family, set.Table, set.Name)] = set
+			}
+		}
 		if raw, ok := obj["chain"]; ok {
 			var c struct {
 				Family, Table, Name, Hook, Policy string
@@ -82,6 +108,42 @@ func ParseNftJSON(js []byte, text string) (*NftRuleset, error) {
 	return rs, nil
 }
 
+// parseNftSet parses a set or map object of nft's JSON. An element is the
+// key alone (sets) or a [key, data] pair (maps); a key with a comment is
+// wrapped as {"elem": {"val": key, "comment": "..."}}.
+func parseNftSet(raw json.RawMessage) (*NftSet, error) {
+	var s struct {
+		Family, Table, Name string
+		Elem                []json.RawMessage
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, err
+	}
+	set := &NftSet{Family: s.Family, Table: s.Table, Name: s.Name}
+	for _, e := range s.Elem {
+		var el NftElem
+		var pair []json.RawMessage
+		if json.Unmarshal(e, &pair) == nil && len(pair) == 2 {
+			e = pair[0]
+			if err := json.Unmarshal(pair[1], &el.Data); err != nil {
+				el.Data = map[string]json.RawMessage{"value": pair[1]}
+			}
+		}
+		var wrapped struct {
+			Elem *struct {
+				Val     json.RawMessage
+				Comment string
+			}
+		}
+		if json.Unmarshal(e, &wrapped) == nil && wrapped.Elem != nil {
+			e, el.Comment = wrapped.Elem.Val, wrapped.Elem.Comment
+		}
+		el.Key = e
+		set.Elems = append(set.Elems, el)
+	}
+	return set, nil
+}
+
 // ruleTexts maps family/table/chain#handle to the rule as `nft -a` prints it.
 func ruleTexts(text string) map[string]string {
 	out := map[string]string{}
@@ -107,6 +169,9 @@ func ruleTexts(text string) map[string]string {
 type Packet struct {
 	Tuple    journey.Tuple
 	Iif, Oif string
+	// CT is its conntrack state as nft names it ("new", "established",
+	// ...); "" when not known.
+	CT string
 }
 
 type tri int
@@ -173,11 +238,15 @@ func (ev *nftEval) chain(c *NftChain, depth int) (Decision, string) {
 func (ev *nftEval) rules(c *NftChain, depth int) (Decision, string) {
 	rs, pkt := ev.rs, ev.pkt
 	for _, r := range c.Rules {
-		if evalMatches(r.Expr, pkt) != yes {
+		if evalMatches(rs, c, r.Expr, pkt) != yes {
 			continue
 		}
 		for _, e := range r.Expr {
 			switch {
+			case has(e, "vmap"):
+				if d, v, ok := ev.vmap(c, r, e["vmap"], depth); ok {
+					return d, v
+				}
 			case has(e, "drop"), has(e, "reject"):
 				v := "DROP"
 				if has(e, "reject") {
@@ -216,9 +285,133 @@ func (ev *nftEval) rules(c *NftChain, depth int) (Decision, string) {
 
 func has(e map[string]json.RawMessage, k string) bool { _, ok := e[k]; return ok }
 
+// vmap evaluates a verdict map lookup ("ip daddr . meta l4proto . th dport
+// vmap @no-endpoint-services"): the element the packet's key finds and the
+// verdict it leads to, with the map and the element's comment in the
+// decision. ok is false when no element matched or the key is not
+// understood (the rule then continues, as nft does on a miss).
+func (ev *nftEval) vmap(c *NftChain, r NftRule, raw json.RawMessage, depth int) (Decision, string, bool) {
+	var m struct {
+		Key  json.RawMessage
+		Data json.RawMessage
+	}
+	if json.Unmarshal(raw, &m) != nil {
+		return Decision{}, "", false
+	}
+	var name string
+	if json.Unmarshal(m.Data, &name) != nil || !strings.HasPrefix(name, "@") {
+		return Decision{}, "", false // anonymous map (numgen ... vmap { 0 : ... }): not followed
+	}
+	set := ev.rs.Sets[chainKey(c.Family, c.Table, name[1:])]
+	vals, ok := keyValues(m.Key, ev.pkt)
+	if set == nil || !ok {
+		return Decision{}, "", false
+	}
+	for _, el := range set.Elems {
+		if elemMatches(el.Key, vals) != yes {
+			continue
+		}
+		mark := func(d Decision) Decision {
+			d.Map, d.Comment = set.Name, el.Comment
+			return d
+		}
+		switch {
+		case has(el.Data, "drop"):
+			text := r.Text
+			if text == "" {
+				text = "vmap @" + set.Name
+			}
+			return mark(Decision{Family: c.Family, Source: "nft", Table: c.Table, Chain: c.Name, Rule: text, Verdict: "DROP", Handle: r.Handle}), "drop", true
+		case has(el.Data, "accept"):
+			return Decision{}, "accept", true
+		case has(el.Data, "jump"), has(el.Data, "goto"):
+			var t struct{ Target string }
+			raw := el.Data["jump"]
+			if raw == nil {
+				raw = el.Data["goto"]
+			}
+			_ = json.Unmarshal(raw, &t)
+			sub := ev.rs.Chains[chainKey(c.Family, c.Table, t.Target)]
+			if sub == nil {
+				return Decision{}, "", false
+			}
+			d, v := ev.chain(sub, depth+1)
+			if v == "drop" || v == "reject" || v == "accept" {
+				return mark(d), v, true
+			}
+			if has(el.Data, "goto") {
+				return Decision{}, "", true
+			}
+		}
+		return Decision{}, "", false
+	}
+	return Decision{}, "", false
+}
+
+// keyValues is the packet's value of a map key: one value, or one per
+// part of a concatenation.
+func keyValues(raw json.RawMessage, pkt Packet) ([]string, bool) {
+	var cc struct{ Concat []json.RawMessage }
+	if json.Unmarshal(raw, &cc) == nil && cc.Concat != nil {
+		var vals []string
+		for _, part := range cc.Concat {
+			v, ok := leftValue(part, pkt)
+			if !ok {
+				return nil, false
+			}
+			vals = append(vals, v)
+		}
+		return vals, true
+	}
+	v, ok := leftValue(raw, pkt)
+	return []string{v}, ok
+}
+
+// elemMatches matches a set element's key against the packet's values.
+func elemMatches(key json.RawMessage, vals []string) tri {
+	var cc struct{ Concat []json.RawMessage }
+	if json.Unmarshal(key, &cc) == nil && cc.Concat != nil {
+		if len(cc.Concat) != len(vals) {
+			return unknown
+		}
+		res := yes
+		for i, part := range cc.Concat {
+			switch rightMatches(part, vals[i]) {
+			case no:
+				return no
+			case unknown:
+				res = unknown
+			}
+		}
+		return res
+	}
+	if len(vals) != 1 {
+		return unknown
+	}
+	return rightMatches(key, vals[0])
+}
+
+// setMatches looks the value up in the named set of the chain's table.
+func setMatches(rs *NftRuleset, c *NftChain, name, v string) tri {
+	set := rs.Sets[chainKey(c.Family, c.Table, name)]
+	if set == nil {
+		return unknown
+	}
+	res := no
+	for _, el := range set.Elems {
+		switch elemMatches(el.Key, []string{v}) {
+		case yes:
+			return yes
+		case unknown:
+			res = unknown
+		}
+	}
+	return res
+}
+
 // evalMatches evaluates a rule's match expressions against the packet:
 // yes only when every match is understood and true.
-func evalMatches(exprs []map[string]json.RawMessage, pkt Packet) tri {
+func evalMatches(rs *NftRuleset, c *NftChain, exprs []map[string]json.RawMessage, pkt Packet) tri {
 	res := yes
 	for _, e := range exprs {
 		raw, ok := e["match"]
@@ -238,7 +431,13 @@ func evalMatches(exprs []map[string]json.RawMessage, pkt Packet) tri {
 			res = unknown
 			continue
 		}
-		r := rightMatches(m.Right, v)
+		var r tri
+		var setName string
+		if json.Unmarshal(m.Right, &setName) == nil && strings.HasPrefix(setName, "@") {
+			r = setMatches(rs, c, setName[1:], v)
+		} else {
+			r = rightMatches(m.Right, v)
+		}
 		if r == unknown {
 			res = unknown
 			continue
@@ -265,6 +464,7 @@ func leftValue(raw json.RawMessage, pkt Packet) (string, bool) {
 	var l struct {
 		Payload *struct{ Protocol, Field string }
 		Meta    *struct{ Key string }
+		CT      *struct{ Key string } `json:"ct"`
 	}
 	if json.Unmarshal(raw, &l) != nil {
 		return "", false
@@ -278,6 +478,14 @@ func leftValue(raw json.RawMessage, pkt Packet) (string, bool) {
 			return t.Dst.String(), true
 		case "ip protocol":
 			return journey.ProtoName(t.Proto), true
+		case "th sport", "th dport":
+			if t.Proto != journey.ProtoTCP && t.Proto != journey.ProtoUDP {
+				return "", false
+			}
+			if p.Field == "sport" {
+				return strconv.Itoa(int(t.Sport)), true
+			}
+			return strconv.Itoa(int(t.Dport)), true
 		case "tcp sport", "udp sport", "tcp dport", "udp dport":
 			if journey.ProtoName(t.Proto) != p.Protocol {
 				return "\x00none", true
@@ -288,6 +496,9 @@ func leftValue(raw json.RawMessage, pkt Packet) (string, bool) {
 			return strconv.Itoa(int(t.Dport)), true
 		}
 		return "", false
+	}
+	if l.CT != nil && l.CT.Key == "state" && pkt.CT != "" {
+		return pkt.CT, true
 	}
 	if m := l.Meta; m != nil {
 		switch m.Key {
@@ -316,6 +527,19 @@ func rightMatches(raw json.RawMessage, v string) tri {
 	var n json.Number
 	if json.Unmarshal(raw, &n) == nil {
 		return boolTri(n.String() == v)
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(raw, &list) == nil {
+		res := no
+		for _, it := range list {
+			switch rightMatches(it, v) {
+			case yes:
+				return yes
+			case unknown:
+				res = unknown
+			}
+		}
+		return res
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil {

@@ -59,6 +59,12 @@ var faults = map[string]fault{
 			return l.ipt(ctx, l.NodeB, "-P", "FORWARD", "DROP")
 		},
 	},
+	"docker-forward-drop": {
+		desc: "node-b: Docker's filter rules as dockerd writes them when it starts (DOCKER, DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2 chains, FORWARD policy DROP), so flannel.1 -> cni0 traffic is dropped (seed 002 with Docker's own chains)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.dockerForwardDrop(ctx, l.NodeB)
+		},
+	},
 	"forward-drop-rule-nft": {
 		desc: "node-b: native nftables table inet sbt_fault drops forwarded tcp to 10.244.1.2:80",
 		apply: func(ctx context.Context, l *Lab) error {
@@ -89,6 +95,18 @@ var faults = map[string]fault{
 			return l.ipt(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
 		},
 	},
+	"service-no-endpoints": {
+		desc: "node-a: the web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's iptables mode does: no DNAT, and filter KUBE-SERVICES rejects tcp to 10.96.0.100:80 (comment \"default/web:http has no endpoints\", ICMP port unreachable)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsIptables(ctx, l.WebService)
+		},
+	},
+	"service-no-endpoints-nft": {
+		desc: "node-a: the web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's nftables mode does: no DNAT, and table ip kube-proxy's no-endpoint-services verdict map sends new connections to 10.96.0.100:80/tcp to reject-chain (ICMP port unreachable)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsNft(ctx, l.WebService)
+		},
+	},
 	"wrong-vtep": {
 		desc: "node-a: VXLAN fdb entry for node-b's flannel.1 MAC points at 203.0.113.20, which the router cannot route",
 		apply: func(ctx context.Context, l *Lab) error {
@@ -102,6 +120,47 @@ var faults = map[string]fault{
 		desc: "pod-b: the tcp/80 listener is closed, so the pod answers SYNs with RST",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.StopServer("tcp", 80)
+		},
+	},
+	"listener-loopback": {
+		desc: "pod-b: the tcp/80 server listens on 127.0.0.1:80 only (instead of 10.244.1.2:80), so SYNs to the pod address are answered with RST",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.StopServer("tcp", 80); err != nil {
+				return err
+			}
+			// listen(2) has returned: the socket is bound and listening
+			return l.startTCPEchoOn("127.0.0.1", 80)
+		},
+	},
+	"accept-queue-full": {
+		desc: "pod-b: the tcp/80 server is a listener with backlog 0 that never accepts, its accept queue already holding a connection from pod-a: further SYNs are dropped by the kernel (ListenOverflows) and never answered",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillAcceptQueue(ctx, 80)
+		},
+	},
+	"udp-rcvbuf-full": {
+		desc: "pod-b: the DNS backend 10.244.1.2:53 is a UDP socket with the smallest receive buffer (SO_RCVBUF 0) that never reads, already full: further queries are dropped (SOCKET_RCVBUFF), like an overloaded DNS server",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillReceiveBuffer(ctx, 53)
+		},
+		dns: true,
+	},
+	"qdisc-full": {
+		desc: "node-a: eth0 (the underlay NIC) gets a tbf qdisc of 8 bit/s holding at most 3000 bytes, filled with small overlay packets until it drops: every larger packet leaving node-a (a SYN to pod-b) is dropped (QDISC_DROP)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillQdisc(ctx)
+		},
+	},
+	"neigh-missing": {
+		desc: "node-a: the permanent neighbour entry for node-b's VTEP address (10.244.1.0 on the VXLAN device) is gone, as after a CNI restart that did not write it again: ARP for it gets no answer and packets to pod-b are dropped after about 3 s (NEIGH_FAILED)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "neigh", "del", l.vtepA("").peerAddr, "dev", l.VXLANDevice)
+		},
+	},
+	"pod-dns-upstream": {
+		desc: "pod-a: a process whose /etc/resolv.conf (its own mount namespace, like a container's) names nameserver " + UpstreamDNS + " instead of the cluster DNS 10.96.0.10 (dnsPolicy Default): its DNS queries bypass the cluster DNS and die at the router",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.SetPodDNS(ctx, UpstreamDNS)
 		},
 	},
 	"no-route": {

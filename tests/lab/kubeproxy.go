@@ -88,3 +88,133 @@ func (l *Lab) programKubeProxy(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noEndpointsComment is the comment kube-proxy gives the rules that refuse
+// traffic to a Service port without ready endpoints.
+func noEndpointsComment(s Service) string { return s.Name + " has no endpoints" }
+
+// noEndpointsRule is the filter KUBE-SERVICES rule (without "-A
+// KUBE-SERVICES") kube-proxy's iptables mode writes for a ClusterIP port
+// whose Service has no ready endpoint: the packet is answered with ICMP
+// port unreachable instead of being DNAT'd.
+func noEndpointsRule(s Service) []string {
+	return []string{"-d", s.ClusterIP + "/32", "-p", s.Protocol,
+		"-m", "comment", "--comment", noEndpointsComment(s),
+		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "REJECT", "--reject-with", "icmp-port-unreachable"}
+}
+
+// dropServiceNAT removes s's nat rules the way kube-proxy does when its
+// last endpoint goes away: the KUBE-SERVICES jump, and the KUBE-SVC and
+// KUBE-SEP chains.
+func (l *Lab) dropServiceNAT(ctx context.Context, s Service) error {
+	if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
+		return err
+	}
+	for _, c := range []string{s.SvcChain, s.SepChain} {
+		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-F", c); err != nil {
+			return err
+		}
+	}
+	for _, c := range []string{s.SvcChain, s.SepChain} {
+		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-X", c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceNoEndpointsIptables renders s as kube-proxy's iptables mode does
+// once the Service has no ready endpoint: no DNAT, and in the filter table
+// the KUBE-SERVICES / KUBE-EXTERNAL-SERVICES chains (jumped to for new
+// connections from INPUT, FORWARD and OUTPUT) with a REJECT for the
+// ClusterIP port. A ClusterIP Service has no external rule.
+func (l *Lab) serviceNoEndpointsIptables(ctx context.Context, s Service) error {
+	if err := l.dropServiceNAT(ctx, s); err != nil {
+		return err
+	}
+	const (
+		portals    = "kubernetes service portals"
+		extPortals = "kubernetes externally-visible service portals"
+	)
+	newConn := []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment"}
+	cmds := [][]string{
+		{"-N", "KUBE-SERVICES"},
+		{"-N", "KUBE-EXTERNAL-SERVICES"},
+		append(append([]string{"-A", "INPUT"}, newConn...), extPortals, "-j", "KUBE-EXTERNAL-SERVICES"),
+		append(append([]string{"-A", "FORWARD"}, newConn...), portals, "-j", "KUBE-SERVICES"),
+		append(append([]string{"-A", "FORWARD"}, newConn...), extPortals, "-j", "KUBE-EXTERNAL-SERVICES"),
+		append(append([]string{"-A", "OUTPUT"}, newConn...), portals, "-j", "KUBE-SERVICES"),
+		append([]string{"-A", "KUBE-SERVICES"}, noEndpointsRule(s)...),
+	}
+	for _, c := range cmds {
+		if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "filter"}, c...)...); err != nil {
+			return fmt.Errorf("kube-proxy filter rules: %w", err)
+		}
+	}
+	return nil
+}
+
+// kubeProxyNftNoEndpoints is the part of kube-proxy's nftables mode (table
+// ip kube-proxy) that refuses a Service port without ready endpoints, for
+// the lab's two Services with web (10.96.0.100:80/tcp) listed in the
+// no-endpoint-services verdict map. Names, priorities, comments and the
+// map's shape are kube-proxy's (pkg/proxy/nftables); the nat part stays in
+// the lab's iptables imitation.
+const kubeProxyNftNoEndpoints = `table ip kube-proxy {
+	comment "rules for kube-proxy"
+	set cluster-ips {
+		type ipv4_addr
+		comment "Active ClusterIPs"
+		elements = { %[1]s, %[2]s }
+	}
+	map no-endpoint-services {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		comment "vmap to drop or reject packets to services with no endpoints"
+		elements = { %[1]s . %[3]s . %[4]d comment "%[5]s" : goto reject-chain }
+	}
+	chain filter-forward {
+		type filter hook forward priority 0; policy accept;
+		ct state new jump service-endpoints-check
+		ct state new jump cluster-ips-check
+	}
+	chain filter-input {
+		type filter hook input priority 0; policy accept;
+		ct state new jump service-endpoints-check
+	}
+	chain filter-output {
+		type filter hook output priority 0; policy accept;
+		ct state new jump service-endpoints-check
+		ct state new jump cluster-ips-check
+	}
+	chain service-endpoints-check {
+		ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+	}
+	chain cluster-ips-check {
+		ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"
+		ip daddr { 10.96.0.0/12 } drop comment "Drop traffic to unallocated ClusterIPs"
+	}
+	chain reject-chain {
+		comment "helper for @no-endpoint-services / @no-endpoint-nodeports"
+		reject
+	}
+}
+`
+
+// serviceNoEndpointsNft renders s as kube-proxy's nftables mode does once
+// the Service has no ready endpoint: no DNAT, and s's ClusterIP port in
+// the no-endpoint-services verdict map, which sends new connections to
+// reject-chain (ICMP port unreachable).
+func (l *Lab) serviceNoEndpointsNft(ctx context.Context, s Service) error {
+	if err := l.dropServiceNAT(ctx, s); err != nil {
+		return err
+	}
+	other := l.DNSService.ClusterIP
+	if s.ClusterIP == other {
+		other = l.WebService.ClusterIP
+	}
+	table := fmt.Sprintf(kubeProxyNftNoEndpoints, s.ClusterIP, other, s.Protocol, s.Port, s.Name)
+	if _, err := l.nsExec(ctx, l.NodeA, strings.NewReader(table), "nft", "-f", "-"); err != nil {
+		return fmt.Errorf("kube-proxy nftables table: %w", err)
+	}
+	return nil
+}

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/resolvconf"
 )
 
 var iptablesVariants = []string{"iptables-nft", "iptables-legacy"}
@@ -132,25 +135,34 @@ func TestFaults(t *testing.T) {
 		works                 // handshake works
 	)
 	cases := map[string]expect{
-		"none":                  works,
-		"forward-drop":          timeout,
-		"forward-drop-rule-nft": timeout,
-		"reject-rst":            refused,
-		"no-dnat":               timeout,
-		"wrong-vtep":            timeout,
-		"no-listener":           refused,
-		"no-route":              timeout,
-		"small-mtu":             works,
-		"wrong-src":             timeout,
-		"rp-filter":             timeout,
-		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
-		"nic-exit":              timeout,
-		"tc-drop-tcx":           timeout,
-		"tc-drop-clsact":        timeout,
-		"xdp-drop-underlay":     timeout,
-		"xdp-pass-underlay":     works,
-		"xdp-drop-generic":      timeout,
-		"redirect-peer":         works,
+		"none":                     works,
+		"forward-drop":             timeout,
+		"forward-drop-rule-nft":    timeout,
+		"reject-rst":               refused,
+		"no-dnat":                  timeout,
+		"wrong-vtep":               timeout,
+		"no-listener":              refused,
+		"no-route":                 timeout,
+		"small-mtu":                works,
+		"wrong-src":                timeout,
+		"rp-filter":                timeout,
+		"silent-dns":               works, // TCP is unaffected; see TestSilentDNS
+		"nic-exit":                 timeout,
+		"service-no-endpoints":     refused, // ICMP port unreachable from node-a
+		"service-no-endpoints-nft": refused,
+		"listener-loopback":        refused,
+		"accept-queue-full":        timeout,
+		"udp-rcvbuf-full":          works, // TCP is unaffected; see below
+		"qdisc-full":               timeout,
+		"docker-forward-drop":      timeout,
+		"neigh-missing":            timeout,
+		"pod-dns-upstream":         works, // TCP to the Service is unaffected; see below
+		"tc-drop-tcx":              timeout,
+		"tc-drop-clsact":           timeout,
+		"xdp-drop-underlay":        timeout,
+		"xdp-pass-underlay":        works,
+		"xdp-drop-generic":         timeout,
+		"redirect-peer":            works,
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -158,10 +170,10 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	// Faults implemented with iptables run against both backends.
-	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true}
+	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true, "service-no-endpoints": true, "service-no-endpoints-nft": true, "docker-forward-drop": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true,
-		"tc-drop-tcx": true, "xdp-drop-underlay": true, "redirect-peer": true}
+		"tc-drop-tcx": true, "xdp-drop-underlay": true, "redirect-peer": true, "neigh-missing": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
@@ -182,7 +194,7 @@ func TestFaults(t *testing.T) {
 		t.Run(sub, func(t *testing.T) {
 			t.Parallel()
 			requireTool(t, r.ipt)
-			if name == "forward-drop-rule-nft" {
+			if name == "forward-drop-rule-nft" || name == "service-no-endpoints-nft" {
 				requireTool(t, "nft")
 			}
 			ctx := t.Context()
@@ -241,6 +253,43 @@ func TestFaults(t *testing.T) {
 				}
 				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, "--to-destination 10.244.1.2:53") {
 					t.Errorf("unexpected nat table after no-dnat:\n%s", out)
+				}
+			case "service-no-endpoints":
+				out, err := l.Run(l.NodeA, l.Iptables+"-save")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(out, "--to-destination 10.244.1.2:80") || !strings.Contains(out, `--comment "default/web:http has no endpoints"`) ||
+					!strings.Contains(out, "--to-destination 10.244.1.2:53") {
+					t.Errorf("unexpected rules after service-no-endpoints:\n%s", out)
+				}
+			case "udp-rcvbuf-full":
+				if _, err := queryUDP(t, l, l.PodA, l.DNSService.Addr(), time.Second); !isTimeout(err) {
+					t.Errorf("DNS query after udp-rcvbuf-full: %v, want a timeout", err)
+				}
+			case "pod-dns-upstream":
+				ino, err := netnsutil.InodeOf(NetnsPath(l.PodA))
+				if err != nil {
+					t.Fatal(err)
+				}
+				conf, pid, err := resolvconf.OfNetns("", uint64(ino))
+				if err != nil || len(conf.Nameservers) != 1 || conf.Nameservers[0].String() != UpstreamDNS {
+					t.Errorf("pod-a's resolv.conf (pid %d): %+v %v", pid, conf, err)
+				}
+				if b, _ := os.ReadFile("/etc/resolv.conf"); strings.Contains(string(b), UpstreamDNS) {
+					t.Errorf("the host's /etc/resolv.conf changed")
+				}
+			case "listener-loopback":
+				if err := l.Dial(ctx, l.PodB, "127.0.0.1:80", 2*time.Second); err != nil {
+					t.Errorf("dial 127.0.0.1:80 inside pod-b: %v", err)
+				}
+			case "service-no-endpoints-nft":
+				out, err := l.Run(l.NodeA, "nft", "list", "map", "ip", "kube-proxy", "no-endpoint-services")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(out, `10.96.0.100 . tcp . 80 comment "default/web:http" : goto reject-chain`) {
+					t.Errorf("unexpected no-endpoint-services map:\n%s", out)
 				}
 			case "wrong-src":
 				checkWrongSrc(t, l)

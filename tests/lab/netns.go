@@ -86,7 +86,13 @@ func (l *Lab) addServer(key, ns string, s *server) error {
 // connection echoes what it receives until the peer closes or 30s pass. Up
 // starts one on port 80.
 func (l *Lab) StartTCPEcho(port int) error {
-	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	return l.startTCPEchoOn(l.PodBIP, port)
+}
+
+// startTCPEchoOn is StartTCPEcho bound to ip (e.g. 127.0.0.1 for a server
+// that listens on loopback only).
+func (l *Lab) startTCPEchoOn(ip string, port int) error {
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	var ln net.Listener
 	err := InNetns(l.PodB, func() error {
 		var err error
@@ -131,6 +137,38 @@ func (l *Lab) StartTCPEcho(port int) error {
 // backend when port is 53).
 func (l *Lab) StartSilentUDP(port int) error {
 	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	var pc net.PacketConn
+	err := InNetns(l.PodB, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
+	}
+	s := &server{closer: pc, gone: l.socketGone(l.PodB, unix.IPPROTO_UDP, pc.LocalAddr())}
+	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
+		pc.Close()
+		return err
+	}
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		buf := make([]byte, 65536)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// StartLoopbackUDP binds a UDP socket on 127.0.0.1:port inside pod B that
+// reads and discards what it gets: a server reachable from inside the pod
+// only.
+func (l *Lab) StartLoopbackUDP(port int) error {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	var pc net.PacketConn
 	err := InNetns(l.PodB, func() error {
 		var err error
