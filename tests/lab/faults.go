@@ -164,6 +164,24 @@ var faults = map[string]fault{
 			return l.applyNICExit(ctx)
 		},
 	},
+	"flanneld-stopped": {
+		desc: "real flanneld only (seed 003): node-a's flanneld stopped and its route 10.244.1.0/24 via flannel.1 gone (node-b's lease came or changed while it was down), so nothing restores it: overlay packets follow the default route and die at the router",
+		apply: func(ctx context.Context, l *Lab) error {
+			if l.Flannel != FlannelReal {
+				return errors.New("needs the real flanneld (Flannel: FlannelReal)")
+			}
+			if err := l.stopFlanneld(l.NodeA); err != nil {
+				return err
+			}
+			if err := l.ip(ctx, l.NodeA, "route", "del", "10.244.1.0/24", "dev", l.VXLANDevice); err != nil {
+				return err
+			}
+			return waitUntil(ctx, 10*time.Second, func() (bool, error) {
+				out, err := runCmd(ctx, nil, "ip", "-n", l.NodeA, "route", "show", "10.244.1.0/24")
+				return err == nil && strings.TrimSpace(out) == "", err
+			})
+		},
+	},
 	"silent-dns": {
 		desc: "pod-b: a UDP socket on 10.244.1.2:53 (behind the DNS ClusterIP 10.96.0.10:53) reads queries and never answers, so DNS lookups time out",
 		apply: func(ctx context.Context, l *Lab) error {

@@ -265,16 +265,31 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 			}
 		}
 	}
+	if l.nodeASecondIP != "" {
+		// the underlay knows only node A's assigned address
+		if err := l.ipt(ctx, l.Router, "-A", "FORWARD", "-s", l.nodeASecondIP+"/32", "-j", "DROP"); err != nil {
+			return err
+		}
+		if err := l.ip(ctx, l.NodeA, "addr", "add", l.nodeASecondIP+"/24", "dev", "eth0"); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
 	var procs []*proc
-	for _, n := range nodes {
-		subnetFile := filepath.Join(l.dir, n.name+".env")
+	for i, n := range nodes {
+		subnetFile := l.FlannelSubnetFile(n.ns)
 		if err := os.WriteFile(subnetFile, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET="+n.subnet+"\n"), 0o600); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
-		p, err := l.startProc(n.name, n.ns, flanneld,
-			"--etcd-endpoints="+url, "--etcd-prefix="+FlannelEtcdPrefix,
-			"--iface=eth0", "--public-ip="+n.publicIP, "--ip-masq=false",
-			"--subnet-file="+subnetFile)
+		addrArgs := []string{"--iface=eth0", "--public-ip=" + n.publicIP}
+		if i == 0 && len(l.nodeAFlannelArgs) > 0 {
+			addrArgs = l.nodeAFlannelArgs
+		}
+		args := append([]string{"--etcd-endpoints=" + url, "--etcd-prefix=" + FlannelEtcdPrefix}, addrArgs...)
+		args = append(args, "--ip-masq=false", "--subnet-file="+subnetFile)
+		if l.noForwardRules {
+			args = append(args, "--iptables-forward-rules=false")
+		}
+		p, err := l.startProc(n.name, n.ns, flanneld, args...)
 		if err != nil {
 			return err
 		}
@@ -294,7 +309,7 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 		}); err != nil {
 			return p.failure(fmt.Errorf("lab: %s: no route to %s on %s: %w", n.ns, n.peerCIDR, VXLANDevice, err))
 		}
-		data, err := os.ReadFile(filepath.Join(l.dir, n.name+".env"))
+		data, err := os.ReadFile(l.FlannelSubnetFile(n.ns))
 		if err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
@@ -303,6 +318,49 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// FlannelSubnetFile is the --subnet-file (flannel's /run/flannel/subnet.env)
+// of the flanneld in node namespace ns; "" without the real flanneld or for
+// another namespace.
+func (l *Lab) FlannelSubnetFile(ns string) string {
+	if l.dir == "" {
+		return ""
+	}
+	switch ns {
+	case l.NodeA:
+		return filepath.Join(l.dir, "flanneld-node-a.env")
+	case l.NodeB:
+		return filepath.Join(l.dir, "flanneld-node-b.env")
+	}
+	return ""
+}
+
+// FlannelEtcdURL is the client URL of the lab's etcd (reachable from the
+// lab's node and etcd namespaces), "" without the real flanneld.
+func (l *Lab) FlannelEtcdURL() string {
+	if l.Etcd == "" {
+		return ""
+	}
+	return fmt.Sprintf("http://%s:%d", EtcdIP, EtcdPort)
+}
+
+// stopFlanneld stops the flanneld the lab started in node namespace ns
+// (by its PID) and waits until it has exited.
+func (l *Lab) stopFlanneld(ns string) error {
+	name := map[string]string{l.NodeA: "flanneld-node-a", l.NodeB: "flanneld-node-b"}[ns]
+	l.mu.Lock()
+	var p *proc
+	for _, q := range l.procs {
+		if q.name == name {
+			p = q
+		}
+	}
+	l.mu.Unlock()
+	if name == "" || p == nil {
+		return fmt.Errorf("lab: no flanneld runs in %s (needs Flannel: FlannelReal)", ns)
+	}
+	return p.stop(5 * time.Second)
 }
 
 // FlannelLog returns the log of a process of the real control plane
