@@ -211,7 +211,7 @@ type Lab struct {
 	nodeASecondIP    string
 	nodeAFlannelArgs []string
 	noForwardRules   bool
-	dir           string // FlannelReal: logs, etcd data, subnet files
+	dir              string // FlannelReal: logs, etcd data, subnet files
 
 	mu      sync.Mutex
 	created []nsID  // namespaces this lab created, in creation order
