@@ -51,6 +51,8 @@ type Config struct {
 	// (cluster mode), to name the node a packet that left went to; nil:
 	// only the namespaces of this kernel can be named.
 	NodeAddrs map[netip.Addr]string
+	// Flannel: where flannel's own state (subnet file, leases) is read.
+	Flannel FlannelConfig
 }
 
 // Diagnoser adds findings to journeys.
@@ -58,6 +60,8 @@ type Diagnoser struct {
 	cfg    Config
 	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
 	state  *nodestate.State             // devices, VXLAN, FDB, routes
+	// flannel's own state (nil: not read)
+	flannel *flannelView
 }
 
 // add appends a finding (one per code).
@@ -79,6 +83,7 @@ func (d *Diagnoser) Prepare(ctx context.Context) error {
 	}
 	st, err := nodestate.Read(d.cfg.Registry)
 	d.state = st
+	d.readFlannel(ctx)
 	if rerr := d.prepareRules(ctx); rerr != nil && err == nil {
 		err = rerr
 	}
@@ -116,6 +121,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.serviceNotDNATed(j)
 	d.netfilterDecision(j)
 	d.underlay(j)
+	demoteUnderlayRuleDrop(j)
 	d.endpoint(j)
 	v := j.Verdict
 	switch v.Reason {

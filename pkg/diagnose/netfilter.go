@@ -166,6 +166,9 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		f.Code = CodeNFPolicyDrop
 		f.Message = fmt.Sprintf("%s policy DROP dropped %s%s", loc, flow, where)
 		f.Advice = policyAdvice(dec, pkt)
+		if fl := d.flannelForwardAdvice(v, dec, pkt, after); fl != "" {
+			f.Advice = fl + "; or " + f.Advice
+		}
 	case dec.IsReject():
 		f.Code = CodeNFReject
 		f.Message = fmt.Sprintf("rule %q in %s rejected %s%s", dec.Rule, loc, flow, where)

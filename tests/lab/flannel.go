@@ -345,6 +345,21 @@ func (l *Lab) FlannelEtcdURL() string {
 	return fmt.Sprintf("http://%s:%d", EtcdIP, EtcdPort)
 }
 
+// FlannelStateArgs are the `skbtrail trace` flags that point its diagnosis
+// at this lab's flannel state: both nodes' subnet files and the etcd with
+// the leases (reached from the etcd namespace). Nil without the real
+// flanneld.
+func (l *Lab) FlannelStateArgs() []string {
+	if l.Flannel != FlannelReal || l.dir == "" {
+		return nil
+	}
+	return []string{
+		"--flannel-subnet-file", l.NodeA + "=" + l.FlannelSubnetFile(l.NodeA),
+		"--flannel-subnet-file", l.NodeB + "=" + l.FlannelSubnetFile(l.NodeB),
+		"--flannel-etcd", l.FlannelEtcdURL(), "--flannel-etcd-netns", l.Etcd,
+	}
+}
+
 // stopFlanneld stops the flanneld the lab started in node namespace ns
 // (by its PID) and waits until it has exited.
 func (l *Lab) stopFlanneld(ns string) error {

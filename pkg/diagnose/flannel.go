@@ -1,0 +1,252 @@
+package diagnose
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/flannelstate"
+	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/nfrules"
+	"github.com/skbtrail/skbtrail/pkg/nodestate"
+)
+
+// FlannelConfig says where flannel's own state is read (once, in Prepare).
+// Nothing here is required: what cannot be read leaves the advice as it is
+// without it.
+type FlannelConfig struct {
+	// SubnetFiles maps a namespace name ("host" for the initial one) to
+	// its flanneld's --subnet-file. Empty: flannelstate.DefaultSubnetFile
+	// for "host", when it exists.
+	SubnetFiles map[string]string
+	// EtcdEndpoints: flannel's etcd (its --etcd-endpoints), to read the
+	// leases; none: leases are not read.
+	EtcdEndpoints []string
+	// EtcdPrefix is flannel's --etcd-prefix (default /coreos.com/network).
+	EtcdPrefix string
+	// EtcdNetns dials etcd from inside this namespace (labs); "": from
+	// skbtrail's own.
+	EtcdNetns string
+	// ProcRoot is where flanneld processes are looked for ("" = /proc).
+	ProcRoot string
+}
+
+// flannelView is what was read of flannel's state.
+type flannelView struct {
+	subnets  map[uint32]*flannelstate.SubnetFile // by netns inode
+	leases   []flannelstate.Lease                // nil: not read
+	flanneld map[uint64]bool                     // netns inodes where flanneld runs; nil: unknown
+}
+
+// readFlannel reads flannel's subnet files, leases and processes.
+func (d *Diagnoser) readFlannel(ctx context.Context) {
+	fc, reg := d.cfg.Flannel, d.cfg.Registry
+	v := &flannelView{subnets: map[uint32]*flannelstate.SubnetFile{}}
+	files := fc.SubnetFiles
+	explicit := len(files) > 0
+	if !explicit {
+		files = map[string]string{"host": flannelstate.DefaultSubnetFile}
+	}
+	for name, path := range files {
+		var ino uint32
+		found := false
+		for _, e := range reg.All() {
+			if e.Name == name {
+				ino, found = uint32(e.Inode), true
+			}
+		}
+		if !found {
+			if explicit {
+				d.cfg.Logger.Warn("flannel subnet file: no such namespace", zap.String("netns", name))
+			}
+			continue
+		}
+		sf, err := flannelstate.ReadSubnetFile(path)
+		if err != nil {
+			if explicit {
+				d.cfg.Logger.Warn("flannel subnet file not read", zap.Error(err))
+			}
+			continue
+		}
+		v.subnets[ino] = sf
+	}
+	if len(fc.EtcdEndpoints) > 0 {
+		var dial flannelstate.DialFunc
+		if fc.EtcdNetns != "" {
+			path, _, err := netnsutil.ResolveName(fc.EtcdNetns)
+			if err != nil {
+				d.cfg.Logger.Warn("flannel etcd netns", zap.Error(err))
+			}
+			dial = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+				err = netnsutil.Do(path, func() error {
+					var nd net.Dialer
+					c, err = nd.DialContext(ctx, network, addr)
+					return err
+				})
+				return c, err
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		leases, err := flannelstate.ReadLeases(ctx, fc.EtcdEndpoints, fc.EtcdPrefix, dial)
+		cancel()
+		if err != nil {
+			d.cfg.Logger.Warn("flannel leases not read", zap.Error(err))
+		} else {
+			v.leases = leases
+		}
+	}
+	root := fc.ProcRoot
+	if root == "" {
+		root = "/proc"
+	}
+	if m, err := flannelstate.FlanneldNetns(root); err == nil {
+		v.flanneld = m
+	} else {
+		d.cfg.Logger.Debug("flanneld processes not read", zap.Error(err))
+	}
+	d.flannel = v
+}
+
+// isFlannelNode: the namespace runs flannel (a flannel.* VXLAN device, or a
+// subnet file configured for it).
+func (d *Diagnoser) isFlannelNode(ns *nodestate.Netns) bool {
+	if ns == nil {
+		return false
+	}
+	if d.flannel != nil && d.flannel.subnets[ns.Inode] != nil {
+		return true
+	}
+	for _, l := range ns.Links {
+		if l.VXLAN != nil && strings.HasPrefix(l.Name, "flannel") {
+			return true
+		}
+	}
+	return false
+}
+
+// leaseOf returns the flannel lease of a subnet or of a VTEP MAC.
+func (d *Diagnoser) leaseOf(subnet netip.Prefix, mac string) (flannelstate.Lease, bool) {
+	if d.flannel == nil {
+		return flannelstate.Lease{}, false
+	}
+	for _, l := range d.flannel.leases {
+		if subnet.IsValid() && l.Subnet.Masked() == subnet.Masked() || mac != "" && l.VtepMAC == strings.ToLower(mac) {
+			return l, true
+		}
+	}
+	return flannelstate.Lease{}, false
+}
+
+func leaseText(l flannelstate.Lease) string {
+	s := fmt.Sprintf("flannel's lease %s (%s) announces PublicIP %s", l.Subnet, l.Key, l.PublicIP)
+	if l.VtepMAC != "" {
+		s += ", VtepMAC " + l.VtepMAC
+	}
+	return s
+}
+
+// flanneldRuns: true/false when known whether a flanneld runs in ns.
+func (d *Diagnoser) flanneldRuns(ns *nodestate.Netns) (runs, known bool) {
+	if d.flannel == nil || d.flannel.flanneld == nil {
+		return false, false
+	}
+	if d.flannel.flanneld[uint64(ns.Inode)] {
+		return true, true
+	}
+	// not running: trusted only where flannel evidently runs (its device
+	// or subnet file), so a host without flannel is never told to start it
+	return false, d.isFlannelNode(ns)
+}
+
+// flannelNetwork is the flannel network of the namespace (its subnet
+// file's FLANNEL_NETWORK).
+func (d *Diagnoser) flannelNetwork(ino uint32) (netip.Prefix, bool) {
+	if d.flannel == nil || d.flannel.subnets[ino] == nil || !d.flannel.subnets[ino].Network.IsValid() {
+		return netip.Prefix{}, false
+	}
+	return d.flannel.subnets[ino].Network, true
+}
+
+// flannelForwardAdvice: a FORWARD policy DROP of pod traffic on a flannel
+// node whose FORWARD has no flanneld rules (FLANNEL-FWD). flanneld adds them
+// unless started with --iptables-forward-rules=false; "" when it does not
+// apply (not flannel, not pod traffic, or FLANNEL-FWD is there).
+func (d *Diagnoser) flannelForwardAdvice(v *journey.Verdict, dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot) string {
+	if d.state == nil || dec.Chain != "FORWARD" || dec.Source == "nft" {
+		return ""
+	}
+	ns := d.state.Namespaces[v.NetnsInode]
+	if !d.isFlannelNode(ns) || hasChain(after, "FLANNEL-FWD") {
+		return ""
+	}
+	network, ok := d.flannelNetwork(ns.Inode)
+	pod := func(a netip.Addr) bool {
+		if ok {
+			return network.Contains(a)
+		}
+		_, _, in := d.state.PodCIDROf(a)
+		return in
+	}
+	if !pod(pkt.Tuple.Src) && !pod(pkt.Tuple.Dst) {
+		return ""
+	}
+	net := "<pod network>"
+	if ok {
+		net = network.String()
+	}
+	return fmt.Sprintf("flanneld accepts the pod network in FORWARD itself (chain FLANNEL-FWD: -s %s and -d %s -j ACCEPT) unless it runs with --iptables-forward-rules=false, and %s has no such rule: start flanneld with --iptables-forward-rules=true (the default) and restart it, or accept the pod network yourself (iptables -I FORWARD -s %s -j ACCEPT; iptables -I FORWARD -d %s -j ACCEPT; with Docker's policy DROP put them in DOCKER-USER so they survive Docker restarts)",
+		net, net, v.Netns, net, net)
+}
+
+func hasChain(s *nfrules.Snapshot, name string) bool {
+	if s == nil {
+		return false
+	}
+	for _, rs := range []*nfrules.IptRuleset{s.NFT, s.Legacy} {
+		if rs == nil {
+			continue
+		}
+		if t := rs.Tables["filter"]; t != nil {
+			if _, ok := t.Chains[name]; ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// srcMismatchAdvice: the VXLAN device sends from src while its peers know
+// it as known. flanneld takes the device's local address from the interface
+// it picks (--iface, --iface-regex; default the default route's interface),
+// while --public-ip and the public-ip-overwrite annotation change only what
+// its lease announces.
+func srcMismatchAdvice(src netip.Addr, known string, dev string) string {
+	return fmt.Sprintf("the node has several addresses and flannel sends VXLAN from the wrong one (%s local %s): flanneld takes the VXLAN source from the interface address it picks, while --public-ip and the %s annotation change only what its lease announces — start flanneld with --iface=%s (an address is accepted; or an --iface-regex that matches it) and restart it, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
+		dev, src, publicIPOverwrite, known, src)
+}
+
+// demoteUnderlayRuleDrop: the underlay refused the VXLAN packet by its outer
+// source because the node sends from an address its peers do not know it
+// by: the rule is a consequence, not the fix.
+func demoteUnderlayRuleDrop(j *journey.Journey) {
+	var mismatch bool
+	for _, f := range j.Findings {
+		mismatch = mismatch || f.Code == CodeVXLANSrcMismatch && f.Severity == journey.SeverityError
+	}
+	if !mismatch || len(j.Events) == 0 || !j.Events[len(j.Events)-1].Encap {
+		return
+	}
+	for i := range j.Findings {
+		f := &j.Findings[i]
+		if f.Code == CodeNFRuleDrop || f.Code == CodeNFPolicyDrop {
+			f.Severity = journey.SeverityWarning
+			f.Advice = fmt.Sprintf("a consequence of %s: the underlay refuses VXLAN from an address the peers do not know this node by; fix the address flannel sends from (see %s) rather than this rule", CodeVXLANSrcMismatch, CodeVXLANSrcMismatch)
+		}
+	}
+}
