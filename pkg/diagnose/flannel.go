@@ -196,7 +196,7 @@ func (d *Diagnoser) flannelForwardAdvice(v *journey.Verdict, dec nfrules.Decisio
 	if !pod(pkt.Tuple.Src) && !pod(pkt.Tuple.Dst) {
 		return ""
 	}
-	net := "<pod network>"
+	net := "<FLANNEL_NETWORK>"
 	if ok {
 		net = network.String()
 	}
@@ -249,4 +249,65 @@ func demoteUnderlayRuleDrop(j *journey.Journey) {
 			f.Advice = fmt.Sprintf("a consequence of %s: the underlay refuses VXLAN from an address the peers do not know this node by; fix the address flannel sends from (see %s) rather than this rule", CodeVXLANSrcMismatch, CodeVXLANSrcMismatch)
 		}
 	}
+}
+
+// underlaySourceAdvice: a rule in the underlay dropped the VXLAN packet by
+// its outer source (anti-spoofing, a security group), and the node that
+// encapsulated it holds another underlay address. The address the node's
+// flannel picked is the thing to change; "" when that does not apply.
+func (d *Diagnoser) underlaySourceAdvice(j *journey.Journey, dec nfrules.Decision, outerSrc netip.Addr) (string, string) {
+	if d.state == nil || !outerSrc.IsValid() || !ruleMatchesSource(dec.Rule, outerSrc) {
+		return "", ""
+	}
+	for _, enc := range j.Encaps {
+		if enc.OuterSrc != outerSrc.String() {
+			continue
+		}
+		owner := d.state.Namespaces[enc.NetnsInode]
+		if owner == nil || enc.NetnsInode == j.Verdict.NetnsInode {
+			return "", ""
+		}
+		var alts []string
+		for _, l := range owner.Links {
+			if l.Loopback || l.VXLAN != nil || l.Type == "bridge" {
+				continue
+			}
+			for _, p := range l.Addrs {
+				a := p.Addr()
+				if a == outerSrc || !a.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+					continue
+				}
+				if _, _, inPods := d.state.PodCIDROf(a); !inPods {
+					alts = append(alts, a.String())
+				}
+			}
+		}
+		if len(alts) == 0 {
+			return "", ""
+		}
+		msg := fmt.Sprintf("; %s is the VXLAN source (local address of %s) that %s's flannel picked", outerSrc, enc.Device, enc.Netns)
+		if dev, ok := owner.Link(enc.Device); ok {
+			if l, ok := d.leaseOf(netip.Prefix{}, dev.MAC); ok {
+				msg += " and " + leaseText(l)
+			}
+		}
+		msg += fmt.Sprintf(", while %s also holds %s", enc.Netns, strings.Join(alts, ", "))
+		advice := fmt.Sprintf("the underlay refuses VXLAN from %s, the address flannel on %s picked: make flannel use %s — start flanneld there with --iface=%s (an address is accepted; or an --iface-regex that matches it; in Kubernetes mode also annotate the node with %s=%s so peers send to it) and restart it — or remove %s from the node (e.g. DHCP next to a static address); change the underlay's rule only if it should accept %s",
+			outerSrc, enc.Netns, alts[0], alts[0], publicIPOverwrite, alts[0], outerSrc, outerSrc)
+		return msg, advice
+	}
+	return "", ""
+}
+
+// ruleMatchesSource: the rule text matches on exactly this source address
+// (iptables "-s A/32", nft "ip saddr A").
+func ruleMatchesSource(rule string, src netip.Addr) bool {
+	f := strings.Fields(rule)
+	for i := 0; i+1 < len(f); i++ {
+		negated := i > 0 && f[i-1] == "!" || f[i+1] == "!="
+		if !negated && (f[i] == "-s" || f[i] == "--source" || f[i] == "saddr") && (f[i+1] == src.String() || f[i+1] == src.String()+"/32") {
+			return true
+		}
+	}
+	return false
 }

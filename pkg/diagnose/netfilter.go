@@ -177,6 +177,12 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		f.Code = CodeNFRuleDrop
 		f.Message = fmt.Sprintf("rule %q in %s dropped %s%s", dec.Rule, loc, flow, where)
 		f.Advice = "remove or narrow the DROP rule" + deleteHint(dec)
+		if ev.Encap {
+			if msg, advice := d.underlaySourceAdvice(j, dec, tu.Src); advice != "" {
+				f.Message += msg
+				f.Advice = advice
+			}
+		}
 	}
 	if guessed {
 		f.Message += fmt.Sprintf(" (hook %s found from the rules and their counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
