@@ -130,6 +130,15 @@ func (d *Diagnoser) isFlannelNode(ns *nodestate.Netns) bool {
 	return false
 }
 
+// flannelEvidence: flannel's own state shows for ns (its subnet file, or a
+// flanneld running there), not just a device named like flannel's.
+func (d *Diagnoser) flannelEvidence(ns *nodestate.Netns) bool {
+	if ns == nil || d.flannel == nil {
+		return false
+	}
+	return d.flannel.subnets[ns.Inode] != nil || d.flannel.flanneld[uint64(ns.Inode)]
+}
+
 // leaseOf returns the flannel lease of a subnet or of a VTEP MAC.
 func (d *Diagnoser) leaseOf(subnet netip.Prefix, mac string) (flannelstate.Lease, bool) {
 	if d.flannel == nil {
@@ -138,6 +147,22 @@ func (d *Diagnoser) leaseOf(subnet netip.Prefix, mac string) (flannelstate.Lease
 	for _, l := range d.flannel.leases {
 		if subnet.IsValid() && l.Subnet.Masked() == subnet.Masked() || mac != "" && l.VtepMAC == strings.ToLower(mac) {
 			return l, true
+		}
+	}
+	return flannelstate.Lease{}, false
+}
+
+// leaseOfFDBDst: the flannel lease of the VTEP the device's FDB sends to
+// dst (by its VtepMAC).
+func (d *Diagnoser) leaseOfFDBDst(dev *nodestate.Link, dst netip.Addr) (flannelstate.Lease, bool) {
+	if dev == nil || dev.VXLAN == nil {
+		return flannelstate.Lease{}, false
+	}
+	for _, f := range dev.VXLAN.FDB {
+		if f.Dst == dst {
+			if l, ok := d.leaseOf(netip.Prefix{}, f.MAC); ok {
+				return l, true
+			}
 		}
 	}
 	return flannelstate.Lease{}, false
@@ -182,7 +207,7 @@ func (d *Diagnoser) flannelForwardAdvice(v *journey.Verdict, dec nfrules.Decisio
 		return ""
 	}
 	ns := d.state.Namespaces[v.NetnsInode]
-	if !d.isFlannelNode(ns) || hasChain(after, "FLANNEL-FWD") {
+	if !d.flannelEvidence(ns) || hasChain(after, "FLANNEL-FWD") {
 		return ""
 	}
 	network, ok := d.flannelNetwork(ns.Inode)

@@ -103,6 +103,9 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 					}
 				}
 			}
+			if l, ok := d.leaseOfFDBDst(dev, dst); ok {
+				msg += "; " + leaseText(l)
+			}
 			if died {
 				msg += "; " + fate(j)
 			}
@@ -119,6 +122,9 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg, Advice: advice})
 		case died && j.Verdict.Reason != "" && isRouteReason(j.Verdict.Reason) || died && j.Verdict.Kind == journey.Lost:
 			msg := fmt.Sprintf("VTEP %s is %s's, but it is unreachable from %s: %s", dst, peer, enc.Netns, fate(j))
+			if l, ok := d.leaseOfFDBDst(dev, dst); ok {
+				msg += "; " + leaseText(l)
+			}
 			advice := fmt.Sprintf("fix the underlay route to %s (ip route get %s in %s), or have the peer announce a reachable address", dst, dst, enc.Netns)
 			if owner := vtepNetns(st, dst, enc.NetnsInode); owner != nil {
 				if alt, ok := d.reachableAlternative(j, owner, dst); ok {

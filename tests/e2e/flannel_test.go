@@ -67,6 +67,14 @@ func TestRealFlannel(t *testing.T) {
 				t.Errorf("finding %+v sends the user to the underlay route, not to flannel's announcement", g)
 			}
 		}
+		// with flannel's state the same finding also quotes node B's lease
+		j, _ = probeService(t, l, l.FlannelStateArgs()...)
+		f = primary(t, j, "VXLAN_DST_UNKNOWN", l.NodeA)
+		if !strings.Contains(f.Message, "lease 10.244.1.0/24") || !strings.Contains(f.Message, "announces PublicIP "+lab.UnroutedPublicIP) ||
+			!strings.Contains(f.Advice, "--public-ip="+l.NodeBIP) {
+			t.Errorf("finding %+v must quote node B's lease (PublicIP %s) and advise --public-ip=%s", f, lab.UnroutedPublicIP, l.NodeBIP)
+		}
+		noWrongFix(t, j, "add a route", "fix the underlay route")
 	})
 
 	// Seed 001: node A holds a second address (DHCP next to the static

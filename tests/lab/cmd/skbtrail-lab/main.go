@@ -234,7 +234,11 @@ func cmdFaults(args []string, stdout, stderr io.Writer) error {
 	for _, f := range lab.Faults() {
 		fmt.Fprintf(tw, "%s\t%s\n", f.Name, f.Description)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(stdout, "with the real flanneld (--flannel real, make demo FLANNEL=real): wrong-vtep = node-b's flanneld announces an unrouted --public-ip, wrong-src = node-a's second address picked by --iface, forward-drop adds --iptables-forward-rules=false, no-route = flanneld-stopped")
+	return err
 }
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
