@@ -145,6 +145,7 @@ func TestFaults(t *testing.T) {
 		"rp-filter":             timeout,
 		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
 		"nic-exit":              timeout,
+		"flanneld-stopped":      timeout, // real flanneld only
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -155,9 +156,15 @@ func TestFaults(t *testing.T) {
 	usesIptables := map[string]bool{"forward-drop": true, "reject-rst": true, "no-dnat": true, "wrong-src": true}
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
+	// Faults of the real flanneld's lab only.
+	realFlannel := map[string]bool{"flanneld-stopped": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
+		if realFlannel[name] {
+			runs = append(runs, run{name, "iptables-nft", FlannelReal})
+			continue
+		}
 		runs = append(runs, run{name, "iptables-nft", ""})
 		if usesIptables[name] {
 			runs = append(runs, run{name, "iptables-legacy", ""})
@@ -179,7 +186,11 @@ func TestFaults(t *testing.T) {
 				requireTool(t, "nft")
 			}
 			ctx := t.Context()
-			l := NewForTest(t, Config{Iptables: r.ipt, Flavor: r.flavor})
+			cfg := Config{Iptables: r.ipt, Flavor: r.flavor}
+			if r.flavor == FlannelReal {
+				cfg = Config{Iptables: r.ipt, Flannel: FlannelReal}
+			}
+			l := NewForTest(t, cfg)
 			var rpBefore int64
 			if name == "rp-filter" {
 				rpBefore = procCounter(t, l, l.NodeB, "/proc/net/netstat", "TcpExt", "IPReversePathFilter")
@@ -656,6 +667,29 @@ func TestApplyFaultUnknown(t *testing.T) {
 	for _, name := range FaultNames() {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not list %s", err, name)
+		}
+	}
+}
+
+func TestApplyFaultNeedsRealFlannel(t *testing.T) {
+	l := newLab(Config{Prefix: "x", Iptables: "iptables-nft"})
+	if err := l.ApplyFault("flanneld-stopped"); err == nil || !strings.Contains(err.Error(), "real flanneld") {
+		t.Errorf("flanneld-stopped on the imitation: %v, want an error naming the real flanneld", err)
+	}
+}
+
+func TestRealFlannelScenario(t *testing.T) {
+	cfg, faults, notes := RealFlannelScenario(Config{}, []string{"wrong-vtep", "wrong-src", "forward-drop", "no-route", "small-mtu"})
+	if cfg.Flannel != FlannelReal || cfg.NodeBPublicIP != UnroutedPublicIP || cfg.NodeASecondIP != WrongSrcIP ||
+		!slices.Equal(cfg.NodeAFlannelArgs, []string{"--iface=" + WrongSrcIP, "--public-ip=" + NodeAIP}) || !cfg.NoFlannelForwardRules || !cfg.ConfigFaulty() {
+		t.Errorf("config %+v", cfg)
+	}
+	if !slices.Equal(faults, []string{"forward-drop", "flanneld-stopped", "small-mtu"}) || len(notes) != 4 {
+		t.Errorf("faults %v notes %v", faults, notes)
+	}
+	for _, c := range []Config{{NodeASecondIP: WrongSrcIP}, {NodeAFlannelArgs: []string{"--iface=eth0"}}, {NoFlannelForwardRules: true}} {
+		if _, err := Up(context.Background(), c); err == nil || !strings.Contains(err.Error(), "real flanneld") {
+			t.Errorf("%+v without the real flanneld: %v", c, err)
 		}
 	}
 }
