@@ -77,29 +77,11 @@ func (d *Diagnoser) readFlannel(ctx context.Context) {
 		v.subnets[ino] = sf
 	}
 	if len(fc.EtcdEndpoints) > 0 {
-		var dial flannelstate.DialFunc
-		if fc.EtcdNetns != "" {
-			path, _, err := netnsutil.ResolveName(fc.EtcdNetns)
-			if err != nil {
-				d.cfg.Logger.Warn("flannel etcd netns", zap.Error(err))
-			}
-			dial = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-				err = netnsutil.Do(path, func() error {
-					var nd net.Dialer
-					c, err = nd.DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			}
-		}
-		ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		leases, err := flannelstate.ReadLeases(ctx, fc.EtcdEndpoints, fc.EtcdPrefix, dial)
-		cancel()
+		leases, err := readLeases(ctx, fc)
 		if err != nil {
 			d.cfg.Logger.Warn("flannel leases not read", zap.Error(err))
-		} else {
-			v.leases = leases
 		}
+		v.leases = leases
 	}
 	root := fc.ProcRoot
 	if root == "" {
@@ -335,4 +317,27 @@ func ruleMatchesSource(rule string, src netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// readLeases reads flannel's leases from etcd, dialling from fc.EtcdNetns
+// when set.
+func readLeases(ctx context.Context, fc FlannelConfig) ([]flannelstate.Lease, error) {
+	var dial flannelstate.DialFunc
+	if fc.EtcdNetns != "" {
+		path, _, err := netnsutil.ResolveName(fc.EtcdNetns)
+		if err != nil {
+			return nil, fmt.Errorf("flannel etcd netns: %w", err)
+		}
+		dial = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = netnsutil.Do(path, func() error {
+				var nd net.Dialer
+				c, err = nd.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return flannelstate.ReadLeases(ctx, fc.EtcdEndpoints, fc.EtcdPrefix, dial)
 }

@@ -69,7 +69,7 @@ func TestRealFlannel(t *testing.T) {
 		}
 		// with flannel's state the same finding also quotes node B's lease
 		j, _ = probeService(t, l, l.FlannelStateArgs()...)
-		f = primary(t, j, "VXLAN_DST_UNKNOWN", l.NodeA)
+		f = primaryFinding(t, j, "VXLAN_DST_UNKNOWN", l.NodeA)
 		if !strings.Contains(f.Message, "lease 10.244.1.0/24") || !strings.Contains(f.Message, "announces PublicIP "+lab.UnroutedPublicIP) ||
 			!strings.Contains(f.Advice, "--public-ip="+l.NodeBIP) {
 			t.Errorf("finding %+v must quote node B's lease (PublicIP %s) and advise --public-ip=%s", f, lab.UnroutedPublicIP, l.NodeBIP)
@@ -97,7 +97,7 @@ func TestRealFlannel(t *testing.T) {
 		if len(j.Encaps) != 1 || j.Encaps[0].OuterSrc != lab.WrongSrcIP {
 			t.Errorf("encaps %+v, want outer src %s", j.Encaps, lab.WrongSrcIP)
 		}
-		f := primary(t, j, "VXLAN_SRC_MISMATCH", l.NodeA)
+		f := primaryFinding(t, j, "VXLAN_SRC_MISMATCH", l.NodeA)
 		for _, w := range []string{lab.WrongSrcIP, l.NodeAIP, "announces PublicIP " + l.NodeAIP} {
 			if !strings.Contains(f.Message, w) {
 				t.Errorf("message %q must name %q", f.Message, w)
@@ -120,7 +120,7 @@ func TestRealFlannel(t *testing.T) {
 		if res.exit != 1 || j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.Router || j.Verdict.Reason != "NETFILTER_DROP" {
 			t.Errorf("exit %d verdict %+v, want dropped in %s (NETFILTER_DROP)", res.exit, j.Verdict, l.Router)
 		}
-		f := primary(t, j, "NF_RULE_DROP", l.Router)
+		f := primaryFinding(t, j, "NF_RULE_DROP", l.Router)
 		if !strings.Contains(f.Message, lab.WrongSrcIP) || !strings.Contains(f.Advice, "--iface="+l.NodeAIP) || !strings.Contains(f.Advice, l.NodeA) {
 			t.Errorf("finding %+v must name %s, node A (%s) and flannel's --iface=%s", f, lab.WrongSrcIP, l.NodeA, l.NodeAIP)
 		}
@@ -168,7 +168,7 @@ func TestRealFlannel(t *testing.T) {
 				v.Hook != "FORWARD" || v.Chain != "FORWARD" || v.Rule != "policy DROP" {
 				t.Errorf("exit %d verdict %+v, want dropped in %s at FORWARD by policy DROP", res.exit, v, l.NodeB)
 			}
-			f := primary(t, j, "NF_POLICY_DROP", l.NodeB)
+			f := primaryFinding(t, j, "NF_POLICY_DROP", l.NodeB)
 			if !strings.Contains(f.Advice, "--iptables-forward-rules") {
 				t.Errorf("advice %q must name flannel's --iptables-forward-rules", f.Advice)
 			}
@@ -189,7 +189,7 @@ func TestRealFlannel(t *testing.T) {
 		if res.exit != 1 || j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.Router || j.Verdict.Reason != "IP_INNOROUTES" {
 			t.Errorf("exit %d verdict %+v, want dropped in %s (IP_INNOROUTES)", res.exit, j.Verdict, l.Router)
 		}
-		f := primary(t, j, "NO_ROUTE", l.NodeA)
+		f := primaryFinding(t, j, "NO_ROUTE", l.NodeA)
 		if !strings.Contains(f.Message, "no flanneld runs in "+l.NodeA) || !strings.Contains(f.Message, "announces PublicIP "+l.NodeBIP) {
 			t.Errorf("message %q must say no flanneld runs in %s and name node B's lease (%s)", f.Message, l.NodeA, l.NodeBIP)
 		}
@@ -215,13 +215,13 @@ func TestRealFlannel(t *testing.T) {
 		if res.exit != 1 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
 			t.Errorf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
 		}
-		primary(t, j, "NO_REPLY", l.PodB)
+		primaryFinding(t, j, "NO_REPLY", l.PodB)
 	})
 }
 
-// primary asserts that the first finding is an error with this code in
+// primaryFinding asserts that the first finding is an error with this code in
 // this namespace, with a message and advice, and that it is the only error.
-func primary(t *testing.T, j journey.Journey, code, netns string) journey.Finding {
+func primaryFinding(t *testing.T, j journey.Journey, code, netns string) journey.Finding {
 	t.Helper()
 	if len(j.Findings) == 0 {
 		t.Fatalf("no findings, want %s in %s", code, netns)
