@@ -136,7 +136,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 		// route is its consequence, not the thing to fix
 		if wrongVTEPAnnounced(j) && what == outerDstWhat {
 			f.Severity = journey.SeverityWarning
-			f.Advice = fmt.Sprintf("a consequence of %s: %s is not an address the peer should be reached at; fix the VTEP address flannel announces (see %s) instead of routing it", CodeVXLANDstUnknown, dst, CodeVXLANDstUnknown)
+			f.Advice = fmt.Sprintf("a consequence of %s: %s is not an address the peer should be reached at; fix the VTEP address the peer announces (see %s) instead of routing it", CodeVXLANDstUnknown, dst, CodeVXLANDstUnknown)
 		}
 		j.AddFinding(f)
 	case "IP_RPFILTER":
@@ -180,7 +180,7 @@ const outerDstWhat = "the VXLAN outer destination"
 // a known one whose node holds a routed address).
 func wrongVTEPAnnounced(j *journey.Journey) bool {
 	for _, f := range j.Findings {
-		if f.Code == CodeVXLANDstUnknown && strings.Contains(f.Advice, publicIPOverwrite) {
+		if f.Code == CodeVXLANDstUnknown && (strings.Contains(f.Advice, publicIPOverwrite) || strings.Contains(f.Advice, calicoAutodetect)) {
 			return true
 		}
 	}

@@ -37,6 +37,13 @@ type FlannelConfig struct {
 	ProcRoot string
 }
 
+// calicoAutodetect is calico-node's setting that picks the node's address
+// (and so its VXLAN source and the address peers send to).
+const calicoAutodetect = "IP_AUTODETECTION_METHOD"
+
+// isCalicoDevice: Calico's VXLAN device, whose advice names Calico's knobs.
+func isCalicoDevice(dev string) bool { return dev == "vxlan.calico" }
+
 // flannelView is what was read of flannel's state.
 type flannelView struct {
 	subnets  map[uint32]*flannelstate.SubnetFile // by netns inode
@@ -234,6 +241,10 @@ func hasChain(s *nfrules.Snapshot, name string) bool {
 // while --public-ip and the public-ip-overwrite annotation change only what
 // its lease announces.
 func srcMismatchAdvice(src netip.Addr, known string, dev string) string {
+	if isCalicoDevice(dev) {
+		return fmt.Sprintf("the node has several addresses and Calico sends VXLAN from the wrong one (%s local %s): calico-node picks the node address by %s (first-found by default) — set it so it picks %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
+			dev, src, calicoAutodetect, known, known, src)
+	}
 	return fmt.Sprintf("the node has several addresses and flannel sends VXLAN from the wrong one (%s local %s): flanneld takes the VXLAN source from the interface address it picks, while --public-ip and the %s annotation change only what its lease announces — start flanneld with --iface=%s (an address is accepted; or an --iface-regex that matches it) and restart it, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
 		dev, src, publicIPOverwrite, known, src)
 }
@@ -253,7 +264,7 @@ func demoteUnderlayRuleDrop(j *journey.Journey) {
 		f := &j.Findings[i]
 		if f.Code == CodeNFRuleDrop || f.Code == CodeNFPolicyDrop {
 			f.Severity = journey.SeverityWarning
-			f.Advice = fmt.Sprintf("a consequence of %s: the underlay refuses VXLAN from an address the peers do not know this node by; fix the address flannel sends from (see %s) rather than this rule", CodeVXLANSrcMismatch, CodeVXLANSrcMismatch)
+			f.Advice = fmt.Sprintf("a consequence of %s: the underlay refuses VXLAN from an address the peers do not know this node by; fix the address the overlay sends from (see %s) rather than this rule", CodeVXLANSrcMismatch, CodeVXLANSrcMismatch)
 		}
 	}
 }
@@ -292,13 +303,17 @@ func (d *Diagnoser) underlaySourceAdvice(j *journey.Journey, dec nfrules.Decisio
 		if len(alts) == 0 {
 			return "", ""
 		}
-		msg := fmt.Sprintf("; %s is the VXLAN source (local address of %s) that %s's flannel picked", outerSrc, enc.Device, enc.Netns)
+		msg := fmt.Sprintf("; %s is the VXLAN source (local address of %s) of %s", outerSrc, enc.Device, enc.Netns)
 		if dev, ok := owner.Link(enc.Device); ok {
 			if l, ok := d.leaseOf(netip.Prefix{}, dev.MAC); ok {
 				msg += " and " + leaseText(l)
 			}
 		}
 		msg += fmt.Sprintf(", while %s also holds %s", enc.Netns, strings.Join(alts, ", "))
+		if isCalicoDevice(enc.Device) {
+			return msg, fmt.Sprintf("the underlay refuses VXLAN from %s, the address calico-node on %s picked: make it pick %s — set %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node — or remove %s from the node; change the underlay's rule only if it should accept %s",
+				outerSrc, enc.Netns, alts[0], calicoAutodetect, alts[0], outerSrc, outerSrc)
+		}
 		advice := fmt.Sprintf("the underlay refuses VXLAN from %s, the address flannel on %s picked: make flannel use %s — start flanneld there with --iface=%s (an address is accepted; or an --iface-regex that matches it; in Kubernetes mode also annotate the node with %s=%s so peers send to it) and restart it — or remove %s from the node (e.g. DHCP next to a static address); change the underlay's rule only if it should accept %s",
 			outerSrc, enc.Netns, alts[0], alts[0], publicIPOverwrite, alts[0], outerSrc, outerSrc)
 		return msg, advice

@@ -110,6 +110,9 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 				msg += "; " + fate(j)
 			}
 			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + publicIPOverwrite + "=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
+			if isCalicoDevice(enc.Device) {
+				advice = "the peer's VTEP address is one this node cannot reach (often its private IP): make calico-node on the peer pick the reachable address — set its " + calicoAutodetect + " (e.g. interface=NAME, can-reach=<a peer's IP>, cidr=<underlay CIDR>, kubernetes-internal-ip) — and restart it; check with `bridge fdb show dev " + enc.Device + "`"
+			}
 			// the address is one a node holds (a second address flanneld
 			// was told to announce): say which of its addresses works
 			if owner, _, ok := st.OwnerOf(dst); ok && owner.Inode != enc.NetnsInode {
@@ -186,6 +189,9 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 // announceAdvice: node announces bad as its VTEP address; alt is one its
 // peers reach.
 func announceAdvice(node string, bad, alt netip.Addr, dev string) string {
+	if isCalicoDevice(dev) {
+		return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make calico-node there pick %s — set %s so it picks %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, calicoAutodetect, alt, alt, dev)
+	}
 	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with --public-ip=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, alt, publicIPOverwrite, alt, dev)
 }
 
