@@ -356,3 +356,72 @@ func readLeases(ctx context.Context, fc FlannelConfig) ([]flannelstate.Lease, er
 	defer cancel()
 	return flannelstate.ReadLeases(ctx, fc.EtcdEndpoints, fc.EtcdPrefix, dial)
 }
+
+// staleVTEPMAC: the VXLAN packet reached the peer, whose VXLAN device
+// dropped the inner frame as addressed to another host (OTHERHOST): the
+// sender's FDB and neighbour entries still name a MAC the peer's device no
+// longer has (the peer re-created it, e.g. after a reboot, while the
+// sender's flanneld did not follow).
+func (d *Diagnoser) staleVTEPMAC(j *journey.Journey) {
+	v := j.Verdict
+	if d.state == nil || v.Kind != journey.Dropped || v.Reason != "OTHERHOST" || len(j.Encaps) == 0 {
+		return
+	}
+	at := d.state.Namespaces[v.NetnsInode]
+	if at == nil {
+		return
+	}
+	peerDev, ok := at.Link(v.Device)
+	if !ok || peerDev.VXLAN == nil {
+		return
+	}
+	enc := j.Encaps[len(j.Encaps)-1]
+	sender := d.state.Namespaces[enc.NetnsInode]
+	if sender == nil {
+		return
+	}
+	dev, ok := sender.Link(enc.Device)
+	if !ok || dev.VXLAN == nil {
+		return
+	}
+	dst, _ := netip.ParseAddr(enc.OuterDst)
+	var stale []string
+	for _, f := range dev.VXLAN.FDB {
+		if f.Dst == dst && f.MAC != peerDev.MAC {
+			stale = append(stale, f.MAC)
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("%s in %s sends to VTEP MAC %s (its FDB: %s -> %s), but %s's %s is now %s", enc.Device, sender.Name, stale[0], stale[0], dst, at.Name, peerDev.Name, peerDev.MAC)
+	if l, ok := d.leaseOf(netip.Prefix{}, peerDev.MAC); ok {
+		msg += " (" + leaseText(l) + ")"
+	}
+	msg += fmt.Sprintf(": %s's neighbour and FDB entries for that peer are stale, and %s dropped the frame addressed to another MAC (OTHERHOST)", sender.Name, peerDev.Name)
+	gw := "<peer's VTEP IP>"
+	if inner, err := netip.ParseAddr(atDropDst(j)); err == nil {
+		if r, ok := sender.RouteTo(inner); ok && r.Gw.IsValid() {
+			gw = r.Gw.String()
+		}
+	}
+	restart, why := "restart flanneld on "+sender.Name, ""
+	if runs, known := d.flanneldRuns(sender); known && !runs {
+		msg += fmt.Sprintf("; no flanneld runs in %s, so nothing updates them", sender.Name)
+		restart, why = "start (or restart) flanneld on "+sender.Name, "; find out why it stopped (its log)"
+	}
+	advice := fmt.Sprintf("%s: it rewrites them from the peer's lease; by hand: ip neigh replace %s lladdr %s dev %s nud permanent; bridge fdb replace %s dev %s dst %s self permanent; bridge fdb del %s dev %s dst %s%s",
+		restart, gw, peerDev.MAC, dev.Name, peerDev.MAC, dev.Name, dst, stale[0], dev.Name, dst, why)
+	if isCalicoDevice(dev.Name) {
+		advice = fmt.Sprintf("restart calico-node on %s so it rewrites the FDB and neighbour entries for the peer's new VTEP MAC %s", sender.Name, peerDev.MAC)
+	}
+	d.add(j, journey.Finding{Code: CodeNoRoute, Severity: journey.SeverityError, Netns: sender.Name, Message: msg, Advice: advice})
+}
+
+// atDropDst is the packet's (inner) destination where it was dropped.
+func atDropDst(j *journey.Journey) string {
+	if n := len(j.Events); n > 0 && j.Events[n-1].Pkt.Dst.IsValid() {
+		return j.Events[n-1].Pkt.Dst.String()
+	}
+	return j.Packet.Dst
+}

@@ -183,6 +183,7 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 		}
 	}
 	d.missingPodRoute(j)
+	d.staleVTEPMAC(j)
 	d.mtu(j)
 }
 

@@ -199,6 +199,30 @@ func TestRealFlannel(t *testing.T) {
 		noWrongFix(t, j, "add a route")
 	})
 
+	// Seed 003, the peers' state going stale: node A's flanneld is
+	// stopped, then node B restarts (new flannel.1, new random MAC,
+	// flanneld renews its lease with it). Node A keeps sending to the old
+	// MAC and node B's flannel.1 drops the frames (OTHERHOST).
+	t.Run("seed003-flanneld-stale-peer", func(t *testing.T) {
+		l := lab.NewForTest(t, lab.Config{Flannel: lab.FlannelReal})
+		if err := l.ApplyFault("flanneld-stale-peer"); err != nil {
+			t.Fatal(err)
+		}
+		j, res := probeService(t, l, l.FlannelStateArgs()...)
+		if res.exit != 1 || j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.NodeB || j.Verdict.Reason != "OTHERHOST" {
+			t.Errorf("exit %d verdict %+v, want dropped in %s (OTHERHOST)", res.exit, j.Verdict, l.NodeB)
+		}
+		f := primaryFinding(t, j, "NO_ROUTE", l.NodeA)
+		for _, w := range []string{"stale", "no flanneld runs in " + l.NodeA, "VtepMAC"} {
+			if !strings.Contains(f.Message, w) {
+				t.Errorf("message %q lacks %q", f.Message, w)
+			}
+		}
+		if !strings.Contains(f.Advice, "restart) flanneld on "+l.NodeA) || !strings.Contains(f.Advice, "ip neigh replace 10.244.1.0 lladdr") {
+			t.Errorf("advice %q must say to restart flanneld on %s and how to fix the entries by hand", f.Advice, l.NodeA)
+		}
+	})
+
 	// Seed 003: DNS through the CoreDNS ClusterIP to a pod that never
 	// answers, on the real flanneld.
 	t.Run("seed003-silent-dns", func(t *testing.T) {

@@ -182,6 +182,18 @@ var faults = map[string]fault{
 			})
 		},
 	},
+	"flanneld-stale-peer": {
+		desc: "real flanneld only (seed 003): node-a's flanneld stopped, then node-b restarted (flannel.1 re-created with a new MAC, flanneld again): node-a's neighbour and FDB entries for node-b go stale, nothing updates them",
+		apply: func(ctx context.Context, l *Lab) error {
+			if l.Flannel != FlannelReal {
+				return errors.New("needs the real flanneld (Flannel: FlannelReal)")
+			}
+			if err := l.stopFlanneld(l.NodeA); err != nil {
+				return err
+			}
+			return l.restartFlanneld(ctx, l.NodeB, "10.244.0.0/24")
+		},
+	},
 	"silent-dns": {
 		desc: "pod-b: a UDP socket on 10.244.1.2:53 (behind the DNS ClusterIP 10.96.0.10:53) reads queries and never answers, so DNS lookups time out",
 		apply: func(ctx context.Context, l *Lab) error {

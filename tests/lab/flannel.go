@@ -86,11 +86,13 @@ func FlannelBinaries() (flanneld, etcd string, err error) {
 // proc is a process the lab started with `ip netns exec` (which execs the
 // program in place: the PID is the program's own).
 type proc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	name    string
+	ns, bin string
+	args    []string
+	log     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
 }
 
 func (l *Lab) startProc(name, ns, bin string, args ...string) (*proc, error) {
@@ -106,7 +108,7 @@ func (l *Lab) startProc(name, ns, bin string, args ...string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s: %w", name, err)
 	}
-	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: name, ns: ns, bin: bin, args: args, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -360,9 +362,9 @@ func (l *Lab) FlannelStateArgs() []string {
 	}
 }
 
-// stopFlanneld stops the flanneld the lab started in node namespace ns
-// (by its PID) and waits until it has exited.
-func (l *Lab) stopFlanneld(ns string) error {
+// flanneldProc is the newest flanneld process the lab started in node
+// namespace ns.
+func (l *Lab) flanneldProc(ns string) (*proc, error) {
 	name := map[string]string{l.NodeA: "flanneld-node-a", l.NodeB: "flanneld-node-b"}[ns]
 	l.mu.Lock()
 	var p *proc
@@ -373,9 +375,50 @@ func (l *Lab) stopFlanneld(ns string) error {
 	}
 	l.mu.Unlock()
 	if name == "" || p == nil {
-		return fmt.Errorf("lab: no flanneld runs in %s (needs Flannel: FlannelReal)", ns)
+		return nil, fmt.Errorf("lab: no flanneld runs in %s (needs Flannel: FlannelReal)", ns)
+	}
+	return p, nil
+}
+
+// stopFlanneld stops the flanneld the lab started in node namespace ns
+// (by its PID) and waits until it has exited.
+func (l *Lab) stopFlanneld(ns string) error {
+	p, err := l.flanneldProc(ns)
+	if err != nil {
+		return err
 	}
 	return p.stop(5 * time.Second)
+}
+
+// restartFlanneld stops node namespace ns's flanneld, deletes its VXLAN
+// device (as a node reboot does: the new one gets a new random MAC) and
+// starts flanneld again with the same flags; it returns once the new
+// flanneld has written its route to peerCIDR.
+func (l *Lab) restartFlanneld(ctx context.Context, ns, peerCIDR string) error {
+	p, err := l.flanneldProc(ns)
+	if err != nil {
+		return err
+	}
+	if err := p.stop(5 * time.Second); err != nil {
+		return err
+	}
+	if err := l.ip(ctx, ns, "link", "del", "dev", l.VXLANDevice); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	q, err := l.startProc(p.name, p.ns, p.bin, p.args...)
+	if err != nil {
+		return err
+	}
+	if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
+		if q.exited() {
+			return false, errors.New("exited")
+		}
+		out, err := runCmd(ctx, nil, "ip", "-n", ns, "route", "show", peerCIDR)
+		return err == nil && strings.Contains(out, "dev "+l.VXLANDevice), err
+	}); err != nil {
+		return q.failure(fmt.Errorf("lab: %s: restarted flanneld wrote no route to %s: %w", ns, peerCIDR, err))
+	}
+	return nil
 }
 
 // FlannelLog returns the log of a process of the real control plane

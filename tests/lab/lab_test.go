@@ -146,6 +146,7 @@ func TestFaults(t *testing.T) {
 		"silent-dns":            works, // TCP is unaffected; see TestSilentDNS
 		"nic-exit":              timeout,
 		"flanneld-stopped":      timeout, // real flanneld only
+		"flanneld-stale-peer":   timeout, // real flanneld only
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -157,7 +158,7 @@ func TestFaults(t *testing.T) {
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true}
 	// Faults of the real flanneld's lab only.
-	realFlannel := map[string]bool{"flanneld-stopped": true}
+	realFlannel := map[string]bool{"flanneld-stopped": true, "flanneld-stale-peer": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
@@ -673,8 +674,10 @@ func TestApplyFaultUnknown(t *testing.T) {
 
 func TestApplyFaultNeedsRealFlannel(t *testing.T) {
 	l := newLab(Config{Prefix: "x", Iptables: "iptables-nft"})
-	if err := l.ApplyFault("flanneld-stopped"); err == nil || !strings.Contains(err.Error(), "real flanneld") {
-		t.Errorf("flanneld-stopped on the imitation: %v, want an error naming the real flanneld", err)
+	for _, f := range []string{"flanneld-stopped", "flanneld-stale-peer"} {
+		if err := l.ApplyFault(f); err == nil || !strings.Contains(err.Error(), "real flanneld") {
+			t.Errorf("%s on the imitation: %v, want an error naming the real flanneld", f, err)
+		}
 	}
 }
 
