@@ -147,3 +147,38 @@ func TestFlannelForwardAdvice(t *testing.T) {
 		t.Errorf("not pod traffic: advice %q, want none", a)
 	}
 }
+
+func TestStaleVTEPMAC(t *testing.T) {
+	d := New(Config{})
+	d.state, d.flannel = labState("198.51.100.20"), flannelState(nodeB)
+	nb := d.state.Namespaces[nodeB]
+	vx, _ := nb.Link("flannel.1")
+	vx.MAC = "0b:01" // re-created: node A's FDB still says 0b:00
+	d.flannel.leases[1].VtepMAC = "0b:01"
+	pkt := tcp("10.244.0.5", "10.244.1.2", 4000, 80)
+	j := build(t,
+		ev(journey.KindTx, podA, "eth0", pkt),
+		ev(journey.KindTx, nodeA, "flannel.1", pkt),
+		ev(journey.KindTx, nodeA, "eth0", pkt, encap("198.51.100.20")),
+		ev(journey.KindRx, nodeB, "eth0", pkt, encap("198.51.100.20")),
+		ev(journey.KindRx, nodeB, "flannel.1", pkt),
+		ev(journey.KindDrop, nodeB, "flannel.1", pkt))
+	j.Verdict.Kind, j.Verdict.Reason = journey.Dropped, "OTHERHOST"
+	d.Diagnose(j)
+	if len(j.Findings) == 0 {
+		t.Fatal("no findings")
+	}
+	f := j.Findings[0]
+	if f.Code != CodeNoRoute || f.Netns != "node-a" || !strings.Contains(f.Message, "0b:00") || !strings.Contains(f.Message, "0b:01") ||
+		!strings.Contains(f.Message, "no flanneld runs in node-a") || !strings.Contains(f.Advice, "bridge fdb replace 0b:01 dev flannel.1 dst 198.51.100.20") {
+		t.Fatalf("findings %+v, want NO_ROUTE in node-a naming the stale and the new MAC, the stopped flanneld and the FDB fix", j.Findings)
+	}
+
+	// the FDB knows the device's MAC: not this case
+	vx.MAC = "0b:00"
+	j.Findings = nil
+	d.staleVTEPMAC(j)
+	if len(j.Findings) != 0 {
+		t.Errorf("findings %+v with a current FDB", j.Findings)
+	}
+}
