@@ -1,5 +1,6 @@
 # skbtrail — build, demo, test, bench.
-#   make demo [SCENARIO=name]   build, create a lab, trace a SYN, print the diagnosis (root)
+#   make demo [SCENARIO=name] [FLANNEL=real|imitation]
+#                               build, create a lab, trace a SYN, print the diagnosis (root)
 #   make demo CLUSTER=1 [SCENARIO=name]
 #                               the same lab with a real kube-apiserver + etcd and one daemon per
 #                               lab node, traced through the kubectl plugin (root)
@@ -13,16 +14,22 @@ GO        ?= go
 BIN       := bin
 SCENARIO  ?= forward-drop
 FLAVOR    ?= flannel
+# Who programs flannel.1 in `make demo` (FLAVOR=flannel): real (flanneld v0.26.7 per node + etcd,
+# built once by tests/cluster/build-components.sh flannel) or imitation (the lab writes it by hand).
+FLANNEL   ?= real
 GOFLAGS_T ?= -count=1
 CLUSTER   ?=
 FUZZTIME  ?= 60s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: fuzz all deps deps-packages deps-cluster build generate check-generate lint test unit-test demo scenarios bench clean
+.PHONY: fuzz all deps deps-packages deps-cluster deps-flannel build generate check-generate lint test unit-test demo scenarios bench clean
 
 # CLUSTER=1 (anything but empty or 0) makes `make demo` run the cluster demo.
 cluster := $(filter-out 0,$(CLUSTER))
+# The demo runs the real flanneld: flannel flavour, FLANNEL=real, not the cluster demo.
+demo_flannel := $(if $(filter flannel,$(FLAVOR)),$(FLANNEL),imitation)
+demo_real    := $(if $(cluster),,$(filter real,$(demo_flannel)))
 
 # Packages run a second time under the race detector by `make test`.
 RACE_PKGS := ./pkg/... ./cmd/... ./netnsutil/...
@@ -53,6 +60,11 @@ deps-cluster:
 	@command -v $(GO) >/dev/null 2>&1 || { echo "make: the cluster components (tests/cluster/build-components.sh) are built with Go: $(GO) not found" >&2; exit 2; }
 	@echo "cluster components: tests/cluster/build-components.sh (the first run on a machine builds them: ~12-25 min on 2 cores, ~3 GB RAM, ~5 GB of Go caches; then a no-op)"
 	@GO=$(GO) bash tests/cluster/build-components.sh
+
+# etcd and flanneld only, for the real-flanneld demo (the first run builds them: ~4 min on 2 cores).
+deps-flannel:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make: flanneld and etcd are built with Go: $(GO) not found" >&2; exit 2; }
+	@GO=$(GO) bash tests/cluster/build-components.sh flannel
 
 all: build
 
@@ -105,7 +117,7 @@ unit-test:
 scenarios: build
 	@$(BIN)/skbtrail-lab faults
 
-demo: deps-packages $(if $(cluster),deps-cluster) build
+demo: deps-packages $(if $(cluster),deps-cluster) $(if $(demo_real),deps-flannel) build
 	@test "$$(id -u)" = 0 || { echo "make demo needs root (it creates network namespaces): run it with sudo" >&2; exit 2; }
 	@echo "scenarios (make demo SCENARIO=<name>):"; $(BIN)/skbtrail-lab faults | sed 's/^/  /'
 	@echo
@@ -113,7 +125,7 @@ ifneq ($(cluster),)
 	@test "$(FLAVOR)" = flannel || { echo "make demo CLUSTER=1 runs the flannel lab only (FLAVOR=$(FLAVOR))" >&2; exit 2; }
 	$(BIN)/skbtrail-cluster demo --skbtrail $(BIN)/skbtrail --plugin $(BIN)/kubectl-skbtrail --fault $(SCENARIO) || test $$? -le 1
 else
-	$(BIN)/skbtrail-lab demo --skbtrail $(BIN)/skbtrail --fault $(SCENARIO) --flavor $(FLAVOR) || test $$? -le 1
+	$(BIN)/skbtrail-lab demo --skbtrail $(BIN)/skbtrail --fault $(SCENARIO) --flavor $(FLAVOR) --flannel $(demo_flannel) || test $$? -le 1
 endif
 
 bench: deps build

@@ -89,6 +89,8 @@ type Config struct {
 	// VethPeers confirms which namespace a veth's peer is in; nil: ask
 	// the kernel through Registry.
 	VethPeers VethPeers
+	// Flannel: where flannel's own state (subnet file, leases) is read.
+	Flannel FlannelConfig
 }
 
 // Diagnoser adds findings to journeys.
@@ -113,6 +115,8 @@ type Diagnoser struct {
 	// resolvConf reads the DNS configuration of a process in a namespace
 	// and its PID; nil: not known.
 	resolvConf func(netns uint32) (resolvconf.Config, int, bool)
+	// flannel's own state (nil: not read)
+	flannel *flannelView
 }
 
 // add appends a finding (one per code).
@@ -144,6 +148,7 @@ func (d *Diagnoser) Prepare(ctx context.Context) error {
 	}
 	st, err := nodestate.Read(d.cfg.Registry)
 	d.state = st
+	d.readFlannel(ctx)
 	if rerr := d.prepareRules(ctx); rerr != nil && err == nil {
 		err = rerr
 	}
@@ -185,6 +190,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 	d.bpfProgDrop(j)
 	d.xdpProgDrop(j)
 	d.underlay(j)
+	demoteUnderlayRuleDrop(j)
 	d.endpoint(j)
 	d.socketQueue(j)
 	d.queueDrop(j)
@@ -203,7 +209,7 @@ func (d *Diagnoser) Diagnose(j *journey.Journey) {
 		// route is its consequence, not the thing to fix
 		if wrongVTEPAnnounced(j) && what == outerDstWhat {
 			f.Severity = journey.SeverityWarning
-			f.Advice = fmt.Sprintf("a consequence of %s: %s is not an address the peer should be reached at; fix the VTEP address flannel announces (see %s) instead of routing it", CodeVXLANDstUnknown, dst, CodeVXLANDstUnknown)
+			f.Advice = fmt.Sprintf("a consequence of %s: %s is not an address the peer should be reached at; fix the VTEP address the peer announces (see %s) instead of routing it", CodeVXLANDstUnknown, dst, CodeVXLANDstUnknown)
 		}
 		j.AddFinding(f)
 	case "IP_RPFILTER":
@@ -248,7 +254,7 @@ const outerDstWhat = "the VXLAN outer destination"
 // a known one whose node holds a routed address).
 func wrongVTEPAnnounced(j *journey.Journey) bool {
 	for _, f := range j.Findings {
-		if f.Code == CodeVXLANDstUnknown && strings.Contains(f.Advice, publicIPOverwrite) {
+		if f.Code == CodeVXLANDstUnknown && (strings.Contains(f.Advice, publicIPOverwrite) || strings.Contains(f.Advice, calicoAutodetect)) {
 			return true
 		}
 	}

@@ -156,6 +156,17 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		where += " to " + pkt.Oif
 	}
 	f := nfFinding(dec, pkt, after, *v, flow, where)
+	if dec.IsPolicy() && !dec.CTInvalid() && f.Code == CodeNFPolicyDrop {
+		if fl := d.flannelForwardAdvice(v, dec, pkt, after); fl != "" {
+			f.Advice = fl + "; or " + f.Advice
+		}
+	}
+	if f.Code == CodeNFRuleDrop && ev.Encap {
+		if msg, advice := d.underlaySourceAdvice(j, dec, tu.Src); advice != "" {
+			f.Message += msg
+			f.Advice = advice
+		}
+	}
 	if guessed {
 		f.Message += fmt.Sprintf(" (hook %s found from the rules and their counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
 	}

@@ -103,10 +103,16 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 					}
 				}
 			}
+			if l, ok := d.leaseOfFDBDst(dev, dst); ok {
+				msg += "; " + leaseText(l)
+			}
 			if died {
 				msg += "; " + fate(j)
 			}
 			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + publicIPOverwrite + "=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
+			if isCalicoDevice(enc.Device) {
+				advice = "the peer's VTEP address is one this node cannot reach (often its private IP): make calico-node on the peer pick the reachable address — set its " + calicoAutodetect + " (e.g. interface=NAME, can-reach=<a peer's IP>, cidr=<underlay CIDR>, kubernetes-internal-ip) — and restart it; check with `bridge fdb show dev " + enc.Device + "`"
+			}
 			// the address is one a node holds (a second address flanneld
 			// was told to announce): say which of its addresses works
 			if owner, _, ok := st.OwnerOf(dst); ok && owner.Inode != enc.NetnsInode {
@@ -119,6 +125,9 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 			d.add(j, journey.Finding{Code: CodeVXLANDstUnknown, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg, Advice: advice})
 		case died && j.Verdict.Reason != "" && isRouteReason(j.Verdict.Reason) || died && j.Verdict.Kind == journey.Lost && !journey.ConsumedOnArrival(j.Events):
 			msg := fmt.Sprintf("VTEP %s is %s's, but it is unreachable from %s: %s", dst, peer, enc.Netns, fate(j))
+			if l, ok := d.leaseOfFDBDst(dev, dst); ok {
+				msg += "; " + leaseText(l)
+			}
 			advice := fmt.Sprintf("fix the underlay route to %s (ip route get %s in %s), or have the peer announce a reachable address", dst, dst, enc.Netns)
 			if owner := vtepNetns(st, dst, enc.NetnsInode); owner != nil {
 				if alt, ok := d.reachableAlternative(j, owner, dst); ok {
@@ -141,25 +150,49 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 				}
 				sort.Strings(addrs)
 				msg := fmt.Sprintf("%s in %s sends with outer source %s, but its peers know this VTEP (%s) as %s", devName, enc.Netns, src, dev.MAC, strings.Join(addrs, ", "))
+				lease, hasLease := d.leaseOf(netip.Prefix{}, dev.MAC)
+				if hasLease {
+					msg += "; " + leaseText(lease)
+				}
+				if died {
+					msg += "; " + fate(j)
+				}
+				known := "<the address peers know>"
+				if len(knownAs) == 1 {
+					for a := range knownAs {
+						known = a.String()
+					}
+				} else if hasLease && knownAs[lease.PublicIP] != nil {
+					known = lease.PublicIP.String()
+				}
+				d.add(j, journey.Finding{Code: CodeVXLANSrcMismatch, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg,
+					Advice: srcMismatchAdvice(src, known, devName)})
+			} else if lease, ok := d.leaseOf(netip.Prefix{}, dev.MAC); ok && len(knownAs) == 0 && lease.PublicIP.IsValid() && lease.PublicIP != src {
+				// no peer FDB here: flannel's lease says how peers know it
+				msg := fmt.Sprintf("%s in %s sends with outer source %s, but %s", devName, enc.Netns, src, leaseText(lease))
 				if died {
 					msg += "; " + fate(j)
 				}
 				d.add(j, journey.Finding{Code: CodeVXLANSrcMismatch, Severity: journey.SeverityError, Netns: enc.Netns, Message: msg,
-					Advice: fmt.Sprintf("the node has several addresses and VXLAN uses the wrong one (local %s): make flannel use the address peers know (--iface / --public-ip, or the public-ip-overwrite annotation) and restart it, or remove the extra address", src)})
+					Advice: srcMismatchAdvice(src, lease.PublicIP.String(), devName)})
 			} else if len(knownAs) == 0 && len(d.cfg.NodeIPs) > 0 && !containsAddr(d.cfg.NodeIPs, src) {
 				d.add(j, journey.Finding{Code: CodeVXLANSrcMismatch, Severity: journey.SeverityError, Netns: enc.Netns,
 					Message: fmt.Sprintf("%s in %s sends with outer source %s, not the node's public IP %v", devName, enc.Netns, src, d.cfg.NodeIPs),
-					Advice:  "make flannel use the node's public IP (--iface / --public-ip or the public-ip-overwrite annotation) and restart it"})
+					Advice:  srcMismatchAdvice(src, d.cfg.NodeIPs[0].String(), devName)})
 			}
 		}
 	}
 	d.missingPodRoute(j)
+	d.staleVTEPMAC(j)
 	d.mtu(j)
 }
 
 // announceAdvice: node announces bad as its VTEP address; alt is one its
 // peers reach.
 func announceAdvice(node string, bad, alt netip.Addr, dev string) string {
+	if isCalicoDevice(dev) {
+		return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make calico-node there pick %s — set %s so it picks %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, calicoAutodetect, alt, alt, dev)
+	}
 	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with --public-ip=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, alt, publicIPOverwrite, alt, dev)
 }
 
@@ -257,9 +290,18 @@ func (d *Diagnoser) missingPodRoute(j *journey.Journey) {
 		if overlay == "" || e.Ifname == overlay {
 			return
 		}
-		d.add(j, journey.Finding{Code: CodeNoRoute, Severity: journey.SeverityError, Netns: ns.Name,
-			Message: fmt.Sprintf("%s has no route for %s (%s's pod CIDR) via %s: %s -> %s left through %s unencapsulated", ns.Name, cidr, owner.Name, overlay, j.Packet.Src, e.Pkt.Dst, e.Ifname),
-			Advice:  fmt.Sprintf("restore the pod-CIDR route in %s (flannel writes `ip route add %s via <peer VTEP IP> dev %s onlink` for every node; restart flanneld if it is missing)", ns.Name, cidr, overlay)})
+		msg := fmt.Sprintf("%s has no route for %s (%s's pod CIDR) via %s: %s -> %s left through %s unencapsulated", ns.Name, cidr, owner.Name, overlay, j.Packet.Src, e.Pkt.Dst, e.Ifname)
+		advice := fmt.Sprintf("restore the pod-CIDR route in %s (flannel writes `ip route add %s via <peer VTEP IP> dev %s onlink` for every node; restart flanneld if it is missing)", ns.Name, cidr, overlay)
+		if lease, ok := d.leaseOf(cidr, ""); ok {
+			msg += "; " + leaseText(lease) + ", so flanneld should have written the route"
+		}
+		if runs, known := d.flanneldRuns(ns); known && !runs {
+			msg += fmt.Sprintf("; no flanneld runs in %s, so nothing writes or repairs its routes", ns.Name)
+			advice = fmt.Sprintf("start (or restart) flanneld on %s (systemctl restart flanneld, or delete that node's kube-flannel pod): on start it reads every node's lease and writes the route `%s via %s dev %s onlink`, its neighbour and FDB entries; find out why it stopped (its log)", ns.Name, cidr, cidr.Addr(), overlay)
+		} else if known && runs {
+			advice = fmt.Sprintf("flanneld runs in %s but has not written the route for %s: check its log and the lease of %s (etcd key .../subnets/%s, or the node's flannel annotations), then restart it", ns.Name, cidr, cidr, strings.Replace(cidr.String(), "/", "-", 1))
+		}
+		d.add(j, journey.Finding{Code: CodeNoRoute, Severity: journey.SeverityError, Netns: ns.Name, Message: msg, Advice: advice})
 		return
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -187,6 +188,9 @@ func DiagnoseConfig(r Request) (diagnose.Config, error) {
 		}
 		c.NodeIPs = append(c.NodeIPs, a)
 	}
+	if err := flannelConfig(r, &c.Flannel); err != nil {
+		return c, err
+	}
 	for s, node := range r.NodeAddrs {
 		a, err := netip.ParseAddr(s)
 		if err != nil {
@@ -198,4 +202,36 @@ func DiagnoseConfig(r Request) (diagnose.Config, error) {
 		c.NodeAddrs[a] = node
 	}
 	return c, nil
+}
+
+// flannelConfig checks the flannel state flags and fills fc.
+func flannelConfig(r Request, fc *diagnose.FlannelConfig) error {
+	for _, s := range r.FlannelSubnetFiles {
+		ns, path, ok := strings.Cut(s, "=")
+		if !ok {
+			ns, path = "host", s
+		}
+		if ns == "" || path == "" || !strings.HasPrefix(path, "/") {
+			return fmt.Errorf("--flannel-subnet-file %q: want an absolute PATH or NETNS=PATH", s)
+		}
+		if fc.SubnetFiles == nil {
+			fc.SubnetFiles = map[string]string{}
+		}
+		fc.SubnetFiles[ns] = path
+	}
+	for _, ep := range r.FlannelEtcd {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--flannel-etcd %q: want an endpoint URL like http://127.0.0.1:2379", ep)
+		}
+		fc.EtcdEndpoints = append(fc.EtcdEndpoints, ep)
+	}
+	if p := r.FlannelEtcdPrefix; p != "" && !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("--flannel-etcd-prefix %q: want a key prefix like /coreos.com/network", p)
+	}
+	if r.FlannelEtcdNetns != "" && len(r.FlannelEtcd) == 0 {
+		return fmt.Errorf("--flannel-etcd-netns needs --flannel-etcd")
+	}
+	fc.EtcdPrefix, fc.EtcdNetns = r.FlannelEtcdPrefix, r.FlannelEtcdNetns
+	return nil
 }

@@ -56,3 +56,27 @@ func TestRequestErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestDiagnoseConfigFlannel(t *testing.T) {
+	c, err := DiagnoseConfig(Request{FlannelSubnetFiles: []string{"/run/flannel/subnet.env", "lab-node-b=/tmp/b.env"},
+		FlannelEtcd: []string{"http://203.0.113.250:2379"}, FlannelEtcdNetns: "lab-etcd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Flannel.SubnetFiles["host"] != "/run/flannel/subnet.env" || c.Flannel.SubnetFiles["lab-node-b"] != "/tmp/b.env" ||
+		len(c.Flannel.EtcdEndpoints) != 1 || c.Flannel.EtcdNetns != "lab-etcd" {
+		t.Errorf("got %+v", c.Flannel)
+	}
+	for _, r := range []Request{
+		{FlannelSubnetFiles: []string{"relative.env"}},
+		{FlannelSubnetFiles: []string{"ns="}},
+		{FlannelEtcd: []string{"203.0.113.250:2379"}},
+		{FlannelEtcdPrefix: "coreos.com"},
+		{FlannelEtcdNetns: "lab-etcd"},
+	} {
+		_, err := DiagnoseConfig(r)
+		if err == nil || !strings.Contains(err.Error(), "--flannel-") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%+v: want a one-line error naming the flag, got %v", r, err)
+		}
+	}
+}

@@ -51,6 +51,11 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	if err != nil {
 		return Result{}, &UsageError{Err: err}
 	}
+	if ns := dc.Flannel.EtcdNetns; ns != "" {
+		if _, _, err := netnsutil.ResolveName(ns); err != nil {
+			return Result{}, &UsageError{Err: fmt.Errorf("--flannel-etcd-netns: %w", err)}
+		}
+	}
 	dc.Registry, dc.Logger = e.Registry, e.log
 	diag := diagnose.New(dc)
 	if err := diag.Prepare(ctx); err != nil {

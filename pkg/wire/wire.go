@@ -52,6 +52,16 @@ type Request struct {
 	// Snaplen > 0 asks for the packet's first Snaplen bytes at every hop
 	// (journey "frames", for --pcapng).
 	Snaplen int `json:"snaplen,omitempty"`
+	// FlannelSubnetFiles are flanneld --subnet-file paths, each
+	// "PATH" (the initial namespace's) or "NETNS=PATH" (empty: the
+	// default /run/flannel/subnet.env when it exists).
+	FlannelSubnetFiles []string `json:"flannel_subnet_files,omitempty"`
+	// FlannelEtcd are flannel's etcd endpoints, to read its leases (none:
+	// not read); FlannelEtcdPrefix its --etcd-prefix; FlannelEtcdNetns the
+	// namespace to reach them from (labs).
+	FlannelEtcd       []string `json:"flannel_etcd,omitempty"`
+	FlannelEtcdPrefix string   `json:"flannel_etcd_prefix,omitempty"`
+	FlannelEtcdNetns  string   `json:"flannel_etcd_netns,omitempty"`
 }
 
 // Message is one line of the trace stream.

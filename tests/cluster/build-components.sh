@@ -20,10 +20,20 @@ etcddir="$CACHE/etcd-$ETCD_VERSION"
 flanneldir="$CACHE/flannel-$FLANNEL_VERSION"
 export GOFLAGS=-mod=mod
 
+# "build-components.sh flannel" builds only etcd and flanneld (the real-flanneld lab and demo).
+only="${1:-}"
+case "$only" in
+  ""|flannel) ;;
+  *) echo "usage: $0 [flannel]" >&2; exit 2 ;;
+esac
+if [ "$only" = flannel ] && [ -x "$etcddir/etcd" ] && [ -x "$flanneldir/flanneld" ]; then
+  exit 0
+fi
 if [ -x "$k8sdir/kube-apiserver" ] && [ -x "$k8sdir/kubectl" ] && [ -x "$k8sdir/kubelet" ] && [ -x "$etcddir/etcd" ] && [ -x "$flanneldir/flanneld" ]; then
   exit 0
 fi
-mkdir -p "$k8sdir" "$etcddir" "$flanneldir"
+mkdir -p "$etcddir" "$flanneldir"
+[ "$only" = flannel ] || mkdir -p "$k8sdir"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -46,6 +56,11 @@ if [ ! -x "$flanneldir/flanneld" ]; then
     "github.com/flannel-io/flannel@$FLANNEL_VERSION"
   mv "$work/flannel-bin/flannel" "$flanneldir/flanneld.tmp"
   mv "$flanneldir/flanneld.tmp" "$flanneldir/flanneld"
+fi
+
+if [ "$only" = flannel ]; then
+  echo "etcd and flanneld ready in $CACHE" >&2
+  exit 0
 fi
 
 k8s_missing=""

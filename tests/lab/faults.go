@@ -223,6 +223,36 @@ var faults = map[string]fault{
 			return l.applyNICExit(ctx)
 		},
 	},
+	"flanneld-stopped": {
+		desc: "real flanneld only (seed 003): node-a's flanneld stopped and its route 10.244.1.0/24 via flannel.1 gone (node-b's lease came or changed while it was down), so nothing restores it: overlay packets follow the default route and die at the router",
+		apply: func(ctx context.Context, l *Lab) error {
+			if l.Flannel != FlannelReal {
+				return errors.New("needs the real flanneld (Flannel: FlannelReal)")
+			}
+			if err := l.stopFlanneld(l.NodeA); err != nil {
+				return err
+			}
+			if err := l.ip(ctx, l.NodeA, "route", "del", "10.244.1.0/24", "dev", l.VXLANDevice); err != nil {
+				return err
+			}
+			return waitUntil(ctx, 10*time.Second, func() (bool, error) {
+				out, err := runCmd(ctx, nil, "ip", "-n", l.NodeA, "route", "show", "10.244.1.0/24")
+				return err == nil && strings.TrimSpace(out) == "", err
+			})
+		},
+	},
+	"flanneld-stale-peer": {
+		desc: "real flanneld only (seed 003): node-a's flanneld stopped, then node-b restarted (flannel.1 re-created with a new MAC, flanneld again): node-a's neighbour and FDB entries for node-b go stale, nothing updates them",
+		apply: func(ctx context.Context, l *Lab) error {
+			if l.Flannel != FlannelReal {
+				return errors.New("needs the real flanneld (Flannel: FlannelReal)")
+			}
+			if err := l.stopFlanneld(l.NodeA); err != nil {
+				return err
+			}
+			return l.restartFlanneld(ctx, l.NodeB, "10.244.0.0/24")
+		},
+	},
 	"silent-dns": {
 		desc: "pod-b: a UDP socket on 10.244.1.2:53 (behind the DNS ClusterIP 10.96.0.10:53) reads queries and never answers, so DNS lookups time out",
 		apply: func(ctx context.Context, l *Lab) error {
@@ -283,4 +313,51 @@ func (l *Lab) ApplyFaultContext(ctx context.Context, name string) error {
 		return fmt.Errorf("lab: fault %s: %w", name, err)
 	}
 	return nil
+}
+
+// RealFlannelScenario adapts faults written for the lab's imitation of
+// flannel to the real flanneld (Config.Flannel = FlannelReal), which does
+// some of them differently: it returns the config to build the lab with,
+// the faults to apply afterwards and one note per change.
+//   - wrong-vtep (seed 000) becomes node B's flanneld announcing
+//     --public-ip=UnroutedPublicIP (the imitation rewrites an FDB entry
+//     flanneld would put back).
+//   - wrong-src (seed 001) becomes node A holding WrongSrcIP, which the
+//     router refuses, and its flanneld started with --iface=WrongSrcIP
+//     --public-ip=NodeAIP (the imitation re-creates flannel.1 by hand).
+//   - forward-drop (seed 002) runs flanneld with
+//     --iptables-forward-rules=false: with its FLANNEL-FWD rules a FORWARD
+//     policy DROP drops no pod traffic.
+//   - no-route (seed 003) becomes flanneld-stopped (a running flanneld owns
+//     that route).
+func RealFlannelScenario(cfg Config, faults []string) (Config, []string, []string) {
+	cfg.Flannel = FlannelReal
+	var out, notes []string
+	for _, f := range faults {
+		switch f {
+		case "wrong-vtep":
+			cfg.NodeBPublicIP = UnroutedPublicIP
+			notes = append(notes, "wrong-vtep on the real flanneld: node-b's flanneld announces --public-ip="+UnroutedPublicIP+", an address node-b holds but the router does not route (seed 000)")
+		case "wrong-src":
+			cfg.NodeASecondIP = WrongSrcIP
+			cfg.NodeAFlannelArgs = []string{"--iface=" + WrongSrcIP, "--public-ip=" + NodeAIP}
+			notes = append(notes, "wrong-src on the real flanneld: node-a holds "+WrongSrcIP+" too (refused by the router) and its flanneld runs with --iface="+WrongSrcIP+" --public-ip="+NodeAIP+": flannel.1 sends from "+WrongSrcIP+" while the lease announces "+NodeAIP+" (seed 001)")
+		case "forward-drop":
+			cfg.NoFlannelForwardRules = true
+			out = append(out, f)
+			notes = append(notes, "forward-drop on the real flanneld: flanneld runs with --iptables-forward-rules=false (with its FLANNEL-FWD rules the FORWARD policy DROP would drop no pod traffic)")
+		case "no-route":
+			out = append(out, "flanneld-stopped")
+			notes = append(notes, "no-route on the real flanneld: flanneld-stopped (node-a's flanneld stopped, its route to 10.244.1.0/24 gone)")
+		default:
+			out = append(out, f)
+		}
+	}
+	return cfg, out, notes
+}
+
+// ConfigFaulty: the config itself breaks the data path (seed 000/001 on the
+// real flanneld), so the healthy check before faults does not apply.
+func (c Config) ConfigFaulty() bool {
+	return c.NodeBPublicIP != "" && c.NodeBPublicIP != NodeBIP || c.NodeASecondIP != ""
 }

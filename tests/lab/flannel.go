@@ -86,11 +86,13 @@ func FlannelBinaries() (flanneld, etcd string, err error) {
 // proc is a process the lab started with `ip netns exec` (which execs the
 // program in place: the PID is the program's own).
 type proc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	name    string
+	ns, bin string
+	args    []string
+	log     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
 }
 
 func (l *Lab) startProc(name, ns, bin string, args ...string) (*proc, error) {
@@ -106,7 +108,7 @@ func (l *Lab) startProc(name, ns, bin string, args ...string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s: %w", name, err)
 	}
-	p := &proc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: name, ns: ns, bin: bin, args: args, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -265,16 +267,31 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 			}
 		}
 	}
+	if l.nodeASecondIP != "" {
+		// the underlay knows only node A's assigned address
+		if err := l.ipt(ctx, l.Router, "-A", "FORWARD", "-s", l.nodeASecondIP+"/32", "-j", "DROP"); err != nil {
+			return err
+		}
+		if err := l.ip(ctx, l.NodeA, "addr", "add", l.nodeASecondIP+"/24", "dev", "eth0"); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
 	var procs []*proc
-	for _, n := range nodes {
-		subnetFile := filepath.Join(l.dir, n.name+".env")
+	for i, n := range nodes {
+		subnetFile := l.FlannelSubnetFile(n.ns)
 		if err := os.WriteFile(subnetFile, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET="+n.subnet+"\n"), 0o600); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
-		p, err := l.startProc(n.name, n.ns, flanneld,
-			"--etcd-endpoints="+url, "--etcd-prefix="+FlannelEtcdPrefix,
-			"--iface=eth0", "--public-ip="+n.publicIP, "--ip-masq=false",
-			"--subnet-file="+subnetFile)
+		addrArgs := []string{"--iface=eth0", "--public-ip=" + n.publicIP}
+		if i == 0 && len(l.nodeAFlannelArgs) > 0 {
+			addrArgs = l.nodeAFlannelArgs
+		}
+		args := append([]string{"--etcd-endpoints=" + url, "--etcd-prefix=" + FlannelEtcdPrefix}, addrArgs...)
+		args = append(args, "--ip-masq=false", "--subnet-file="+subnetFile)
+		if l.noForwardRules {
+			args = append(args, "--iptables-forward-rules=false")
+		}
+		p, err := l.startProc(n.name, n.ns, flanneld, args...)
 		if err != nil {
 			return err
 		}
@@ -294,13 +311,112 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 		}); err != nil {
 			return p.failure(fmt.Errorf("lab: %s: no route to %s on %s: %w", n.ns, n.peerCIDR, VXLANDevice, err))
 		}
-		data, err := os.ReadFile(filepath.Join(l.dir, n.name+".env"))
+		data, err := os.ReadFile(l.FlannelSubnetFile(n.ns))
 		if err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
 		if !strings.Contains(string(data), "FLANNEL_SUBNET="+n.subnet+"\n") {
 			return p.failure(fmt.Errorf("lab: %s: flanneld did not keep the pinned lease %s; subnet file:\n%s", n.ns, n.subnet, data))
 		}
+	}
+	return nil
+}
+
+// FlannelSubnetFile is the --subnet-file (flannel's /run/flannel/subnet.env)
+// of the flanneld in node namespace ns; "" without the real flanneld or for
+// another namespace.
+func (l *Lab) FlannelSubnetFile(ns string) string {
+	if l.dir == "" {
+		return ""
+	}
+	switch ns {
+	case l.NodeA:
+		return filepath.Join(l.dir, "flanneld-node-a.env")
+	case l.NodeB:
+		return filepath.Join(l.dir, "flanneld-node-b.env")
+	}
+	return ""
+}
+
+// FlannelEtcdURL is the client URL of the lab's etcd (reachable from the
+// lab's node and etcd namespaces), "" without the real flanneld.
+func (l *Lab) FlannelEtcdURL() string {
+	if l.Etcd == "" {
+		return ""
+	}
+	return fmt.Sprintf("http://%s:%d", EtcdIP, EtcdPort)
+}
+
+// FlannelStateArgs are the `skbtrail trace` flags that point its diagnosis
+// at this lab's flannel state: both nodes' subnet files and the etcd with
+// the leases (reached from the etcd namespace). Nil without the real
+// flanneld.
+func (l *Lab) FlannelStateArgs() []string {
+	if l.Flannel != FlannelReal || l.dir == "" {
+		return nil
+	}
+	return []string{
+		"--flannel-subnet-file", l.NodeA + "=" + l.FlannelSubnetFile(l.NodeA),
+		"--flannel-subnet-file", l.NodeB + "=" + l.FlannelSubnetFile(l.NodeB),
+		"--flannel-etcd", l.FlannelEtcdURL(), "--flannel-etcd-netns", l.Etcd,
+	}
+}
+
+// flanneldProc is the newest flanneld process the lab started in node
+// namespace ns.
+func (l *Lab) flanneldProc(ns string) (*proc, error) {
+	name := map[string]string{l.NodeA: "flanneld-node-a", l.NodeB: "flanneld-node-b"}[ns]
+	l.mu.Lock()
+	var p *proc
+	for _, q := range l.procs {
+		if q.name == name {
+			p = q
+		}
+	}
+	l.mu.Unlock()
+	if name == "" || p == nil {
+		return nil, fmt.Errorf("lab: no flanneld runs in %s (needs Flannel: FlannelReal)", ns)
+	}
+	return p, nil
+}
+
+// stopFlanneld stops the flanneld the lab started in node namespace ns
+// (by its PID) and waits until it has exited.
+func (l *Lab) stopFlanneld(ns string) error {
+	p, err := l.flanneldProc(ns)
+	if err != nil {
+		return err
+	}
+	return p.stop(5 * time.Second)
+}
+
+// restartFlanneld stops node namespace ns's flanneld, deletes its VXLAN
+// device (as a node reboot does: the new one gets a new random MAC) and
+// starts flanneld again with the same flags; it returns once the new
+// flanneld has written its route to peerCIDR.
+func (l *Lab) restartFlanneld(ctx context.Context, ns, peerCIDR string) error {
+	p, err := l.flanneldProc(ns)
+	if err != nil {
+		return err
+	}
+	if err := p.stop(5 * time.Second); err != nil {
+		return err
+	}
+	if err := l.ip(ctx, ns, "link", "del", "dev", l.VXLANDevice); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	q, err := l.startProc(p.name, p.ns, p.bin, p.args...)
+	if err != nil {
+		return err
+	}
+	if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
+		if q.exited() {
+			return false, errors.New("exited")
+		}
+		out, err := runCmd(ctx, nil, "ip", "-n", ns, "route", "show", peerCIDR)
+		return err == nil && strings.Contains(out, "dev "+l.VXLANDevice), err
+	}); err != nil {
+		return q.failure(fmt.Errorf("lab: %s: restarted flanneld wrote no route to %s: %w", ns, peerCIDR, err))
 	}
 	return nil
 }

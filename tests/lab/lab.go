@@ -137,6 +137,20 @@ type Config struct {
 	// /32 first, as a second address of the node (seed 000 uses
 	// UnroutedPublicIP, which the router does not route).
 	NodeBPublicIP string
+	// NodeASecondIP, with FlannelReal, is added to node A's eth0 (/24)
+	// before flanneld starts, as a second address of the node (DHCP next to
+	// a static address, seed 001), and the router drops forwarded packets
+	// from it: like a cloud VPC's anti-spoofing, the underlay accepts only
+	// the node's assigned address NodeAIP. Usually WrongSrcIP.
+	NodeASecondIP string
+	// NodeAFlannelArgs, with FlannelReal, replace the address selection
+	// flags of node A's flanneld (default --iface=eth0
+	// --public-ip=192.0.2.10), e.g. --iface=192.0.2.11.
+	NodeAFlannelArgs []string
+	// NoFlannelForwardRules, with FlannelReal, starts every flanneld with
+	// --iptables-forward-rules=false (as some distributions do): flanneld
+	// then adds no FLANNEL-FWD accept rules to FORWARD.
+	NoFlannelForwardRules bool
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
 	Logf func(format string, args ...any)
@@ -193,8 +207,11 @@ type Lab struct {
 	logf     func(format string, args ...any)
 	testHook func(stage string) error
 
-	nodeBPublicIP string
-	dir           string // FlannelReal: logs, etcd data, subnet files
+	nodeBPublicIP    string
+	nodeASecondIP    string
+	nodeAFlannelArgs []string
+	noForwardRules   bool
+	dir              string // FlannelReal: logs, etcd data, subnet files
 
 	mu      sync.Mutex
 	created []nsID  // namespaces this lab created, in creation order
@@ -307,6 +324,8 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, errors.New("lab: the real flanneld needs the flannel flavor")
 	case cfg.NodeBPublicIP != "" && cfg.Flannel != FlannelReal:
 		return nil, errors.New("lab: NodeBPublicIP needs the real flanneld (Flannel: FlannelReal)")
+	case (cfg.NodeASecondIP != "" || len(cfg.NodeAFlannelArgs) > 0 || cfg.NoFlannelForwardRules) && cfg.Flannel != FlannelReal:
+		return nil, errors.New("lab: NodeASecondIP, NodeAFlannelArgs and NoFlannelForwardRules need the real flanneld (Flannel: FlannelReal)")
 	}
 	if cfg.Flannel == FlannelReal {
 		if _, _, err := FlannelBinaries(); err != nil {
@@ -366,6 +385,9 @@ func newLab(cfg Config) *Lab {
 	if cfg.Flannel == FlannelReal {
 		l.Etcd = NetnsName(cfg.Prefix, RoleEtcd)
 		l.nodeBPublicIP = cfg.NodeBPublicIP
+		l.nodeASecondIP = cfg.NodeASecondIP
+		l.nodeAFlannelArgs = cfg.NodeAFlannelArgs
+		l.noForwardRules = cfg.NoFlannelForwardRules
 	}
 	if cfg.Flavor == FlavorCalico {
 		l.Flavor = FlavorCalico

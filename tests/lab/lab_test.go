@@ -163,6 +163,8 @@ func TestFaults(t *testing.T) {
 		"xdp-pass-underlay":        works,
 		"xdp-drop-generic":         timeout,
 		"redirect-peer":            works,
+		"flanneld-stopped":         timeout, // real flanneld only
+		"flanneld-stale-peer":      timeout, // real flanneld only
 	}
 	for _, f := range Faults() {
 		if _, ok := cases[f.Name]; !ok {
@@ -174,9 +176,15 @@ func TestFaults(t *testing.T) {
 	// Faults that involve the VXLAN device run in the calico flavour too.
 	usesVXLAN := map[string]bool{"wrong-vtep": true, "no-route": true, "small-mtu": true, "wrong-src": true, "rp-filter": true, "nic-exit": true,
 		"tc-drop-tcx": true, "xdp-drop-underlay": true, "redirect-peer": true, "neigh-missing": true}
+	// Faults of the real flanneld's lab only.
+	realFlannel := map[string]bool{"flanneld-stopped": true, "flanneld-stale-peer": true}
 	type run struct{ name, ipt, flavor string }
 	var runs []run
 	for name := range cases {
+		if realFlannel[name] {
+			runs = append(runs, run{name, "iptables-nft", FlannelReal})
+			continue
+		}
 		runs = append(runs, run{name, "iptables-nft", ""})
 		if usesIptables[name] {
 			runs = append(runs, run{name, "iptables-legacy", ""})
@@ -198,7 +206,11 @@ func TestFaults(t *testing.T) {
 				requireTool(t, "nft")
 			}
 			ctx := t.Context()
-			l := NewForTest(t, Config{Iptables: r.ipt, Flavor: r.flavor})
+			cfg := Config{Iptables: r.ipt, Flavor: r.flavor}
+			if r.flavor == FlannelReal {
+				cfg = Config{Iptables: r.ipt, Flannel: FlannelReal}
+			}
+			l := NewForTest(t, cfg)
 			var rpBefore int64
 			if name == "rp-filter" {
 				rpBefore = procCounter(t, l, l.NodeB, "/proc/net/netstat", "TcpExt", "IPReversePathFilter")
@@ -712,6 +724,31 @@ func TestApplyFaultUnknown(t *testing.T) {
 	for _, name := range FaultNames() {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not list %s", err, name)
+		}
+	}
+}
+
+func TestApplyFaultNeedsRealFlannel(t *testing.T) {
+	l := newLab(Config{Prefix: "x", Iptables: "iptables-nft"})
+	for _, f := range []string{"flanneld-stopped", "flanneld-stale-peer"} {
+		if err := l.ApplyFault(f); err == nil || !strings.Contains(err.Error(), "real flanneld") {
+			t.Errorf("%s on the imitation: %v, want an error naming the real flanneld", f, err)
+		}
+	}
+}
+
+func TestRealFlannelScenario(t *testing.T) {
+	cfg, faults, notes := RealFlannelScenario(Config{}, []string{"wrong-vtep", "wrong-src", "forward-drop", "no-route", "small-mtu"})
+	if cfg.Flannel != FlannelReal || cfg.NodeBPublicIP != UnroutedPublicIP || cfg.NodeASecondIP != WrongSrcIP ||
+		!slices.Equal(cfg.NodeAFlannelArgs, []string{"--iface=" + WrongSrcIP, "--public-ip=" + NodeAIP}) || !cfg.NoFlannelForwardRules || !cfg.ConfigFaulty() {
+		t.Errorf("config %+v", cfg)
+	}
+	if !slices.Equal(faults, []string{"forward-drop", "flanneld-stopped", "small-mtu"}) || len(notes) != 4 {
+		t.Errorf("faults %v notes %v", faults, notes)
+	}
+	for _, c := range []Config{{NodeASecondIP: WrongSrcIP}, {NodeAFlannelArgs: []string{"--iface=eth0"}}, {NoFlannelForwardRules: true}} {
+		if _, err := Up(context.Background(), c); err == nil || !strings.Contains(err.Error(), "real flanneld") {
+			t.Errorf("%+v without the real flanneld: %v", c, err)
 		}
 	}
 }

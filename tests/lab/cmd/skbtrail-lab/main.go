@@ -138,8 +138,10 @@ func upLab(ctx context.Context, cfg lab.Config, faults []string) (*lab.Lab, erro
 		}
 		return nil, err
 	}
-	if err := l.Verify(ctx, 5*time.Second); err != nil {
-		return fail(err)
+	if !cfg.ConfigFaulty() {
+		if err := l.Verify(ctx, 5*time.Second); err != nil {
+			return fail(err)
+		}
 	}
 	for _, f := range faults {
 		if err := l.ApplyFaultContext(ctx, f); err != nil {
@@ -152,6 +154,30 @@ func upLab(ctx context.Context, cfg lab.Config, faults []string) (*lab.Lab, erro
 	return l, nil
 }
 
+// flannelFlag is the --flannel flag of up and demo.
+func flannelFlag(fs *flag.FlagSet) *string {
+	return fs.String("flannel", "imitation", "who programs flannel.1 (flavor flannel): imitation (the lab writes the device, routes, neighbour and FDB entries) or real (flanneld v0.26.7 per node + etcd, built once by tests/cluster/build-components.sh flannel)")
+}
+
+// labConfig applies --flannel: the real flanneld turns some faults into
+// lab configuration (lab.RealFlannelScenario); the notes say which.
+func labConfig(cfg lab.Config, flannel string, faults []string, stderr io.Writer) (lab.Config, []string, error) {
+	switch flannel {
+	case "imitation", "":
+		return cfg, faults, nil
+	case "real":
+		if cfg.Flavor != "" && cfg.Flavor != lab.FlavorFlannel {
+			return cfg, nil, fmt.Errorf("--flannel real needs --flavor %s", lab.FlavorFlannel)
+		}
+		cfg, faults, notes := lab.RealFlannelScenario(cfg, faults)
+		for _, n := range notes {
+			fmt.Fprintln(stderr, "skbtrail-lab: "+n)
+		}
+		return cfg, faults, nil
+	}
+	return cfg, nil, fmt.Errorf("--flannel %q: want imitation or real", flannel)
+}
+
 func logTo(w io.Writer) func(string, ...any) {
 	return func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 }
@@ -162,6 +188,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	prefix := fs.String("prefix", "", "namespace name prefix (default: random st??????)")
 	ipt := fs.String("iptables", "iptables-nft", "iptables binary: iptables-nft or iptables-legacy")
 	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel (flannel.1, VNI 1, UDP 8472) or calico (vxlan.calico, VNI 4096, UDP 4789)")
+	flannel := flannelFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -169,11 +196,18 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkFaults(faults); err != nil {
 		return err
 	}
-	l, err := upLab(ctx, lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, faults)
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	if err != nil {
+		return err
+	}
+	l, err := upLab(ctx, cfg, faults)
 	if err != nil {
 		return err
 	}
 	fmt.Fprint(stdout, l.Describe())
+	if a := l.FlannelStateArgs(); a != nil {
+		fmt.Fprintf(stdout, "flannel state for skbtrail trace: %s\n", strings.Join(a, " "))
+	}
 	if len(faults) > 0 {
 		fmt.Fprintf(stdout, "faults applied: %s\n", strings.Join(faults, ", "))
 	}
@@ -200,7 +234,11 @@ func cmdFaults(args []string, stdout, stderr io.Writer) error {
 	for _, f := range lab.Faults() {
 		fmt.Fprintf(tw, "%s\t%s\n", f.Name, f.Description)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(stdout, "with the real flanneld (--flannel real, make demo FLANNEL=real): wrong-vtep = node-b's flanneld announces an unrouted --public-ip, wrong-src = node-a's second address picked by --iface, forward-drop adds --iptables-forward-rules=false, no-route = flanneld-stopped")
+	return err
 }
 
 func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -211,6 +249,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	prefix := fs.String("prefix", "", "namespace name prefix (default: random st??????)")
 	ipt := fs.String("iptables", "iptables-nft", "iptables binary: iptables-nft or iptables-legacy")
 	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel or calico")
+	flannel := flannelFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -226,7 +265,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	l, err := upLab(ctx, lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, faults)
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	if err != nil {
+		return err
+	}
+	l, err := upLab(ctx, cfg, faults)
 	if err != nil {
 		return err
 	}
@@ -242,8 +285,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	svc := l.ProbeService(faults...)
 	// Header on stderr so that --json output on stdout stays parseable.
+	overlay := l.Flavor
+	if l.Flannel == lab.FlannelReal {
+		overlay += " (real flanneld + etcd)"
+	}
+
 	fmt.Fprintf(stderr, "lab up: prefix %s, %s (%s) -> %s/%s via %s -> %s (%s), %s overlay %s, iptables %s, fault: %s\n",
-		l.Prefix, l.PodA, l.PodAIP, svc.Addr(), svc.Protocol, l.NodeA, l.PodB, l.PodBIP, l.Flavor, l.VXLANDevice, l.Iptables, faultName)
+		l.Prefix, l.PodA, l.PodAIP, svc.Addr(), svc.Protocol, l.NodeA, l.PodB, l.PodBIP, overlay, l.VXLANDevice, l.Iptables, faultName)
 
 	targs := []string{"trace", "--from-netns", l.PodA}
 	to := svc.Addr()
@@ -258,6 +306,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		targs = append(targs, "--proto", svc.Protocol)
 	}
 	targs = append(targs, "--to", to, "--probe", "--timeout", "5s")
+	targs = append(targs, l.FlannelStateArgs()...)
 	if *jsonOut {
 		targs = append(targs, "--json")
 	}
