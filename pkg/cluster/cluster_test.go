@@ -83,7 +83,10 @@ func fixture() *fake.Clientset {
 				{Addresses: []string{"10.244.1.9"}, NodeName: ptr("node-c"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(false)}},
 			}},
 		&discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "empty-1", Labels: map[string]string{discoveryv1.LabelServiceName: "empty"}},
-			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.7"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(false)}}}},
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"10.244.1.7"}, NodeName: ptr("node-b"), Conditions: discoveryv1.EndpointConditions{Ready: ptr(false)},
+				TargetRef: &corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "web-old"}}}},
+		&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "unselected"}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.102",
+			Ports: []corev1.ServicePort{{Port: 80, Protocol: corev1.ProtocolTCP}}}},
 	)
 }
 
@@ -118,7 +121,8 @@ func TestResolveErrors(t *testing.T) {
 		t   Target
 		err string
 	}{
-		{"client", Target{Kind: "svc", Name: "empty", Port: "80"}, "service default/empty has no ready endpoints"},
+		{"client", Target{Kind: "svc", Name: "empty", Port: "80"}, "service default/empty has no ready endpoints: its EndpointSlices list only endpoints that are not Ready (pod default/web-old on node-b)"},
+		{"client", Target{Kind: "svc", Name: "unselected", Port: "80"}, "service default/unselected has no endpoints: its selector matches no running pod"},
 		{"client", Target{Kind: "svc", Name: "web", Port: "443"}, "has no port 443"},
 		{"client", Target{Kind: "svc", Name: "nope", Port: "80"}, "Service"},
 		{"pending", Target{Kind: "svc", Name: "web", Port: "80"}, "pod default/pending is not running (phase Pending)"},

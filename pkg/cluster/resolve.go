@@ -231,11 +231,20 @@ func (p *Plan) resolveService(ctx context.Context, cs kubernetes.Interface, ns s
 	if err != nil {
 		return apiErr("EndpointSlices of Service "+p.Service, err)
 	}
+	var notReady []string
 	for _, sl := range slices.Items {
-		p.addSliceEndpoints(sl, sp.Name)
+		notReady = append(notReady, p.addSliceEndpoints(sl, sp.Name)...)
 	}
 	if len(p.Endpoints) == 0 {
-		return fmt.Errorf("service %s has no ready endpoints: its pods are not Ready or its selector matches none (kubectl -n %s get endpointslices -l %s=%s)", p.Service, ns, discoveryv1.LabelServiceName, t.Name)
+		look := fmt.Sprintf("kubectl -n %s get endpointslices -l %s=%s", ns, discoveryv1.LabelServiceName, t.Name)
+		if len(notReady) > 0 {
+			if len(notReady) > 5 {
+				notReady = append(notReady[:5], fmt.Sprintf("and %d more", len(notReady)-5))
+			}
+			return fmt.Errorf("service %s has no ready endpoints: its EndpointSlices list only endpoints that are not Ready (%s): see why their readiness probes fail (kubectl describe pod; %s)",
+				p.Service, strings.Join(notReady, ", "), look)
+		}
+		return fmt.Errorf("service %s has no endpoints: its selector matches no running pod (compare kubectl -n %s get service %s -o jsonpath='{.spec.selector}' with the pods' labels; %s)", p.Service, ns, t.Name, look)
 	}
 	if ip, err := netip.ParseAddr(svc.Spec.ClusterIP); err == nil {
 		p.Dst = netip.AddrPortFrom(ip, uint16(sp.Port))
@@ -245,7 +254,10 @@ func (p *Plan) resolveService(ctx context.Context, cs kubernetes.Interface, ns s
 	return nil
 }
 
-func (p *Plan) addSliceEndpoints(sl discoveryv1.EndpointSlice, portName string) {
+// addSliceEndpoints adds the ready endpoints of a slice to the plan and
+// returns the ones that are not ready (their pod, else their address, and
+// node).
+func (p *Plan) addSliceEndpoints(sl discoveryv1.EndpointSlice, portName string) (notReady []string) {
 	var port uint16
 	for _, sp := range sl.Ports {
 		if sp.Port != nil && (sp.Name == nil && portName == "" || sp.Name != nil && *sp.Name == portName) {
@@ -254,6 +266,14 @@ func (p *Plan) addSliceEndpoints(sl discoveryv1.EndpointSlice, portName string) 
 	}
 	for _, ep := range sl.Endpoints {
 		if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+			name := strings.Join(ep.Addresses, "/")
+			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
+				name = "pod " + r.Namespace + "/" + r.Name
+			}
+			if ep.NodeName != nil {
+				name += " on " + *ep.NodeName
+			}
+			notReady = append(notReady, name)
 			continue
 		}
 		e := Endpoint{Port: port}
@@ -270,6 +290,7 @@ func (p *Plan) addSliceEndpoints(sl discoveryv1.EndpointSlice, portName string) 
 			}
 		}
 	}
+	return notReady
 }
 
 func (p *Plan) resolvePod(ctx context.Context, cs kubernetes.Interface, ns string, t Target) error {

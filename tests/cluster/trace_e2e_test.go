@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/tests/lab"
@@ -160,6 +162,7 @@ func TestClusterTrace(t *testing.T) {
 	t.Run("passive", func(t *testing.T) { clusterPassive(ctx, t, c) })
 	t.Run("nodes", func(t *testing.T) { clusterNodes(ctx, t, c) })
 	t.Run("rbac-denied", func(t *testing.T) { clusterDenied(t, c) })
+	t.Run("service-not-ready", func(t *testing.T) { clusterNotReady(ctx, t, c) })
 	t.Run("direct-call-refused", func(t *testing.T) { clusterDirectCall(ctx, t, c) })
 	t.Run("silent-dns", func(t *testing.T) { clusterSilentDNS(t, c) })
 	t.Run("forward-drop", func(t *testing.T) { clusterForwardDrop(t, c) })
@@ -222,6 +225,40 @@ func clusterDenied(t *testing.T, c *Cluster) {
 	}
 	if !strings.Contains(r.stderr, `cannot get resource "pods"`) || !strings.Contains(r.stderr, "skbtrail-tracer") {
 		t.Errorf("stderr %q does not name the missing permission and the role that grants it", r.stderr)
+	}
+}
+
+// clusterNotReady: a Service whose EndpointSlice lists only a pod that is
+// not Ready (issue 19, through the real API server): the plugin names the
+// Service, the not-ready pod and the readiness fix, and traces nothing.
+func clusterNotReady(ctx context.Context, t *testing.T, c *Cluster) {
+	web, err := c.Admin().CoreV1().Pods(metav1.NamespaceDefault).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := labService(metav1.NamespaceDefault, "web-unready", "10.96.0.110", "http", corev1.ProtocolTCP, 80, map[string]string{"app": "web-unready"}, nil)
+	svc.Spec.ClusterIP, svc.Spec.ClusterIPs = "", nil // allocated by the API server
+	if _, err := c.Admin().CoreV1().Services(svc.Namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	slice := endpointSlice(svc, web, "skbtrail-tests")
+	notReady := false
+	slice.Endpoints[0].Conditions.Ready = &notReady
+	if _, err := c.Admin().DiscoveryV1().EndpointSlices(slice.Namespace).Create(ctx, slice, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = c.Admin().DiscoveryV1().EndpointSlices(slice.Namespace).Delete(context.Background(), slice.Name, metav1.DeleteOptions{})
+		_ = c.Admin().CoreV1().Services(svc.Namespace).Delete(context.Background(), svc.Name, metav1.DeleteOptions{})
+	})
+	r := tracePlugin(t, c, UserTracer, "client", "-n", "default", "--to", "svc/web-unready:80", "--probe", "--timeout", "4s")
+	if r.exit != 2 || r.j != nil {
+		t.Errorf("exit %d, want 2 and no journey", r.exit)
+	}
+	for _, w := range []string{"default/web-unready has no ready endpoints", "pod default/web on", "not Ready", "readiness"} {
+		if !strings.Contains(r.stderr, w) {
+			t.Errorf("stderr %q lacks %q", r.stderr, w)
+		}
 	}
 }
 
