@@ -165,13 +165,8 @@ func Trace(ctx context.Context, socket string, req trace.Request, ready func(str
 // WallStart is the wall-clock time (Unix ns) of a journey's first event
 // (0 when it has none): event times are CLOCK_MONOTONIC.
 func WallStart(j *journey.Journey) int64 {
-	var first uint64
-	switch {
-	case len(j.Events) > 0:
-		first = j.Events[0].TimeNs
-	case len(j.ReplyEvents) > 0:
-		first = j.ReplyEvents[0].TimeNs
-	default:
+	first, ok := j.FirstEventNs()
+	if !ok {
 		return 0
 	}
 	t := trace.WallClock()(first)

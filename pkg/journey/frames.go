@@ -35,13 +35,7 @@ type Frame struct {
 // the hook rewrote it, as it left are kept. Events without bytes add
 // nothing.
 func (j *Journey) AddFrames(wall func(monoNs uint64) time.Time) {
-	var t0 uint64
-	switch {
-	case len(j.Events) > 0:
-		t0 = j.Events[0].TimeNs
-	case len(j.ReplyEvents) > 0:
-		t0 = j.ReplyEvents[0].TimeNs
-	}
+	t0, _ := j.FirstEventNs()
 	j.Frames = nil
 	for _, dir := range []struct {
 		evs   []Event
@@ -116,4 +110,16 @@ func (j *Journey) frameOf(e Event, t0 uint64, wall func(uint64) time.Time, reply
 		f.Len = uint32(len(f.Data))
 	}
 	return f
+}
+
+// FirstEventNs is the time (CLOCK_MONOTONIC ns) of the journey's first
+// event, of the request or else of the reply; false when it has none.
+func (j *Journey) FirstEventNs() (uint64, bool) {
+	switch {
+	case len(j.Events) > 0:
+		return j.Events[0].TimeNs, true
+	case len(j.ReplyEvents) > 0:
+		return j.ReplyEvents[0].TimeNs, true
+	}
+	return 0, false
 }

@@ -64,8 +64,9 @@ func startDaemonArgs(t *testing.T, dir string, extra ...string) *daemonProc {
 		log:     &strings.Builder{},
 		done:    make(chan error, 1),
 	}
-	d.cmd = exec.Command(skbtrailBin, append([]string{"daemon", "--listen", "unix://" + d.socket, "--metrics", d.metrics, "--events", d.events}, extra...)...)
+	d.cmd = exec.Command(raceBinary(t), append([]string{"daemon", "--listen", "unix://" + d.socket, "--metrics", d.metrics, "--events", d.events}, extra...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	d.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0 exitcode=66")
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +77,9 @@ func startDaemonArgs(t *testing.T, dir string, extra ...string) *daemonProc {
 			<-d.done
 		}
 		t.Logf("daemon log:\n%s", d.log.String())
+		if strings.Contains(d.log.String(), "WARNING: DATA RACE") {
+			t.Errorf("the daemon (a -race build) reported a data race; see its log above")
+		}
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,9 +37,46 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build skbtrail: %v\n%s", err, out)
 		os.Exit(2)
 	}
+	raceDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// raceDir holds the -race build of skbtrail the daemon tests run.
+var (
+	raceDir  string
+	raceOnce sync.Once
+	raceBin  string
+	raceErr  error
+)
+
+// raceBinary builds skbtrail with the race detector once: the daemon tests
+// run it (concurrent traces through the API, the drop stream, the
+// processor and the stream writer) and fail on any race report.
+func raceBinary(t *testing.T) string {
+	t.Helper()
+	raceOnce.Do(func() {
+		cc := os.Getenv("CC")
+		for _, c := range []string{"gcc", "clang"} {
+			if cc != "" {
+				break
+			}
+			if p, err := exec.LookPath(c); err == nil {
+				cc = p
+			}
+		}
+		raceBin = filepath.Join(raceDir, "skbtrail-race")
+		cmd := exec.Command("go", "build", "-race", "-o", raceBin, "../../cmd/skbtrail")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "CC="+cc)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			raceErr = fmt.Errorf("go build -race: %v\n%s", err, out)
+		}
+	})
+	if raceErr != nil {
+		t.Fatal(raceErr)
+	}
+	return raceBin
 }
 
 var schema = func() *jsonschema.Schema {

@@ -98,6 +98,24 @@ func TestDaemonDropStorm(t *testing.T) {
 		t.Errorf("%d events lost but no EVENTS_LOST finding", j.LostEvents)
 	}
 	t.Logf("storm: %d datagrams sent; trace answered in %s", sent.Load(), answered)
+
+	// still during the storm: several traces through the API at once (the
+	// daemon is a -race build), each gets its own journey
+	targets := [][]string{
+		{"--to", l.WebService.Addr()},
+		{"--proto", "udp", "--to", l.DNSService.Addr()},
+		{"--proto", "icmp", "--dst", l.PodBIP},
+	}
+	var bgs []*bgTrace
+	for _, tg := range targets {
+		bgs = append(bgs, startTrace(t, append([]string{"--daemon-socket", d.socket, "--from-netns", l.PodA, "--probe", "--timeout", "5s"}, tg...)...))
+	}
+	for i, bg := range bgs {
+		r := bg.wait(t)
+		if len(r.journeys) != 1 || r.journeys[0].Verdict.Kind == journey.Unknown {
+			t.Errorf("concurrent trace %v: %d journeys (exit %d)", targets[i], len(r.journeys), r.exit)
+		}
+	}
 	stop()
 
 	// what was shed is counted: the stream's rate limit suppressed most drop
