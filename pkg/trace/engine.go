@@ -123,10 +123,22 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		tr.Close()
 		return nil, err
 	}
-	feat, err := e.attachBackends()
+	plan, err := attachBackends(tr, cfg.OnDemand, cfg.Netfilter, log)
 	if err != nil {
 		tr.Close()
 		return nil, err
+	}
+	e.backends, e.pathOnDemand, e.cfg.Netfilter = plan.backends, plan.pathOnDemand, plan.netfilter
+	if plan.deliver {
+		e.attachDeliver()
+	}
+	if e.cfg.Netfilter {
+		e.nfAsk = make(chan uint32, 64)
+		e.asked = map[uint32]bool{}
+	}
+	feat := plan.feat
+	if feat.Kprobe.Available {
+		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
 	}
 	e.degraded = feat.Degraded()
 	for _, d := range e.degraded {
@@ -158,65 +170,77 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	return e, nil
 }
 
-// attachBackends attaches tp_btf, or the kprobe backend where tp_btf
-// fails, plus the optional kprobe points and netfilter observers, and
-// returns what this kernel turned out to offer (the full probe is
-// `skbtrail doctor`): it decides the degraded-capability notes. Each
-// attach is all or nothing, so a fallback never runs next to half of the
-// backend it replaces.
-func (e *Engine) attachBackends() (tracer.Features, error) {
-	cfg, tr, log := e.cfg, e.tr, e.log
-	feat := tracer.Features{
+// backendAttacher is what the backend choice needs of the tracer. Each
+// call is all or nothing: a failed attach leaves nothing attached.
+type backendAttacher interface {
+	AttachTracepoints(names ...string) error
+	AttachKprobes(points ...tracer.HookPoint) error
+	LoadNetfilter() error
+}
+
+// backendPlan is what attachBackends attached and what the engine does
+// next.
+type backendPlan struct {
+	// feat is what this kernel turned out to offer, learned by attaching
+	// (the full probe is `skbtrail doctor`): it decides the
+	// degraded-capability notes.
+	feat     tracer.Features
+	backends []string
+	// pathOnDemand: tracer.PathTracepoints attach while a session is open
+	// (OnDemand on the tp_btf backend).
+	pathOnDemand bool
+	// deliver: attach the optional socket-read tracepoint now.
+	deliver bool
+	// netfilter: the observers loaded, to attach per session.
+	netfilter bool
+}
+
+// attachBackends attaches tp_btf (only the drop monitor's kfree_skb when
+// onDemand), or the kprobe backend for every hook point where tp_btf
+// fails, then the optional kprobe points and netfilter observers. A
+// fallback never runs next to half of the backend it replaces: each attach
+// is all or nothing. The kprobe fallback stays attached whole (onDemand has
+// no tracepoints to add per session then).
+func attachBackends(tr backendAttacher, onDemand, netfilter bool, log *zap.Logger) (backendPlan, error) {
+	p := backendPlan{feat: tracer.Features{
 		BTF:     tracer.Feature{Name: "btf", Available: true},
 		RingBuf: tracer.Feature{Name: "ringbuf", Available: true},
 		TpBTF:   tracer.Feature{Name: "tp_btf", Available: true},
 		Kprobe:  tracer.Feature{Name: "kprobe", Available: true},
-	}
+	}}
 	tps := tracer.AllTracepoints
-	if cfg.OnDemand {
+	if onDemand {
 		tps = []string{tracer.TPDrop}
 	}
-	err := tr.AttachTracepoints(tps...)
-	switch {
-	case err != nil:
-		feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
+	if err := tr.AttachTracepoints(tps...); err != nil {
+		p.feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
 		// the ladder's last rung: a kernel without tp_btf may have kprobes
-		// (they serve every point, always attached: OnDemand has no
-		// tracepoints to add per session)
 		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
-			return feat, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
+			return p, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
 		}
 		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
-		e.backends = append(e.backends, "kprobe")
-	default:
-		e.pathOnDemand = cfg.OnDemand
-		if !cfg.OnDemand {
-			e.attachDeliver()
-		}
+		p.backends = append(p.backends, "kprobe")
+	} else {
+		p.pathOnDemand, p.deliver = onDemand, !onDemand
 		if err := tr.AttachKprobes(); err != nil {
 			// the precise netfilter verdict and tunnel points, where the kernel allows
-			feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
+			p.feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
 			log.Debug("kprobe backend unavailable", zap.Error(err))
-			e.backends = append(e.backends, "tp_btf")
+			p.backends = append(p.backends, "tp_btf")
 		} else {
-			e.backends = append(e.backends, "tp_btf", "kprobe")
+			p.backends = append(p.backends, "tp_btf", "kprobe")
 		}
 	}
-	if cfg.Netfilter {
+	if netfilter {
 		if err := tr.LoadNetfilter(); err != nil {
-			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
-			e.cfg.Netfilter = false
+			p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
 		} else {
-			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
-			e.backends = append(e.backends, "netfilter_link")
-			e.nfAsk = make(chan uint32, 64)
-			e.asked = map[uint32]bool{}
+			p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
+			p.backends = append(p.backends, "netfilter_link")
+			p.netfilter = true
 		}
 	}
-	if feat.Kprobe.Available {
-		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
-	}
-	return feat, nil
+	return p, nil
 }
 
 // Degraded lists, one line each, what this kernel lacks and what that
