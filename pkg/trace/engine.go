@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,16 +111,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
 	}
 	e := &Engine{cfg: cfg, log: log, tr: tr, Registry: reg, Reasons: reasons, done: make(chan struct{}), nfWake: make(chan struct{}, 1)}
-	var ignore []uint32
-	for _, name := range cfg.IgnoreReasons {
-		v, ok := reasons.Value(name)
-		if !ok {
-			log.Warn("drop reason not known to this kernel; not ignored", zap.String("reason", name))
-			continue
-		}
-		ignore = append(ignore, v)
-	}
-	if err := tr.IgnoreDropReasons(ignore); err != nil {
+	if err := tr.IgnoreDropReasons(reasonValues(reasons, cfg.IgnoreReasons, log)); err != nil {
 		tr.Close()
 		return nil, err
 	}
@@ -168,6 +160,21 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		Unclaimed: cfg.Unclaimed,
 	})
 	return e, nil
+}
+
+// reasonValues are this kernel's values of the named drop reasons; a name
+// it does not know is logged and left out.
+func reasonValues(reasons tracer.DropReasons, names []string, log *zap.Logger) []uint32 {
+	var out []uint32
+	for _, name := range names {
+		v, ok := reasons.Value(name)
+		if !ok {
+			log.Warn("drop reason not known to this kernel; not ignored", zap.String("reason", name))
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // backendAttacher is what the backend choice needs of the tracer. Each
@@ -468,7 +475,7 @@ func (e *Engine) release(all bool) {
 	default:
 	}
 	if e.pathOnDemand {
-		if err := e.tr.DetachTracepoints(append(tracer.PathTracepoints, tracer.TPDeliver)...); err != nil {
+		if err := e.tr.DetachTracepoints(slices.Concat(tracer.PathTracepoints, []string{tracer.TPDeliver})...); err != nil {
 			e.log.Warn("detach tracepoints", zap.Error(err))
 		}
 	}
