@@ -3,6 +3,7 @@ package trace
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,12 +59,15 @@ type Engine struct {
 	Registry *netnsutil.Registry
 	Reasons  tracer.DropReasons
 
-	mu       sync.Mutex
-	sessions map[int]*session
-	done     chan struct{}
+	sess     *sessions
+	done     chan struct{} // closed when Run returns
 	attached atomic.Int64
 	degraded []string
 	backends []string
+	// pathOnDemand: the per-packet tracepoints attach while a session is
+	// open (OnDemand with the tp_btf backend; the kprobe fallback keeps
+	// every point attached).
+	pathOnDemand bool
 
 	actMu   sync.Mutex // serialises (de)activation of the per-packet programs
 	active  int        // open sessions
@@ -80,18 +84,6 @@ type Engine struct {
 	nfGen      atomic.Uint64 // bumped when every observer is detached
 	asked      map[uint32]bool
 	askedGen   uint64
-}
-
-type session struct {
-	slot     int
-	all      bool
-	filter   tracer.Filter
-	out      chan *journey.Journey
-	overflow atomic.Uint64
-}
-
-func (s *session) match(first journey.Event) bool {
-	return first.Journey&1 == 0 && s.filter.Match(first.Pkt, first.Netns)
 }
 
 // NewEngine loads and attaches the programs.
@@ -118,64 +110,25 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
 	}
-	e := &Engine{cfg: cfg, log: log, tr: tr, Registry: reg, Reasons: reasons, sessions: map[int]*session{}, done: make(chan struct{}), nfWake: make(chan struct{}, 1)}
-	var ignore []uint32
-	for _, name := range cfg.IgnoreReasons {
-		v, ok := reasons.Value(name)
-		if !ok {
-			log.Warn("drop reason not known to this kernel; not ignored", zap.String("reason", name))
-			continue
-		}
-		ignore = append(ignore, v)
-	}
-	if err := tr.IgnoreDropReasons(ignore); err != nil {
+	e := &Engine{cfg: cfg, log: log, tr: tr, Registry: reg, Reasons: reasons, done: make(chan struct{}), nfWake: make(chan struct{}, 1)}
+	if err := tr.IgnoreDropReasons(reasonValues(reasons, cfg.IgnoreReasons, log)); err != nil {
 		tr.Close()
 		return nil, err
 	}
-	// What this kernel turned out to offer, learned by attaching (the full
-	// probe is `skbtrail doctor`): it decides the degraded-capability notes.
-	feat := tracer.Features{
-		BTF:     tracer.Feature{Name: "btf", Available: true},
-		RingBuf: tracer.Feature{Name: "ringbuf", Available: true},
-		TpBTF:   tracer.Feature{Name: "tp_btf", Available: true},
-		Kprobe:  tracer.Feature{Name: "kprobe", Available: true},
+	plan, err := attachBackends(tr, cfg.OnDemand, cfg.Netfilter, log)
+	if err != nil {
+		tr.Close()
+		return nil, err
 	}
-	tps := tracer.AllTracepoints
-	if cfg.OnDemand {
-		tps = []string{tracer.TPDrop}
-	}
-	err = tr.AttachTracepoints(tps...)
-	if err == nil && !cfg.OnDemand {
+	e.backends, e.pathOnDemand, e.cfg.Netfilter = plan.backends, plan.pathOnDemand, plan.netfilter
+	if plan.deliver {
 		e.attachDeliver()
 	}
-	if err != nil {
-		feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
-		// the ladder's last rung: a kernel without tp_btf may have kprobes
-		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
-			tr.Close()
-			return nil, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
-		}
-		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
-		e.backends = append(e.backends, "kprobe")
-	} else if err := tr.AttachKprobes(); err != nil {
-		// the precise netfilter verdict and tunnel points, where the kernel allows
-		feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
-		log.Debug("kprobe backend unavailable", zap.Error(err))
-		e.backends = append(e.backends, "tp_btf")
-	} else {
-		e.backends = append(e.backends, "tp_btf", "kprobe")
+	if e.cfg.Netfilter {
+		e.nfAsk = make(chan uint32, 64)
+		e.asked = map[uint32]bool{}
 	}
-	if cfg.Netfilter {
-		if err := tr.LoadNetfilter(); err != nil {
-			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
-			e.cfg.Netfilter = false
-		} else {
-			feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
-			e.backends = append(e.backends, "netfilter_link")
-			e.nfAsk = make(chan uint32, 64)
-			e.asked = map[uint32]bool{}
-		}
-	}
+	feat := plan.feat
 	if feat.Kprobe.Available {
 		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
 	}
@@ -199,7 +152,102 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		OnLost:    cfg.OnLost,
 		Logger:    log,
 	})
+	e.sess = newSessions(sessionsConfig{
+		Filters:   tr,
+		Closer:    e.pipe,
+		Done:      e.done,
+		Observe:   cfg.Observe,
+		Unclaimed: cfg.Unclaimed,
+	})
 	return e, nil
+}
+
+// reasonValues are this kernel's values of the named drop reasons; a name
+// it does not know is logged and left out.
+func reasonValues(reasons tracer.DropReasons, names []string, log *zap.Logger) []uint32 {
+	var out []uint32
+	for _, name := range names {
+		v, ok := reasons.Value(name)
+		if !ok {
+			log.Warn("drop reason not known to this kernel; not ignored", zap.String("reason", name))
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// backendAttacher is what the backend choice needs of the tracer. Each
+// call is all or nothing: a failed attach leaves nothing attached.
+type backendAttacher interface {
+	AttachTracepoints(names ...string) error
+	AttachKprobes(points ...tracer.HookPoint) error
+	LoadNetfilter() error
+}
+
+// backendPlan is what attachBackends attached and what the engine does
+// next.
+type backendPlan struct {
+	// feat is what this kernel turned out to offer, learned by attaching
+	// (the full probe is `skbtrail doctor`): it decides the
+	// degraded-capability notes.
+	feat     tracer.Features
+	backends []string
+	// pathOnDemand: tracer.PathTracepoints attach while a session is open
+	// (OnDemand on the tp_btf backend).
+	pathOnDemand bool
+	// deliver: attach the optional socket-read tracepoint now.
+	deliver bool
+	// netfilter: the observers loaded, to attach per session.
+	netfilter bool
+}
+
+// attachBackends attaches tp_btf (only the drop monitor's kfree_skb when
+// onDemand), or the kprobe backend for every hook point where tp_btf
+// fails, then the optional kprobe points and netfilter observers. A
+// fallback never runs next to half of the backend it replaces: each attach
+// is all or nothing. The kprobe fallback stays attached whole (onDemand has
+// no tracepoints to add per session then).
+func attachBackends(tr backendAttacher, onDemand, netfilter bool, log *zap.Logger) (backendPlan, error) {
+	p := backendPlan{feat: tracer.Features{
+		BTF:     tracer.Feature{Name: "btf", Available: true},
+		RingBuf: tracer.Feature{Name: "ringbuf", Available: true},
+		TpBTF:   tracer.Feature{Name: "tp_btf", Available: true},
+		Kprobe:  tracer.Feature{Name: "kprobe", Available: true},
+	}}
+	tps := tracer.AllTracepoints
+	if onDemand {
+		tps = []string{tracer.TPDrop}
+	}
+	if err := tr.AttachTracepoints(tps...); err != nil {
+		p.feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
+		// the ladder's last rung: a kernel without tp_btf may have kprobes
+		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
+			return p, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
+		}
+		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
+		p.backends = append(p.backends, "kprobe")
+	} else {
+		p.pathOnDemand, p.deliver = onDemand, !onDemand
+		if err := tr.AttachKprobes(); err != nil {
+			// the precise netfilter verdict and tunnel points, where the kernel allows
+			p.feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
+			log.Debug("kprobe backend unavailable", zap.Error(err))
+			p.backends = append(p.backends, "tp_btf")
+		} else {
+			p.backends = append(p.backends, "tp_btf", "kprobe")
+		}
+	}
+	if netfilter {
+		if err := tr.LoadNetfilter(); err != nil {
+			p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
+		} else {
+			p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
+			p.backends = append(p.backends, "netfilter_link")
+			p.netfilter = true
+		}
+	}
+	return p, nil
 }
 
 // Degraded lists, one line each, what this kernel lacks and what that
@@ -360,11 +408,29 @@ func (e *Engine) attachedText(all bool) string {
 // programs if they wait for a session (OnDemand). all: the session wants
 // netfilter observers in every namespace now, not as packets arrive.
 func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
+	all, err := e.acquire(f, all)
+	if err != nil {
+		return nil, err
+	}
+	s, err := e.sess.open(f)
+	if err != nil {
+		e.release(all)
+		return nil, err
+	}
+	s.all = all
+	return s, nil
+}
+
+// acquire is one session's claim on the per-packet programs: the first
+// attaches them (OnDemand, all or nothing), and the netfilter observers
+// join the session's namespaces. It reports whether the session holds a
+// claim on observers everywhere (release takes it back).
+func (e *Engine) acquire(f tracer.Filter, all bool) (bool, error) {
 	e.actMu.Lock()
-	if e.cfg.OnDemand && e.active == 0 {
+	defer e.actMu.Unlock()
+	if e.pathOnDemand && e.active == 0 {
 		if err := e.tr.AttachTracepoints(tracer.PathTracepoints...); err != nil {
-			e.actMu.Unlock()
-			return nil, fmt.Errorf("%w: %v", ErrEnvironment, err)
+			return false, fmt.Errorf("%w: %v", ErrEnvironment, err)
 		}
 		e.attachDeliver()
 	}
@@ -381,25 +447,12 @@ func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
 	case e.nfWake <- struct{}{}:
 	default:
 	}
-	e.actMu.Unlock()
-	slot, err := e.tr.AddFilter(f)
-	if err != nil {
-		e.release(all)
-		return nil, err
-	}
-	s := &session{slot: slot, all: all, filter: f, out: make(chan *journey.Journey, 256)}
-	e.mu.Lock()
-	e.sessions[slot] = s
-	e.mu.Unlock()
-	return s, nil
+	return all, nil
 }
 
 func (e *Engine) closeSession(s *session) {
-	e.mu.Lock()
-	delete(e.sessions, s.slot)
-	e.mu.Unlock()
-	if err := e.tr.RemoveFilter(s.slot); err != nil {
-		e.log.Warn("remove trace filter", zap.Error(err))
+	if err := e.sess.close(s); err != nil {
+		e.log.Warn("close trace session", zap.Error(err))
 	}
 	e.release(s.all)
 }
@@ -421,8 +474,8 @@ func (e *Engine) release(all bool) {
 	case e.nfWake <- struct{}{}:
 	default:
 	}
-	if e.cfg.OnDemand {
-		if err := e.tr.DetachTracepoints(append(tracer.PathTracepoints, tracer.TPDeliver)...); err != nil {
+	if e.pathOnDemand {
+		if err := e.tr.DetachTracepoints(slices.Concat(tracer.PathTracepoints, []string{tracer.TPDeliver})...); err != nil {
 			e.log.Warn("detach tracepoints", zap.Error(err))
 		}
 	}
@@ -435,37 +488,9 @@ func (e *Engine) release(all bool) {
 	e.attached.Store(0)
 }
 
-// dispatch hands a finished journey to every session whose filter started
-// it, or to Unclaimed. It runs on the processor goroutine: never block.
-func (e *Engine) dispatch(j *journey.Journey) {
-	if e.cfg.Observe != nil {
-		e.cfg.Observe(j)
-	}
-	var first journey.Event
-	switch {
-	case len(j.Events) > 0:
-		first = j.Events[0]
-	case len(j.ReplyEvents) > 0:
-		first = j.ReplyEvents[0]
-	}
-	claimed := false
-	e.mu.Lock()
-	for _, s := range e.sessions {
-		if j.ID != 0 && s.match(first) {
-			claimed = true
-			own := j.Clone() // each session diagnoses and labels its own copy
-			select {
-			case s.out <- own:
-			default:
-				s.overflow.Add(1)
-			}
-		}
-	}
-	e.mu.Unlock()
-	if !claimed && e.cfg.Unclaimed != nil {
-		e.cfg.Unclaimed(j)
-	}
-}
+// dispatch hands a finished journey to the sessions (on the processor
+// goroutine: it never blocks).
+func (e *Engine) dispatch(j *journey.Journey) { e.sess.dispatch(j) }
 
 // Close detaches everything.
 func (e *Engine) Close() error { return e.tr.Close() }

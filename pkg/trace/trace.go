@@ -78,7 +78,6 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		return res, err
 	}
 	defer e.closeSession(s)
-	defer func() { res.Lost = s.overflow.Load() }()
 	if o.Ready != nil {
 		if d := e.degraded; len(d) > 0 {
 			o.Ready("degraded: " + strings.Join(d, "; "))
@@ -92,50 +91,17 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 			}
 		}()
 	}
-	timer := time.NewTimer(o.Timeout)
-	defer timer.Stop()
-	handle := func(j *journey.Journey) (bool, error) {
-		if o.Diagnose != nil {
-			o.Diagnose(j)
-		}
-		if err := emit(j); err != nil {
-			return true, err
-		}
-		res.Journeys++
-		return o.Count > 0 && res.Journeys >= o.Count, nil
-	}
-	finish := func(cctx context.Context) (Result, error) {
-		// close what this trace started and is still open, then drain
-		if err := e.pipe.CloseWhere(cctx, s.match); err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("closing open journeys", zap.Error(err))
-		}
-		for {
-			select {
-			case j := <-s.out:
-				if done, err := handle(j); done || err != nil {
-					return res, err
-				}
-			default:
-				return res, nil
+	return e.sess.wait(ctx, s, waitSpec{
+		Timeout: o.Timeout,
+		Count:   o.Count,
+		Handle: func(j *journey.Journey) error {
+			if o.Diagnose != nil {
+				o.Diagnose(j)
 			}
-		}
-	}
-	for {
-		select {
-		case j := <-s.out:
-			if done, err := handle(j); done || err != nil {
-				return res, err
-			}
-		case <-timer.C:
-			return finish(ctx)
-		case <-e.done:
-			return finish(context.Background())
-		case <-ctx.Done():
-			c, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			return finish(c)
-		}
-	}
+			return emit(j)
+		},
+		Log: log,
+	})
 }
 
 func describe(o Options) string {
