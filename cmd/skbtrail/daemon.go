@@ -41,6 +41,7 @@ func runDaemon(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "private key of --tls-cert")
 	fs.StringSliceVar(&cfg.NodeNetns, "node-netns", nil, "labs only: observe just these network namespaces (names or glob patterns), so several lab nodes on one kernel each have their own daemon")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go profiles (/debug/pprof/) on the --metrics address, to look at the daemon's own memory and goroutines")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			return nil

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -34,11 +35,13 @@ type Config struct {
 	Events        string // file, "-" for stdout, "" for none
 	DropsOnly     bool   // the stream carries drops only, not traced journeys
 	IgnoreReasons []string
-	Rate          events.Limit
-	ReplyWait     time.Duration
-	CRIEndpoints  []string // container runtime sockets for pod names (nil: defaults)
-	Logger        *zap.Logger
-	Version       string
+	// Pprof serves net/http/pprof's profiles on the metrics address.
+	Pprof        bool
+	Rate         events.Limit
+	ReplyWait    time.Duration
+	CRIEndpoints []string // container runtime sockets for pod names (nil: defaults)
+	Logger       *zap.Logger
+	Version      string
 
 	// Cluster mode (kubectl skbtrail): the node's name, the API server
 	// configuration (a kubeconfig, else the pod's service account), the
@@ -141,6 +144,12 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.Handler())
+		if cfg.Pprof {
+			// profiles of the daemon itself (memory, goroutines), on the
+			// metrics address only when asked for
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		}
 		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := metricsSrv.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -224,6 +233,10 @@ const sweepEvery = 30 * time.Second
 
 // forgetVanished keeps per-namespace state bounded by the namespaces that
 // exist: pods come and go by the thousand over a daemon's life.
+// churnForget is how many vanished namespaces one sweep must forget for
+// the daemon to return freed memory to the OS at once.
+const churnForget = 100
+
 func forgetVanished(ctx context.Context, eng *trace.Engine, m *metrics.Metrics, stream *events.Stream, log *zap.Logger) {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
@@ -243,6 +256,11 @@ func forgetVanished(ctx context.Context, eng *trace.Engine, m *metrics.Metrics, 
 		isLive := func(ns string) bool { return live[ns] }
 		if n := m.Forget(isLive); n > 0 {
 			log.Debug("forgot the metric series of vanished namespaces", zap.Int("namespaces", n))
+			if n >= churnForget {
+				// a burst of pods came and went: give the memory their
+				// state held back to the OS now, not over minutes
+				debug.FreeOSMemory()
+			}
 		}
 		if stream != nil {
 			stream.Forget(isLive)
