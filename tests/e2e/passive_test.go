@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,25 +11,41 @@ import (
 	"github.com/skbtrail/skbtrail/tests/lab"
 )
 
-// outcome is what a trace concluded: where and how the journey ended and
-// the first (primary) finding.
+// outcome is what a trace concluded: how and where (the lab role of the
+// namespace, so that two labs compare) the journey ended, the drop reason
+// and the first (primary) finding.
 type outcome struct {
 	kind, netns, reason, code string
 }
 
-func outcomeOf(j journey.Journey) outcome {
-	o := outcome{kind: j.Verdict.Kind, netns: j.Verdict.Netns, reason: j.Verdict.Reason}
+// role is the lab role of a namespace of l ("node-b" for "st1234ab-node-b").
+func role(l *lab.Lab, netns string) string {
+	return strings.TrimPrefix(netns, l.Prefix+"-")
+}
+
+func outcomeOf(l *lab.Lab, j journey.Journey) outcome {
+	o := outcome{kind: j.Verdict.Kind, netns: role(l, j.Verdict.Netns), reason: j.Verdict.Reason}
 	if len(j.Findings) > 0 {
 		o.code = j.Findings[0].Code
 	}
 	return o
 }
 
+// place is where the verdict and the first finding are: role, device,
+// hook, and the first finding's namespace (role).
+func place(l *lab.Lab, j journey.Journey) string {
+	p := role(l, j.Verdict.Netns) + " " + j.Verdict.Device + " " + j.Verdict.Hook
+	if len(j.Findings) > 0 {
+		p += ", finding in " + role(l, j.Findings[0].Netns)
+	}
+	return p
+}
+
 // passiveCase is one lab fault traced both ways: the traced destination,
 // the lab's own traffic that meets the fault, and the outcome both traces
 // must report.
 type passiveCase struct {
-	fault string
+	name, fault string // name defaults to fault
 	// to returns the filter flags (default: --to the web ClusterIP).
 	to func(l *lab.Lab) []string
 	// probeArgs are added to the probe trace only (e.g. --probe-size).
@@ -61,6 +79,48 @@ func dnsQuery(_ context.Context, t *testing.T, l *lab.Lab) {
 	}
 }
 
+// ping sends one ICMP echo request from pod A to dst and waits a second
+// for the reply, as ping -c 1 -W 1 does (the test machine has no ping).
+func ping(dst string) func(ctx context.Context, t *testing.T, l *lab.Lab) {
+	return func(_ context.Context, t *testing.T, l *lab.Lab) {
+		t.Helper()
+		var c net.PacketConn
+		if err := lab.InNetns(l.PodA, func() error {
+			var err error
+			c, err = net.ListenPacket("ip4:icmp", "0.0.0.0")
+			return err
+		}); err != nil {
+			t.Fatalf("icmp socket in %s: %v", l.PodA, err)
+		}
+		defer c.Close()
+		msg := []byte{8, 0, 0, 0, 0x13, 0x07, 0, 1, 'p', 'i', 'n', 'g'}
+		var sum uint32
+		for i := 0; i < len(msg); i += 2 {
+			sum += uint32(msg[i])<<8 | uint32(msg[i+1])
+		}
+		for sum>>16 != 0 {
+			sum = sum&0xffff + sum>>16
+		}
+		msg[2], msg[3] = byte(^sum>>8), byte(^sum)
+		if _, err := c.WriteTo(msg, &net.IPAddr{IP: net.ParseIP(dst)}); err != nil {
+			t.Fatalf("ping %s from %s: %v", dst, l.PodA, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				t.Logf("lab traffic: ping %s: %v", dst, err)
+				return
+			}
+			if n >= 8 && buf[0] == 0 && buf[4] == 0x13 && buf[5] == 0x07 {
+				t.Errorf("ping %s from %s: echo reply from %s through the fault", dst, l.PodA, from)
+				return
+			}
+		}
+	}
+}
+
 // Issue 13 item 7: every fault of the flannel lab gives the same verdict
 // kind, place, drop reason and first finding whether skbtrail sends the
 // first packet itself (--probe) or waits for the lab's own traffic. The
@@ -84,10 +144,11 @@ func dnsQuery(_ context.Context, t *testing.T, l *lab.Lab) {
 //     router's side, the same for both ways.
 //   - flanneld-*: need the real flanneld (flannel_test.go).
 //
-// TODO(report): ICMP (ping) is not among the lab's traffic here: the test
-// machine has no ping binary.
+// ICMP cases ping pod B's address with an echo request of the test's
+// own (the machine has no ping binary).
 func TestPassiveEqualsProbe(t *testing.T) {
 	webTCP := func(l *lab.Lab) []string { return []string{"--to", l.WebService.Addr()} }
+	pingPodB := func(l *lab.Lab) []string { return []string{"--proto", "icmp", "--dst", l.PodBIP} }
 	cases := []passiveCase{
 		{fault: "forward-drop", want: func(l *lab.Lab) outcome {
 			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_POLICY_DROP"}
@@ -132,13 +193,22 @@ func TestPassiveEqualsProbe(t *testing.T) {
 			return outcome{journey.Left, l.NodeA, "", "LEFT_NODE"}
 		}},
 		{fault: "tc-drop-tcx", want: func(l *lab.Lab) outcome {
-			return outcome{journey.Dropped, l.NodeB, "", "BPF_PROG_DROP"}
+			return outcome{journey.Dropped, l.NodeB, "TC_INGRESS", "BPF_PROG_DROP"}
 		}},
 		{fault: "tc-drop-clsact", want: func(l *lab.Lab) outcome {
-			return outcome{journey.Dropped, l.NodeB, "", "BPF_PROG_DROP"}
+			return outcome{journey.Dropped, l.NodeB, "TC_EGRESS", "BPF_PROG_DROP"}
 		}},
 		{fault: "neigh-missing", want: func(l *lab.Lab) outcome {
 			return outcome{journey.Dropped, l.NodeA, "NEIGH_FAILED", "NEIGH_FAILED"}
+		}},
+		{name: "forward-drop/ping", fault: "forward-drop", to: pingPodB, traffic: ping(lab.PodBIP), want: func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_POLICY_DROP"}
+		}},
+		{name: "no-route/ping", fault: "no-route", to: pingPodB, traffic: ping(lab.PodBIP), want: func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.Router, "IP_INNOROUTES", "NO_ROUTE"}
+		}},
+		{name: "rp-filter/ping", fault: "rp-filter", to: pingPodB, traffic: ping(lab.PodBIP), want: func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeB, "IP_RPFILTER", "RP_FILTER"}
 		}},
 		{fault: "silent-dns",
 			to:      func(l *lab.Lab) []string { return []string{"--proto", "udp", "--to", l.DNSService.Addr()} },
@@ -169,7 +239,10 @@ func TestPassiveEqualsProbe(t *testing.T) {
 		if c.traffic == nil {
 			c.traffic = connectWeb
 		}
-		t.Run(c.fault, func(t *testing.T) {
+		if c.name == "" {
+			c.name = c.fault
+		}
+		t.Run(c.name, func(t *testing.T) {
 			faultyLab := func() *lab.Lab {
 				l := lab.NewForTest(t, lab.Config{})
 				if err := l.ApplyFault(c.fault); err != nil {
@@ -177,27 +250,27 @@ func TestPassiveEqualsProbe(t *testing.T) {
 				}
 				return l
 			}
-			l := faultyLab()
-			want := c.want(l)
-
-			passive, pexit := tracePassive(t, l, c)
+			lp := faultyLab()
+			passive, pexit := tracePassive(t, lp, c)
+			lq := lp
 			if c.twoLabs {
-				l = faultyLab()
+				lq = faultyLab()
 			}
-			probe, qexit := traceProbe(t, l, c)
+			probe, qexit := traceProbe(t, lq, c)
 
-			if got := outcomeOf(probe); got != want {
+			want := c.want(lq)
+			want.netns = role(lq, want.netns)
+			if got := outcomeOf(lq, probe); got != want {
 				t.Errorf("probe: %+v, want %+v", got, want)
 			}
-			if got := outcomeOf(passive); got != want {
-				t.Errorf("passive: %+v, want %+v (probe: %+v)", got, want, outcomeOf(probe))
+			if got := outcomeOf(lp, passive); got != want {
+				t.Errorf("passive: %+v, want %+v (probe: %+v)", got, want, outcomeOf(lq, probe))
 			}
 			if pexit != qexit {
 				t.Errorf("exit status: passive %d, probe %d", pexit, qexit)
 			}
-			if probe.Verdict.Device != passive.Verdict.Device || probe.Verdict.Hook != passive.Verdict.Hook {
-				t.Errorf("verdict place: passive %s hook %q, probe %s hook %q",
-					passive.Verdict.Device, passive.Verdict.Hook, probe.Verdict.Device, probe.Verdict.Hook)
+			if pp, qp := place(lp, passive), place(lq, probe); pp != qp {
+				t.Errorf("place: passive %q, probe %q", pp, qp)
 			}
 		})
 	}
