@@ -41,9 +41,11 @@ func (o outcome) matches(want outcome) bool {
 }
 
 // place is where the verdict and the first finding are: role, device,
-// hook, and the first finding's namespace (role).
+// hook, the netfilter table, chain and rule that decided, and the first
+// finding's namespace (role).
 func place(l *lab.Lab, j journey.Journey) string {
-	p := role(l, j.Verdict.Netns) + " " + j.Verdict.Device + " " + j.Verdict.Hook
+	v := j.Verdict
+	p := strings.Join([]string{role(l, v.Netns), v.Device, v.Hook, v.Table, v.Chain, v.Rule}, " ")
 	if len(j.Findings) > 0 {
 		p += ", finding in " + role(l, j.Findings[0].Netns)
 	}
