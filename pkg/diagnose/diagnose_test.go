@@ -216,6 +216,28 @@ func TestSuspectHooks(t *testing.T) {
 	}
 }
 
+// A received packet no observer saw went through INPUT or FORWARD, as its
+// route says: kube-proxy's nftables table jumps from both filter-input and
+// filter-forward to the same reject, so the rules alone cannot tell.
+func TestRoutedHooks(t *testing.T) {
+	rx := []uint8{journey.HookPreRouting, journey.HookLocalIn, journey.HookForward, journey.HookPostRouting}
+	if got, want := routedHooks(rx, false), []uint8{journey.HookPreRouting, journey.HookForward, journey.HookPostRouting}; string(got) != string(want) {
+		t.Errorf("forwarded: %v, want %v", got, want)
+	}
+	if got, want := routedHooks(rx, true), []uint8{journey.HookPreRouting, journey.HookLocalIn}; string(got) != string(want) {
+		t.Errorf("local: %v, want %v", got, want)
+	}
+	tx := []uint8{journey.HookLocalOut, journey.HookPostRouting}
+	for _, local := range []bool{false, true} {
+		if got := routedHooks(tx, local); string(got) != string(tx) {
+			t.Errorf("sent (local %v): %v, want %v", local, got, tx)
+		}
+	}
+	if string(rx) != string([]uint8{journey.HookPreRouting, journey.HookLocalIn, journey.HookForward, journey.HookPostRouting}) {
+		t.Errorf("routedHooks changed its argument: %v", rx)
+	}
+}
+
 // announcedState is the lab with the real flanneld and node-b started with
 // --public-ip 203.0.113.21, an address node-b holds on eth0 that the router
 // does not route. local is node-b's flannel.1 local address: flanneld

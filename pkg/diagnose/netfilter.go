@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -103,6 +105,20 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		d.cfg.Logger.Warn("netns of the drop is gone; rules not read", zap.String("netns", v.Netns))
 		return
 	}
+	if guessed {
+		// a received packet meets INPUT or FORWARD, never both: the
+		// routing decision says which (rules that jump from both
+		// chains to the same verdict cannot)
+		if drop, ok := lastEvent(j); ok {
+			dt := drop.Pkt
+			if drop.Encap {
+				dt = drop.Outer
+			}
+			if local, known := routeIsLocal(path, dt.Dst); known {
+				hooks = routedHooks(hooks, local)
+			}
+		}
+	}
 	after, err := nfrules.Take(context.Background(), path)
 	if err != nil {
 		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
@@ -174,6 +190,52 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		v.Kind = journey.Rejected
 	}
 	j.AddFinding(f)
+}
+
+// lastEvent is the journey's last event.
+func lastEvent(j *journey.Journey) (journey.Event, bool) {
+	if len(j.Events) == 0 {
+		return journey.Event{}, false
+	}
+	return j.Events[len(j.Events)-1], true
+}
+
+// routeIsLocal says whether the namespace's routing delivers dst locally
+// (a route of type local: INPUT) rather than forwarding it; known is false
+// when the route cannot be read.
+func routeIsLocal(nsPath string, dst netip.Addr) (local, known bool) {
+	if !dst.IsValid() {
+		return false, false
+	}
+	h, err := netnsutil.NewHandle(nsPath)
+	if err != nil {
+		return false, false
+	}
+	defer h.Close()
+	routes, err := h.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return false, false
+	}
+	return routes[0].Type == unix.RTN_LOCAL, true
+}
+
+// routedHooks narrows the hooks a received packet may have been at to one
+// side of the routing decision: INPUT when it was for this namespace,
+// FORWARD and POSTROUTING otherwise. Hooks of a sent packet (no INPUT among
+// them) are returned as they are.
+func routedHooks(hooks []uint8, local bool) []uint8 {
+	if !slices.Contains(hooks, journey.HookLocalIn) {
+		return hooks
+	}
+	out := make([]uint8, 0, len(hooks))
+	for _, h := range hooks {
+		forwarded := h == journey.HookForward || h == journey.HookPostRouting
+		if local && forwarded || !local && h == journey.HookLocalIn {
+			continue
+		}
+		out = append(out, h)
+	}
+	return out
 }
 
 // nftCTState is the conntrack state the event saw, as nft's "ct state"
