@@ -258,26 +258,26 @@ struct parsed {
 };
 
 /* If the UDP datagram at l4 (to a tunnel port) carries VXLAN with an IPv4
- * frame, fill inner with its header and return a pointer to the inner L4
- * (NULL otherwise). */
-static __always_inline void *vxlan_inner(void *l4, struct tuple *inner, __u32 *vni)
+ * frame, fill inner with its header, set *il4 to the inner L4 (NULL for a
+ * non-first fragment) and return 1; else return 0. */
+static __always_inline int vxlan_inner(void *l4, struct tuple *inner, __u32 *vni, void **il4)
 {
 	/* VXLAN: udp(8) vxlan(8) eth(14) ip */
 	__u8 vx[8];
 	if (bpf_probe_read_kernel(vx, sizeof(vx), l4 + 8))
-		return NULL;
+		return 0;
 	if (!(vx[0] & 0x08)) /* I flag: VNI valid */
-		return NULL;
+		return 0;
 	__u16 inner_proto;
 	if (bpf_probe_read_kernel(&inner_proto, sizeof(inner_proto), l4 + 8 + VXLAN_HLEN + 12))
-		return NULL;
+		return 0;
 	if (inner_proto != ETH_P_IP_BE)
-		return NULL;
-	void *il4 = parse_ip(l4 + 8 + VXLAN_HLEN + ETH_HLEN_, inner);
+		return 0;
+	*il4 = parse_ip(l4 + 8 + VXLAN_HLEN + ETH_HLEN_, inner);
 	if (!inner->proto)
-		return NULL;
+		return 0;
 	*vni = ((__u32)vx[4] << 16) | ((__u32)vx[5] << 8) | vx[6];
-	return il4;
+	return 1;
 }
 
 /* ICMP destination unreachable, time exceeded and parameter problem quote
@@ -309,15 +309,15 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, st
 		return e->pkt.proto ? 0 : -1;
 	if (e->pkt.proto == IPPROTO_UDP_ && is_tunnel_port(f, e->pkt.dport)) {
 		struct tuple inner = {};
-		void *il4 = vxlan_inner(l4, &inner, &e->vni);
-		if (il4) {
+		void *il4 = NULL;
+		if (vxlan_inner(l4, &inner, &e->vni, &il4)) {
 			e->outer = e->pkt;
 			e->pkt = inner;
 			e->encap = 1;
-			l4 = il4;
+			l4 = il4; /* NULL: an inner fragment without its L4 header */
 		}
 	}
-	if (is_icmp_error(&e->pkt)) {
+	if (l4 && is_icmp_error(&e->pkt)) {
 		/* the quoted header follows the 8-byte ICMP header; a quoted
 		 * VXLAN packet (an error about the underlay packet) is read
 		 * down to the frame it carries */
@@ -325,7 +325,8 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, st
 		if (ql4 && e->quoted.proto == IPPROTO_UDP_ && is_tunnel_port(f, e->quoted.dport)) {
 			struct tuple inner = {};
 			__u32 vni;
-			if (vxlan_inner(ql4, &inner, &vni))
+			void *qil4;
+			if (vxlan_inner(ql4, &inner, &vni, &qil4))
 				e->quoted = inner;
 		}
 		e->icmp_err = e->quoted.proto != 0;
