@@ -17,7 +17,7 @@ FLAVOR    ?= flannel
 # Who programs flannel.1 in `make demo` (FLAVOR=flannel): real (flanneld v0.26.7 per node + etcd,
 # built once by tests/cluster/build-components.sh flannel) or imitation (the lab writes it by hand).
 FLANNEL   ?= real
-GOFLAGS_T ?= -count=1
+GOFLAGS_T ?= -count=1 -timeout 60m
 CLUSTER   ?=
 FUZZTIME  ?= 60s
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
