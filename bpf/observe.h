@@ -54,9 +54,11 @@ const enum event_kind *unused_event_kind __attribute__((unused));
 const enum event_source *unused_event_source __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
 
+#define RINGBUF_BYTES (1 << 22)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
+	__uint(max_entries, RINGBUF_BYTES);
 } events SEC(".maps");
 
 struct {
@@ -608,6 +610,14 @@ static __always_inline int observe(struct observe_args *a)
 	if (journey && f->gate_netns && !netns_was_seen(netns, &seen)) {
 		__u8 one = 1;
 		bpf_map_update_elem(&netns_seen, &netns, &one, BPF_ANY);
+	}
+
+	/* a drop storm must not starve the traces: an untracked drop (the
+	 * drop monitor's) is shed while the ring buffer is over half full,
+	 * keeping the rest for the events of traced packets */
+	if (!journey && bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > RINGBUF_BYTES / 2) {
+		count(STAT_MONITOR_SHED);
+		goto out;
 	}
 
 	/* a tracked skb's event carries its first bytes while a trace asks */

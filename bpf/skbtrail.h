@@ -120,7 +120,8 @@ struct settings {
 enum stat_index {
 	STAT_RINGBUF_FULL = 0, /* events lost because the ring buffer was full */
 	STAT_TRACKED_FULL = 1, /* tracked-map insert failures */
-	STAT_MAX = 2,
+	STAT_MONITOR_SHED = 2, /* drop-monitor events not written: the ring buffer was over half full */
+	STAT_MAX = 3,
 };
 
 /* Kernel-side activity counters (one array entry, updated atomically). */

@@ -124,7 +124,8 @@ type bpfStatIndex uint32
 const (
 	bpfStatIndexSTAT_RINGBUF_FULL bpfStatIndex = 0
 	bpfStatIndexSTAT_TRACKED_FULL bpfStatIndex = 1
-	bpfStatIndexSTAT_MAX          bpfStatIndex = 2
+	bpfStatIndexSTAT_MONITOR_SHED bpfStatIndex = 2
+	bpfStatIndexSTAT_MAX          bpfStatIndex = 3
 )
 
 type bpfTuple struct {

@@ -69,6 +69,7 @@ type Tracer struct {
 	slots    [MaxFilters]Filter
 
 	overflow  atomic.Uint64 // events that did not fit the channel
+	shed      atomic.Uint64 // drop-monitor events left out while the channel was over half full
 	malformed atomic.Uint64 // records that did not decode
 	closeOnce sync.Once
 }
@@ -358,6 +359,11 @@ type Stats struct {
 	TrackedFull uint64 // the tracked-skb map refused an insert
 	Overflow    uint64 // the channel to the processor was full
 	Malformed   uint64 // records that did not decode
+	// MonitorShed counts drop-monitor events (untracked drops) left out on
+	// purpose while the ring buffer or the channel was over half full, so
+	// that traced packets' events still fit: a drop storm is sampled, the
+	// traces are not starved. Not part of Lost: no journey misses them.
+	MonitorShed uint64
 }
 
 // Lost is the number of events that were lost on the way (an skb the
@@ -366,10 +372,11 @@ func (s Stats) Lost() uint64 { return s.RingbufFull + s.TrackedFull + s.Overflow
 
 // Stats reads the kernel's per-CPU counters and the reader's own.
 func (t *Tracer) Stats() (Stats, error) {
-	s := Stats{Overflow: t.overflow.Load(), Malformed: t.malformed.Load()}
+	s := Stats{Overflow: t.overflow.Load(), Malformed: t.malformed.Load(), MonitorShed: t.shed.Load()}
 	for idx, dst := range map[uint32]*uint64{
 		uint32(bpfStatIndexSTAT_RINGBUF_FULL): &s.RingbufFull,
 		uint32(bpfStatIndexSTAT_TRACKED_FULL): &s.TrackedFull,
+		uint32(bpfStatIndexSTAT_MONITOR_SHED): &s.MonitorShed,
 	} {
 		var perCPU []uint64
 		if err := t.maps.Stats.Lookup(idx, &perCPU); err != nil {
@@ -398,6 +405,13 @@ func (t *Tracer) Run(ctx context.Context, out chan<- journey.Event) error {
 		var ev journey.Event
 		if err := Decode(rec.RawSample, &ev); err != nil {
 			t.malformed.Add(1)
+			continue
+		}
+		if ev.Journey == 0 && len(out) > cap(out)/2 {
+			// an untracked drop while the processor is behind: keep the
+			// room for traced packets' events (the kernel does the same
+			// for its ring buffer)
+			t.shed.Add(1)
 			continue
 		}
 		select {

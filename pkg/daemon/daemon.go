@@ -218,6 +218,7 @@ func exportLosses(m *metrics.Metrics, eng *trace.Engine) {
 	}{
 		{"skbtrail_ringbuf_full_total", "Events the kernel could not put in the ring buffer (it was full).", func(c pipeline.Counters) uint64 { return c.RingbufFull }},
 		{"skbtrail_tracked_map_full_total", "Skbs the kernel could not start following (the tracked-skb map was full).", func(c pipeline.Counters) uint64 { return c.TrackedFull }},
+		{"skbtrail_drop_monitor_shed_total", "Drop-monitor events left out during a drop storm (ring buffer or processor over half full) so that traces keep their room.", func(c pipeline.Counters) uint64 { return c.MonitorShed }},
 		{"skbtrail_channel_overflow_total", "Events the reader could not hand to the processor (its channel was full).", func(c pipeline.Counters) uint64 { return c.Overflow }},
 		{"skbtrail_malformed_records_total", "Ring buffer records that did not decode.", func(c pipeline.Counters) uint64 { return c.Malformed }},
 		{"skbtrail_late_events_total", "Events that arrived for journeys already closed.", func(c pipeline.Counters) uint64 { return c.Late }},

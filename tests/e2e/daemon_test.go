@@ -207,7 +207,7 @@ func TestDaemon(t *testing.T) {
 	}
 	// every loss counter is exported (zero on a quiet lab, but present)
 	scrape := d.scrape(t)
-	for _, name := range []string{"skbtrail_ringbuf_full_total", "skbtrail_tracked_map_full_total", "skbtrail_channel_overflow_total", "skbtrail_malformed_records_total", "skbtrail_late_events_total"} {
+	for _, name := range []string{"skbtrail_ringbuf_full_total", "skbtrail_tracked_map_full_total", "skbtrail_channel_overflow_total", "skbtrail_malformed_records_total", "skbtrail_late_events_total", "skbtrail_drop_monitor_shed_total"} {
 		if !regexp.MustCompile(`(?m)^` + name + ` [0-9.e+]+$`).MatchString(scrape) {
 			t.Errorf("metric %s not exported", name)
 		}

@@ -123,6 +123,8 @@ func TestDaemonDropStorm(t *testing.T) {
 	suppressed := d.metric(t, regexp.MustCompile(`^skbtrail_events_suppressed_total`))
 	drops := d.metric(t, dropRE)
 	lost := d.metric(t, regexp.MustCompile(`^skbtrail_events_lost_total `))
+	shed := d.metric(t, regexp.MustCompile(`^skbtrail_drop_monitor_shed_total `))
+	t.Logf("storm: %v drops counted, %v suppressed in the stream, %v trace events lost, %v drop-monitor events shed", drops, suppressed, lost, shed)
 	if suppressed == 0 || suppressed+lost < drops/2 {
 		t.Errorf("%v drops, %v suppressed, %v lost: the shed events are not counted", drops, suppressed, lost)
 	}
