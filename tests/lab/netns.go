@@ -135,40 +135,17 @@ func (l *Lab) startTCPEchoOn(ip string, port int) error {
 // StartSilentUDP binds a UDP socket on PodBIP:port inside pod B that reads
 // and discards every datagram without ever answering (a "silent DNS"
 // backend when port is 53).
-func (l *Lab) StartSilentUDP(port int) error {
-	addr := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
-	var pc net.PacketConn
-	err := InNetns(l.PodB, func() error {
-		var err error
-		pc, err = net.ListenPacket("udp4", addr)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
-	}
-	s := &server{closer: pc, gone: l.socketGone(l.PodB, unix.IPPROTO_UDP, pc.LocalAddr())}
-	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
-		pc.Close()
-		return err
-	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		buf := make([]byte, 65536)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
-		}
-	}()
-	return nil
-}
+func (l *Lab) StartSilentUDP(port int) error { return l.startSilentUDP(l.PodBIP, port) }
 
 // StartLoopbackUDP binds a UDP socket on 127.0.0.1:port inside pod B that
 // reads and discards what it gets: a server reachable from inside the pod
 // only.
-func (l *Lab) StartLoopbackUDP(port int) error {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+func (l *Lab) StartLoopbackUDP(port int) error { return l.startSilentUDP("127.0.0.1", port) }
+
+// startSilentUDP binds a UDP socket on ip:port inside pod B that reads and
+// discards every datagram.
+func (l *Lab) startSilentUDP(ip string, port int) error {
+	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	var pc net.PacketConn
 	err := InNetns(l.PodB, func() error {
 		var err error
