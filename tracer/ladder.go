@@ -179,9 +179,13 @@ func ChooseBackends(f Features) []Backend {
 	case kp && f.Symbols[symNFHookSlow] && free != "":
 		nf.Mechanism = MechKprobe
 		nf.Attach = []string{"kprobe/" + symNFHookSlow, "kretprobe/" + symNFHookSlow, "kprobe/" + free}
+		if f.NetfilterLink.Available {
+			// the observers still see each stage's NAT and conntrack state
+			nf.Attach = append(nf.Attach, netfilterAttach+"ipv4 observers (NAT and conntrack per stage): "+nfStagesText())
+		}
 	case f.NetfilterLink.Available:
 		nf.Mechanism = MechNetfilter
-		nf.Attach = []string{"netfilter/ipv4 observers: " + nfStagesText()}
+		nf.Attach = []string{netfilterAttach + "ipv4 observers: " + nfStagesText()}
 		nf.Degraded = "nf_hook_slow kprobe unavailable: the dropping hook is the last netfilter observer that saw the packet; table and rule come from the rule counters"
 	default:
 		nf.Mechanism = MechNone

@@ -91,7 +91,8 @@ func TestChooseBackendsDistroKernel(t *testing.T) {
 	f := distroKernel()
 	bs := ChooseBackends(f)
 	nf := backendOf(t, bs, HookNFVerdict)
-	if want := []string{"kprobe/nf_hook_slow", "kretprobe/nf_hook_slow", "kprobe/sk_skb_reason_drop"}; nf.Mechanism != MechKprobe || !reflect.DeepEqual(nf.Attach, want) {
+	// the observers stay for each stage's NAT and conntrack state
+	if want := []string{"kprobe/nf_hook_slow", "kretprobe/nf_hook_slow", "kprobe/sk_skb_reason_drop", netfilterAttach + "ipv4 observers (NAT and conntrack per stage): " + nfStagesText()}; nf.Mechanism != MechKprobe || !reflect.DeepEqual(nf.Attach, want) {
 		t.Errorf("nf-verdict: %s %v, want kprobe %v", nf.Mechanism, nf.Attach, want)
 	}
 	tun := backendOf(t, bs, HookTunnel)
@@ -134,7 +135,7 @@ func TestChooseBackendsKprobeOnly(t *testing.T) {
 		HookTx:        {"kprobe/dev_hard_start_xmit"},
 		HookRx:        {"kprobe/__netif_receive_skb_one_core", "kprobe/__netif_receive_skb_list_core"},
 		HookConsume:   {"kprobe/consume_skb", "kprobe/kfree_skb_reason"},
-		HookNFVerdict: {"kprobe/nf_hook_slow", "kretprobe/nf_hook_slow", "kprobe/kfree_skb_reason"},
+		HookNFVerdict: {"kprobe/nf_hook_slow", "kretprobe/nf_hook_slow", "kprobe/kfree_skb_reason", netfilterAttach + "ipv4 observers (NAT and conntrack per stage): " + nfStagesText()},
 		HookTunnel:    {"kprobe/vxlan_xmit", "kprobe/ip_tunnel_xmit"},
 	}
 	for _, b := range bs {
@@ -252,5 +253,28 @@ func TestKprobePlan(t *testing.T) {
 	}
 	if n := len(new(kprobeSetPrograms).byName()); n != len(spec.Programs) {
 		t.Errorf("kprobe.c has %d programs, kprobeSetPrograms knows %d", len(spec.Programs), n)
+	}
+}
+
+// Execute groups the choice into the tracer's attach calls.
+func TestExecute(t *testing.T) {
+	kprobeOnly := distroKernel()
+	kprobeOnly.TpBTF = featMissing("EPERM")
+	noNf := thisMachine()
+	noNf.NetfilterLink = featMissing("EINVAL")
+	for _, c := range []struct {
+		name string
+		f    Features
+		want Execution
+	}{
+		{"this machine", thisMachine(), Execution{Tracepoints: AllTracepoints, Netfilter: true}},
+		{"distro kernel", distroKernel(), Execution{Tracepoints: AllTracepoints, Kprobes: []HookPoint{HookNFVerdict, HookTunnel}, Netfilter: true}},
+		{"kprobes only", kprobeOnly, Execution{Kprobes: HookPoints, Netfilter: true}},
+		{"no netfilter link", noNf, Execution{Tracepoints: AllTracepoints}},
+		{"blocked", Features{}, Execution{}},
+	} {
+		if got := Execute(ChooseBackends(c.f)); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
+		}
 	}
 }

@@ -64,10 +64,10 @@ type Engine struct {
 	attached atomic.Int64
 	degraded []string
 	backends []string
-	// pathOnDemand: the per-packet tracepoints attach while a session is
-	// open (OnDemand with the tp_btf backend; the kprobe fallback keeps
-	// every point attached).
-	pathOnDemand bool
+	// pathTracepoints attach while a session is open (OnDemand with the
+	// tp_btf backend; empty when every point stays attached, as the kprobe
+	// fallback does).
+	pathTracepoints []string
 
 	actMu   sync.Mutex // serialises (de)activation of the per-packet programs
 	active  int        // open sessions
@@ -115,12 +115,12 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		tr.Close()
 		return nil, err
 	}
-	plan, err := attachBackends(tr, cfg.OnDemand, cfg.Netfilter, log)
+	plan, err := attachBackends(tr, tracer.EngineFeatures(cfg.Netfilter), cfg.OnDemand, log)
 	if err != nil {
 		tr.Close()
 		return nil, err
 	}
-	e.backends, e.pathOnDemand, e.cfg.Netfilter = plan.backends, plan.pathOnDemand, plan.netfilter
+	e.backends, e.pathTracepoints, e.cfg.Netfilter = plan.backends, plan.pathTracepoints, plan.netfilter
 	if plan.deliver {
 		e.attachDeliver()
 	}
@@ -128,11 +128,7 @@ func NewEngine(cfg EngineConfig) (*Engine, error) {
 		e.nfAsk = make(chan uint32, 64)
 		e.asked = map[uint32]bool{}
 	}
-	feat := plan.feat
-	if feat.Kprobe.Available {
-		feat.Symbols = tracer.KernelSymbols(tracer.KprobeSymbols()...)
-	}
-	e.degraded = feat.Degraded()
+	e.degraded = plan.feat.Degraded()
 	for _, d := range e.degraded {
 		log.Info("degraded capability", zap.String("what", d))
 	}
@@ -193,61 +189,81 @@ type backendPlan struct {
 	// degraded-capability notes.
 	feat     tracer.Features
 	backends []string
-	// pathOnDemand: tracer.PathTracepoints attach while a session is open
-	// (OnDemand on the tp_btf backend).
-	pathOnDemand bool
+	// pathTracepoints attach while a session is open (OnDemand on the
+	// tp_btf backend); empty when they are attached for good.
+	pathTracepoints []string
 	// deliver: attach the optional socket-read tracepoint now.
 	deliver bool
 	// netfilter: the observers loaded, to attach per session.
 	netfilter bool
 }
 
-// attachBackends attaches tp_btf (only the drop monitor's kfree_skb when
-// onDemand), or the kprobe backend for every hook point where tp_btf
-// fails, then the optional kprobe points and netfilter observers. A
-// fallback never runs next to half of the backend it replaces: each attach
-// is all or nothing. The kprobe fallback stays attached whole (onDemand has
-// no tracepoints to add per session then).
-func attachBackends(tr backendAttacher, onDemand, netfilter bool, log *zap.Logger) (backendPlan, error) {
-	p := backendPlan{feat: tracer.Features{
-		BTF:     tracer.Feature{Name: "btf", Available: true},
-		RingBuf: tracer.Feature{Name: "ringbuf", Available: true},
-		TpBTF:   tracer.Feature{Name: "tp_btf", Available: true},
-		Kprobe:  tracer.Feature{Name: "kprobe", Available: true},
-	}}
-	tps := tracer.AllTracepoints
-	if onDemand {
-		tps = []string{tracer.TPDrop}
-	}
-	if err := tr.AttachTracepoints(tps...); err != nil {
-		p.feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
-		// the ladder's last rung: a kernel without tp_btf may have kprobes
-		if kerr := tr.AttachKprobes(tracer.HookPoints...); kerr != nil {
-			return p, fmt.Errorf("%w: %v; kprobe fallback: %v", ErrEnvironment, err, kerr)
+// attachBackends executes tracer.ChooseBackends: tp_btf points, then the
+// kprobe points, then the netfilter observers, each group in one
+// all-or-nothing attach. A group that fails turns its feature off and the
+// plan is chosen again from what is learned, so a fallback never runs next
+// to half of the backend it replaces; features only ever turn off, so a
+// new plan only moves points to a later rung and never needs what was
+// attached before undone. onDemand attaches only the drop monitor's
+// tracepoint now and the path tracepoints per session; the kprobe
+// fallback stays attached whole.
+func attachBackends(tr backendAttacher, feat tracer.Features, onDemand bool, log *zap.Logger) (backendPlan, error) {
+	p := backendPlan{feat: feat}
+	var tpDone, kpDone bool
+	for range 4 { // one round per feature that can turn off, plus the last
+		x := tracer.Execute(tracer.ChooseBackends(p.feat))
+		if len(x.Tracepoints) == 0 && len(x.Kprobes) == 0 {
+			return p, fmt.Errorf("%w: no backend can attach: tp_btf: %s; kprobe: %s", ErrEnvironment, p.feat.TpBTF.Detail, p.feat.Kprobe.Detail)
 		}
-		log.Warn("tp_btf unavailable; tracing with the kprobe backend", zap.Error(err))
-		p.backends = append(p.backends, "kprobe")
-	} else {
-		p.pathOnDemand, p.deliver = onDemand, !onDemand
-		if err := tr.AttachKprobes(); err != nil {
-			// the precise netfilter verdict and tunnel points, where the kernel allows
-			p.feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
-			log.Debug("kprobe backend unavailable", zap.Error(err))
+		if !tpDone && len(x.Tracepoints) > 0 {
+			now := x.Tracepoints
+			if onDemand {
+				now, p.pathTracepoints = splitDrop(x.Tracepoints)
+			}
+			if err := tr.AttachTracepoints(now...); err != nil {
+				p.feat.TpBTF = tracer.Feature{Name: "tp_btf", Detail: err.Error()}
+				p.pathTracepoints = nil
+				log.Warn("tp_btf unavailable; choosing the backends again", zap.Error(err))
+				continue
+			}
+			tpDone = true
 			p.backends = append(p.backends, "tp_btf")
-		} else {
-			p.backends = append(p.backends, "tp_btf", "kprobe")
+			p.deliver = !onDemand && slices.Contains(x.Tracepoints, tracer.TPConsume)
 		}
-	}
-	if netfilter {
-		if err := tr.LoadNetfilter(); err != nil {
-			p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
-		} else {
-			p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Available: true} // attached per trace
+		if !kpDone && len(x.Kprobes) > 0 {
+			if err := tr.AttachKprobes(x.Kprobes...); err != nil {
+				p.feat.Kprobe = tracer.Feature{Name: "kprobe", Detail: err.Error()}
+				log.Debug("kprobe backend unavailable; choosing the backends again", zap.Error(err))
+				continue
+			}
+			kpDone = true
+			p.backends = append(p.backends, "kprobe")
+		}
+		if x.Netfilter {
+			if err := tr.LoadNetfilter(); err != nil {
+				p.feat.NetfilterLink = tracer.Feature{Name: "netfilter_link", Detail: err.Error()}
+				log.Warn("netfilter observers unavailable; choosing the backends again", zap.Error(err))
+				continue
+			}
 			p.backends = append(p.backends, "netfilter_link")
 			p.netfilter = true
 		}
+		return p, nil
 	}
-	return p, nil
+	return p, fmt.Errorf("%w: the backend choice did not settle: %+v", ErrEnvironment, p.feat)
+}
+
+// splitDrop separates the drop monitor's tracepoint (attached for good)
+// from the path tracepoints (attached per session).
+func splitDrop(tps []string) (now, path []string) {
+	for _, tp := range tps {
+		if tp == tracer.TPDrop {
+			now = append(now, tp)
+		} else {
+			path = append(path, tp)
+		}
+	}
+	return now, path
 }
 
 // Degraded lists, one line each, what this kernel lacks and what that
@@ -428,8 +444,8 @@ func (e *Engine) open(f tracer.Filter, all bool) (*session, error) {
 func (e *Engine) acquire(f tracer.Filter, all bool) (bool, error) {
 	e.actMu.Lock()
 	defer e.actMu.Unlock()
-	if e.pathOnDemand && e.active == 0 {
-		if err := e.tr.AttachTracepoints(tracer.PathTracepoints...); err != nil {
+	if len(e.pathTracepoints) > 0 && e.active == 0 {
+		if err := e.tr.AttachTracepoints(e.pathTracepoints...); err != nil {
 			return false, fmt.Errorf("%w: %v", ErrEnvironment, err)
 		}
 		e.attachDeliver()
@@ -474,8 +490,8 @@ func (e *Engine) release(all bool) {
 	case e.nfWake <- struct{}{}:
 	default:
 	}
-	if e.pathOnDemand {
-		if err := e.tr.DetachTracepoints(slices.Concat(tracer.PathTracepoints, []string{tracer.TPDeliver})...); err != nil {
+	if len(e.pathTracepoints) > 0 {
+		if err := e.tr.DetachTracepoints(slices.Concat(e.pathTracepoints, []string{tracer.TPDeliver})...); err != nil {
 			e.log.Warn("detach tracepoints", zap.Error(err))
 		}
 	}
