@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -78,16 +79,16 @@ func Run(ctx context.Context, cfg Config) error {
 		stream.OnSuppressed = m.Suppressed
 	}
 	pods := trace.NewPodIndex(cfg.CRIEndpoints)
-	queue := newStreamQueue(streamQueueLen)
+	var eng *trace.Engine // set below, before any journey can reach a queue
+	queueCtx, stopQueues := context.WithCancel(context.Background())
+	streamQ := newQueue[*journey.Journey](streamQueueLen)
 	write := func(j *journey.Journey) {
 		if stream == nil {
 			return
 		}
-		queue.put(j) // written on the queue's goroutine, never the processor's
+		streamQ.put(j) // written on the queue's goroutine, never the processor's
 	}
-	queueCtx, stopQueue := context.WithCancel(context.Background())
-	var eng *trace.Engine // set below, before any journey can reach the queue
-	go queue.run(queueCtx, func(j *journey.Journey) {
+	go streamQ.run(queueCtx, func(j *journey.Journey) {
 		j.ResolveNames(eng.Name)
 		j.Normalize()
 		j.LabelPods(pods.Pod)
@@ -95,15 +96,20 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("write event stream", zap.Error(err))
 		}
 	})
-	defer func() { stopQueue(); <-queue.done }() // before the stream closes
-	m.CounterFunc("skbtrail_stream_queue_dropped_total", "Journeys not written to the event stream because its queue was full (a slow disk).", queue.dropped.Load)
+	metricsQ := newQueue[metrics.Outcome](metricsQueueLen)
+	go metricsQ.run(queueCtx, func(o metrics.Outcome) {
+		m.Observe(chargePod(o, eng.Name, pods))
+	})
+	defer func() { stopQueues(); <-streamQ.done; <-metricsQ.done }() // before the stream closes
+	m.CounterFunc("skbtrail_stream_queue_dropped_total", "Journeys not written to the event stream because its queue was full (a slow disk).", streamQ.dropped.Load)
+	m.CounterFunc("skbtrail_metrics_queue_dropped_total", "Finished journeys not counted in the metrics because their queue was full.", metricsQ.dropped.Load)
 	eng, err = trace.NewEngine(trace.EngineConfig{
 		Settings:      tracer.Settings{DropMonitor: true},
 		IgnoreReasons: cfg.IgnoreReasons,
 		Netfilter:     true,
 		OnDemand:      true, // per-packet programs only while a trace runs
 		ReplyWait:     cfg.ReplyWait,
-		Observe:       m.Journey,
+		Observe:       func(j *journey.Journey) { metricsQ.put(metrics.OutcomeOf(j)) }, // a copy: counted off the processor
 		Unclaimed:     write,
 		OnLost:        m.Lost,
 		NetnsScope:    cfg.NodeNetns,
@@ -188,7 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}()
-	go forgetVanished(ctx, eng, m, stream, log)
+	go forgetVanished(ctx, eng, m, stream, pods, log)
 	log.Info("skbtrail daemon ready", zap.String("socket", sock), zap.String("metrics", cfg.Metrics), zap.String("events", cfg.Events))
 	notifyReady(log)
 	// loading the programs (kernel BTF, verifier logs) left tens of MB of
@@ -238,7 +244,7 @@ const sweepEvery = 30 * time.Second
 // the daemon to return freed memory to the OS at once.
 const churnForget = 100
 
-func forgetVanished(ctx context.Context, eng *trace.Engine, m *metrics.Metrics, stream *events.Stream, log *zap.Logger) {
+func forgetVanished(ctx context.Context, eng *trace.Engine, m *metrics.Metrics, stream *events.Stream, pods *trace.PodIndex, log *zap.Logger) {
 	t := time.NewTicker(sweepEvery)
 	defer t.Stop()
 	for {
@@ -266,7 +272,38 @@ func forgetVanished(ctx context.Context, eng *trace.Engine, m *metrics.Metrics, 
 		if stream != nil {
 			stream.Forget(isLive)
 		}
+		// the pod series of pods gone from the node (only when the last
+		// runtime query listed every pod: a runtime hiccup forgets nothing)
+		if n := m.ForgetPods(func(pod string) bool { live, known := pods.Live(pod); return live || !known }); n > 0 {
+			log.Debug("forgot the metric series of pods gone from the node", zap.Int("pods", n))
+		}
 	}
+}
+
+// podLookup is what charging a drop to a pod needs of the pod index.
+type podLookup interface {
+	Pod(netnsInode uint32) (name, id string)
+	PodByIP(ip string) string
+}
+
+// chargePod names o's namespace and the pod its drop is charged to: the pod
+// the packet was dropped in, else the pod that sent it, else the pod it was
+// sent to.
+func chargePod(o metrics.Outcome, name func(ino uint32) string, pods podLookup) metrics.Outcome {
+	if strings.HasPrefix(o.Netns, "ino:") {
+		if n := name(o.NetnsInode); n != "" {
+			o.Netns = n
+		}
+	}
+	if o.Verdict != journey.Dropped && o.Verdict != journey.Rejected {
+		return o
+	}
+	if o.Pod, _ = pods.Pod(o.NetnsInode); o.Pod == "" {
+		if o.Pod = pods.PodByIP(o.Src); o.Pod == "" {
+			o.Pod = pods.PodByIP(o.Dst)
+		}
+	}
+	return o
 }
 
 // notifyReady tells systemd (Type=notify) that the daemon is up.

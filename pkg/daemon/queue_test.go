@@ -10,7 +10,7 @@ import (
 )
 
 func TestStreamQueueNeverBlocksAndCounts(t *testing.T) {
-	q := newStreamQueue(2)
+	q := newQueue[*journey.Journey](2)
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var written int

@@ -3,6 +3,7 @@ package metrics
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,26 +13,80 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
 
+// MaxPodSeries bounds skbtrail_pod_drops_total: one series per (pod,
+// drop reason). A node runs at most a few hundred pods (kubelet's
+// max-pods, 110 by default) and a pod's drops have a handful of reasons,
+// so the bound is reached only by a node far outside that; past it a drop
+// is still counted in skbtrail_drops_total, and
+// skbtrail_pod_series_capped_total counts what found no series.
+const MaxPodSeries = 2048
+
 // Metrics are the daemon's counters.
 type Metrics struct {
 	reg        *prometheus.Registry
 	drops      *prometheus.CounterVec
+	podDrops   *prometheus.CounterVec
+	podCapped  prometheus.Counter
 	lost       prometheus.Counter
 	journeys   *prometheus.CounterVec
 	suppressed *prometheus.CounterVec
 
-	mu    sync.Mutex
-	netns map[string]struct{} // netns label values in use (see Forget)
+	mu         sync.Mutex
+	netns      map[string]struct{}            // netns label values in use (see Forget)
+	pods       map[string]map[string]struct{} // pod ("namespace/name") -> reasons with a series
+	nPodSeries int
+	maxPodSers int
+}
+
+// Outcome is what the metrics count of one finished journey. It is a copy
+// taken on the processor (OutcomeOf: nothing shared with the journey), then
+// named and charged to a pod where waiting is fine (the daemon's metrics
+// goroutine).
+type Outcome struct {
+	Verdict, Reason string
+	// Netns is where the journey ended ("ino:<n>" until named); NetnsInode
+	// the same namespace's inode.
+	Netns      string
+	NetnsInode uint32
+	// Src and Dst are the packet's addresses.
+	Src, Dst string
+	// Pod is the pod ("namespace/name") a drop is charged to: the pod the
+	// packet was dropped in, else the pod that sent it, else the pod it was
+	// sent to; "" when no pod is involved.
+	Pod string
+}
+
+// OutcomeOf takes what the metrics count of j.
+func OutcomeOf(j *journey.Journey) Outcome {
+	return Outcome{
+		Verdict: j.Verdict.Kind, Reason: j.Verdict.Reason,
+		Netns: j.Verdict.Netns, NetnsInode: j.Verdict.NetnsInode,
+		Src: j.Packet.Src, Dst: j.Packet.Dst,
+	}
+}
+
+func (o Outcome) dropped() bool {
+	return o.Verdict == journey.Dropped || o.Verdict == journey.Rejected
 }
 
 // New registers the counters and the usual process and Go metrics.
 func New() *Metrics {
 	m := &Metrics{
-		reg:   prometheus.NewRegistry(),
-		netns: map[string]struct{}{},
+		reg:        prometheus.NewRegistry(),
+		netns:      map[string]struct{}{},
+		pods:       map[string]map[string]struct{}{},
+		maxPodSers: MaxPodSeries,
 		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "skbtrail_drops_total", Help: "Packets the kernel dropped, by drop reason and network namespace.",
 		}, []string{"reason", "netns"}),
+		podDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "skbtrail_pod_drops_total",
+			Help: "Packets the kernel dropped, by drop reason and the pod charged: the pod the packet was dropped in, else the pod that sent it, else the pod it was sent to. At most one series per (pod, reason) of the pods on this node, deleted when the pod goes.",
+		}, []string{"reason", "pod_namespace", "pod"}),
+		podCapped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "skbtrail_pod_series_capped_total",
+			Help: "Pod drops not given a skbtrail_pod_drops_total series because the series bound was reached (still counted in skbtrail_drops_total).",
+		}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "skbtrail_events_lost_total", Help: "Trace events lost before reaching skbtrail (ring buffer or channel full).",
 		}),
@@ -42,18 +97,65 @@ func New() *Metrics {
 			Name: "skbtrail_events_suppressed_total", Help: "Drop events not written to the event stream because of rate limiting.",
 		}, []string{"reason", "netns"}),
 	}
-	m.reg.MustRegister(m.drops, m.lost, m.journeys, m.suppressed,
+	m.reg.MustRegister(m.drops, m.podDrops, m.podCapped, m.lost, m.journeys, m.suppressed,
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector())
 	return m
 }
 
-// Journey counts one finished journey.
-func (m *Metrics) Journey(j *journey.Journey) {
-	m.journeys.WithLabelValues(j.Verdict.Kind).Inc()
-	if j.Verdict.Kind == journey.Dropped || j.Verdict.Kind == journey.Rejected {
-		m.drops.WithLabelValues(j.Verdict.Reason, j.Verdict.Netns).Inc()
-		m.note(j.Verdict.Netns)
+// Journey counts one finished journey (no pod is charged).
+func (m *Metrics) Journey(j *journey.Journey) { m.Observe(OutcomeOf(j)) }
+
+// Observe counts one finished journey.
+func (m *Metrics) Observe(o Outcome) {
+	m.journeys.WithLabelValues(o.Verdict).Inc()
+	if !o.dropped() {
+		return
 	}
+	m.drops.WithLabelValues(o.Reason, o.Netns).Inc()
+	m.note(o.Netns)
+	if o.Pod != "" && m.claimPodSeries(o.Pod, o.Reason) {
+		ns, name, _ := strings.Cut(o.Pod, "/")
+		m.podDrops.WithLabelValues(o.Reason, ns, name).Inc()
+	}
+}
+
+// claimPodSeries reports whether (pod, reason) has a series, making one while
+// the bound allows; a refusal is counted.
+func (m *Metrics) claimPodSeries(pod, reason string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.pods[pod][reason]; ok {
+		return true
+	}
+	if m.nPodSeries >= m.maxPodSers {
+		m.podCapped.Inc()
+		return false
+	}
+	if m.pods[pod] == nil {
+		m.pods[pod] = map[string]struct{}{}
+	}
+	m.pods[pod][reason] = struct{}{}
+	m.nPodSeries++
+	return true
+}
+
+// ForgetPods deletes the series of every pod live does not name (it is
+// gone from the node). It returns how many pods it forgot.
+func (m *Metrics) ForgetPods(live func(pod string) bool) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for pod, reasons := range m.pods {
+		if live(pod) {
+			continue
+		}
+		ns, name, _ := strings.Cut(pod, "/")
+		m.podDrops.DeletePartialMatch(prometheus.Labels{"pod_namespace": ns, "pod": name})
+		m.nPodSeries -= len(reasons)
+		delete(m.pods, pod)
+		n++
+	}
+	return n
 }
 
 func (m *Metrics) note(netns string) {

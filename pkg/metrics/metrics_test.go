@@ -41,3 +41,47 @@ func TestForgetVanishedNamespaces(t *testing.T) {
 		t.Errorf("forgot %d with everything live", n)
 	}
 }
+
+// Pod series: one per (pod, reason), bounded, and deleted when the pod goes.
+func TestPodSeriesBoundedAndForgotten(t *testing.T) {
+	m := New()
+	m.maxPodSers = 3
+	drop := func(pod, reason string) Outcome {
+		return Outcome{Verdict: journey.Dropped, Reason: reason, Netns: "host", Pod: pod}
+	}
+	m.Observe(drop("default/web", "NETFILTER_DROP"))
+	m.Observe(drop("default/web", "NETFILTER_DROP"))
+	m.Observe(drop("default/web", "NO_SOCKET"))
+	m.Observe(drop("kube-system/coredns", "NETFILTER_DROP"))
+	m.Observe(drop("default/db", "NETFILTER_DROP")) // a fourth series: over the bound
+	m.Observe(drop("", "IP_INNOROUTES"))            // no pod: no pod series
+	m.Observe(Outcome{Verdict: journey.Delivered, Netns: "host", Pod: "default/web"})
+	out := scrape(t, m)
+	for _, want := range []string{
+		`skbtrail_pod_drops_total{pod="web",pod_namespace="default",reason="NETFILTER_DROP"} 2`,
+		`skbtrail_pod_drops_total{pod="web",pod_namespace="default",reason="NO_SOCKET"} 1`,
+		`skbtrail_pod_drops_total{pod="coredns",pod_namespace="kube-system",reason="NETFILTER_DROP"} 1`,
+		`skbtrail_pod_series_capped_total 1`,
+		`skbtrail_drops_total{netns="host",reason="NETFILTER_DROP"} 4`,
+		`skbtrail_drops_total{netns="host",reason="IP_INNOROUTES"} 1`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %s in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, `pod="db"`) {
+		t.Errorf("a series past the bound:\n%s", out)
+	}
+	if n := m.ForgetPods(func(pod string) bool { return pod == "kube-system/coredns" }); n != 1 {
+		t.Errorf("forgot %d pods, want 1", n)
+	}
+	out = scrape(t, m)
+	if strings.Contains(out, `pod="web"`) || !strings.Contains(out, `pod="coredns"`) {
+		t.Errorf("after forgetting default/web:\n%s", out)
+	}
+	// the bound counts live series: room again for the new pod
+	m.Observe(drop("default/db", "NETFILTER_DROP"))
+	if out := scrape(t, m); !strings.Contains(out, `skbtrail_pod_drops_total{pod="db",pod_namespace="default",reason="NETFILTER_DROP"} 1`) {
+		t.Errorf("no series after room was freed:\n%s", out)
+	}
+}

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,22 @@ type PodIndex struct {
 type podSnapshot struct {
 	at   time.Time
 	pods map[uint32]kube.Pod
+	byIP map[netip.Addr]string // pod IP -> "namespace/name"
+	live map[string]bool       // "namespace/name" of every pod
+	// partial: the runtime query failed somewhere; pods may be missing.
+	partial bool
+}
+
+func newPodSnapshot(pods map[uint32]kube.Pod) *podSnapshot {
+	s := &podSnapshot{at: time.Now(), pods: pods, byIP: map[netip.Addr]string{}, live: map[string]bool{}}
+	for _, p := range pods {
+		name := p.Namespace + "/" + p.Name
+		s.live[name] = true
+		if p.IP.IsValid() && !p.HostNetwork {
+			s.byIP[p.IP.Unmap()] = name
+		}
+	}
+	return s
 }
 
 // NewPodIndex returns an index over the given CRI endpoints (nil: defaults).
@@ -46,8 +63,10 @@ func (p *PodIndex) Refresh(ctx context.Context) {
 	if p.fresh() {
 		return // another caller refreshed it while this one waited
 	}
-	pods, _ := p.Resolver.Index(ctx) // partial on error: best effort
-	p.snap.Store(&podSnapshot{at: time.Now(), pods: pods})
+	pods, err := p.Resolver.Index(ctx) // partial on error: best effort
+	s := newPodSnapshot(pods)
+	s.partial = err != nil
+	p.snap.Store(s)
 }
 
 // Pod returns "namespace/name" and the sandbox id of the pod owning the
@@ -64,4 +83,32 @@ func (p *PodIndex) Pod(ino uint32) (string, string) {
 		return pod.Namespace + "/" + pod.Name, pod.SandboxID
 	}
 	return "", ""
+}
+
+// PodByIP returns "namespace/name" of the pod with address ip (a pod
+// network address, not a host-network pod's), or "".
+func (p *PodIndex) PodByIP(ip string) string {
+	if p == nil {
+		return ""
+	}
+	s := p.snap.Load()
+	a, err := netip.ParseAddr(ip)
+	if s == nil || err != nil {
+		return ""
+	}
+	return s.byIP[a.Unmap()]
+}
+
+// Live reports whether the pod ("namespace/name") was on the node at the
+// last refresh; known is false when that refresh could not list every pod
+// (or none happened yet), and then live says nothing.
+func (p *PodIndex) Live(pod string) (live, known bool) {
+	if p == nil {
+		return false, false
+	}
+	s := p.snap.Load()
+	if s == nil || s.partial {
+		return false, false
+	}
+	return s.live[pod], true
 }
