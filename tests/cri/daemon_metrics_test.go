@@ -80,7 +80,9 @@ func TestDaemonPodMetrics(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
-	waitFor("daemon metrics up", 30*time.Second, func(s string) bool { return strings.Contains(s, "skbtrail_journeys_total") || strings.Contains(s, "skbtrail_events_lost_total") })
+	waitFor("daemon metrics up", 30*time.Second, func(s string) bool {
+		return strings.Contains(s, "skbtrail_journeys_total") || strings.Contains(s, "skbtrail_events_lost_total")
+	})
 
 	// a NetworkPolicy-like DROP in the server pod: the client's SYNs die there
 	serverNetns := filepath.Base(server.NetnsPath)
@@ -129,4 +131,3 @@ func grepMetrics(scrape, prefix string) string {
 	}
 	return b.String()
 }
-
