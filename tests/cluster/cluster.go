@@ -247,9 +247,9 @@ func (c *Cluster) Down() error {
 		errs = append(errs, k.Stop())
 	}
 	for _, p := range daemons {
-		errs = append(errs, p.stop(5*time.Second))
+		errs = append(errs, p.Stop(5*time.Second))
 	}
-	errs = append(errs, c.apiserver.stop(10*time.Second), c.etcd.stop(10*time.Second))
+	errs = append(errs, c.apiserver.Stop(10*time.Second), c.etcd.Stop(10*time.Second))
 	errs = append(errs, deleteNetns(c.ctlNetns, c.ctlID))
 	if c.dir != "" {
 		if err := os.RemoveAll(c.dir); err != nil {

@@ -65,7 +65,7 @@ func (c *Cluster) startControlPlane(ctx context.Context, tokens map[string]strin
 	if c.admin, err = c.Client(UserAdmin); err != nil {
 		return err
 	}
-	if err := c.apiserver.waitFor(ctx, 90*time.Second, "ready (/readyz)", c.readyz); err != nil {
+	if err := c.apiserver.WaitFor(ctx, 90*time.Second, "ready (/readyz)", c.readyz); err != nil {
 		return err
 	}
 	for _, u := range []string{UserTracer, UserNobody} {
@@ -143,7 +143,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 		},
 	}}
 	defer hc.CloseIdleConnections()
-	return c.etcd.waitFor(ctx, 30*time.Second, "healthy", func(ctx context.Context) (bool, error) {
+	return c.etcd.WaitFor(ctx, 30*time.Second, "healthy", func(ctx context.Context) (bool, error) {
 		return etcdHealthy(ctx, hc)
 	})
 }

@@ -88,7 +88,7 @@ func (c *Cluster) StartDaemon(ctx context.Context, nodeName string, extraArgs ..
 	if err != nil {
 		return err
 	}
-	err = p.waitFor(ctx, DaemonReadyTimeout, "ready ("+DaemonReadyLine+")", func(context.Context) (bool, error) {
+	err = p.WaitFor(ctx, DaemonReadyTimeout, "ready ("+DaemonReadyLine+")", func(context.Context) (bool, error) {
 		data, _ := os.ReadFile(logPath)
 		return int64(len(data)) > offset && bytes.Contains(data[offset:], []byte(DaemonReadyLine)), nil
 	})
@@ -109,8 +109,8 @@ func (c *Cluster) registerDaemon(node string, start func() (*proc, error)) (*pro
 	if c.down {
 		return nil, errors.New("cluster: StartDaemon after Down")
 	}
-	if old := c.daemons[node]; old != nil && !old.exited() {
-		return nil, fmt.Errorf("cluster: a daemon for %s runs already (pid %d)", node, old.cmd.Process.Pid)
+	if old := c.daemons[node]; old != nil && !old.Exited() {
+		return nil, fmt.Errorf("cluster: a daemon for %s runs already (pid %d)", node, old.PID())
 	}
 	p, err := start()
 	if err != nil {
@@ -167,7 +167,7 @@ func (c *Cluster) StopDaemon(node string) error {
 	p := c.daemons[node]
 	delete(c.daemons, node)
 	c.mu.Unlock()
-	return p.stop(5 * time.Second)
+	return p.Stop(5 * time.Second)
 }
 
 // DaemonLog returns node's daemon stderr log so far (every start of it).

@@ -74,7 +74,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("second StartDaemon for worker-1: %v, want 'runs already'", err)
 	}
 
-	pid := c.daemons["worker-1"].cmd.Process.Pid
+	pid := c.daemons["worker-1"].PID()
 	if err := c.StopDaemon("worker-1"); err != nil {
 		t.Fatalf("StopDaemon: %v", err)
 	}

@@ -118,7 +118,7 @@ type Kubelet struct {
 }
 
 // Running reports whether the kubelet process runs.
-func (k *Kubelet) Running() bool { return k.kubelet != nil && !k.kubelet.exited() }
+func (k *Kubelet) Running() bool { return k.kubelet != nil && !k.kubelet.Exited() }
 
 // KubeletLog returns the kubelet's log so far.
 func (k *Kubelet) KubeletLog() string { return readFile(filepath.Join(k.Dir, "kubelet.log")) }
@@ -284,7 +284,7 @@ func (k *Kubelet) makeDirs() error {
 
 // inNodeMounts runs a command inside the node's mount namespace.
 func (k *Kubelet) inNodeMounts(ctx context.Context, args ...string) error {
-	return run(ctx, "nsenter", append([]string{"--target", strconv.Itoa(k.holder.cmd.Process.Pid), "--mount", "--"}, args...)...)
+	return run(ctx, "nsenter", append([]string{"--target", strconv.Itoa(k.holder.PID()), "--mount", "--"}, args...)...)
 }
 
 // startHolder starts the process that owns the node's mount namespace
@@ -301,8 +301,8 @@ func (k *Kubelet) startHolder(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster: own mount namespace: %w", err)
 	}
-	pid := k.holder.cmd.Process.Pid
-	err = k.holder.waitFor(ctx, 10*time.Second, "in its own mount namespace", func(context.Context) (bool, error) {
+	pid := k.holder.PID()
+	err = k.holder.WaitFor(ctx, 10*time.Second, "in its own mount namespace", func(context.Context) (bool, error) {
 		mnt, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
 		if err != nil || mnt == self {
 			return false, err
@@ -420,7 +420,7 @@ func (k *Kubelet) startContainerd(ctx context.Context, images []string) error {
 		return err
 	}
 	k.containerd, err = startCmd("containerd "+k.Node, filepath.Join(k.Dir, "containerd.log"), filepath.Join(k.Dir, "containerd.log"),
-		"nsenter", "--target", strconv.Itoa(k.holder.cmd.Process.Pid), "--mount", "--net", "--", "containerd", "--config", cfg)
+		"nsenter", "--target", strconv.Itoa(k.holder.PID()), "--mount", "--net", "--", "containerd", "--config", cfg)
 	if err != nil {
 		return err
 	}
@@ -429,7 +429,7 @@ func (k *Kubelet) startContainerd(ctx context.Context, images []string) error {
 		return err
 	}
 	defer cri.close()
-	if err := k.containerd.waitFor(ctx, 60*time.Second, "ready (CRI status)", cri.ready); err != nil {
+	if err := k.containerd.WaitFor(ctx, 60*time.Second, "ready (CRI status)", cri.ready); err != nil {
 		return err
 	}
 	bb, err := containerd.BusyboxPath()
@@ -450,11 +450,11 @@ func (k *Kubelet) startContainerd(ctx context.Context, images []string) error {
 			"images", "import", "--snapshotter", "overlayfs", tar).CombinedOutput()
 		cancel()
 		if err != nil {
-			return k.containerd.failure(fmt.Errorf("cluster: ctr images import %s: %w: %s", tar, err, strings.TrimSpace(string(out))))
+			return k.containerd.Failure(fmt.Errorf("cluster: ctr images import %s: %w: %s", tar, err, strings.TrimSpace(string(out))))
 		}
 		k.c.opts.Logf("cluster: imported into %s's containerd: %s", k.Node, strings.TrimSpace(string(out)))
 	}
-	return k.containerd.waitFor(ctx, 20*time.Second, "showing "+PauseImage+" through the CRI", func(ctx context.Context) (bool, error) {
+	return k.containerd.WaitFor(ctx, 20*time.Second, "showing "+PauseImage+" through the CRI", func(ctx context.Context) (bool, error) {
 		return cri.hasImage(ctx, PauseImage)
 	})
 }
@@ -467,7 +467,7 @@ func (k *Kubelet) startContainerd(ctx context.Context, images []string) error {
 // Service's ClusterIP:port to the API server's real address itself.
 func (k *Kubelet) serveKubernetesService(ctx context.Context) error {
 	var svc *corev1.Service
-	err := k.c.apiserver.waitFor(ctx, 30*time.Second, "showing Service default/kubernetes", func(ctx context.Context) (bool, error) {
+	err := k.c.apiserver.WaitFor(ctx, 30*time.Second, "showing Service default/kubernetes", func(ctx context.Context) (bool, error) {
 		s, err := k.c.admin.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
 		if err != nil {
 			return false, err
@@ -573,12 +573,12 @@ func (k *Kubelet) startKubelet(ctx context.Context, bin string) error {
 		return err
 	}
 	k.kubelet, err = startCmd("kubelet "+k.Node, filepath.Join(k.Dir, "kubelet.log"), filepath.Join(k.Dir, "kubelet.log"),
-		"nsenter", "--target", strconv.Itoa(k.holder.cmd.Process.Pid), "--mount", "--net", "--",
+		"nsenter", "--target", strconv.Itoa(k.holder.PID()), "--mount", "--net", "--",
 		bin, "--config="+cfg, "--kubeconfig="+kubeconfig, "--hostname-override="+k.Node, "--node-ip="+k.IP, "--v=2")
 	if err != nil {
 		return err
 	}
-	return k.kubelet.waitFor(ctx, KubeletReadyTimeout, "Node "+k.Node+" Ready", func(ctx context.Context) (bool, error) {
+	return k.kubelet.WaitFor(ctx, KubeletReadyTimeout, "Node "+k.Node+" Ready", func(ctx context.Context) (bool, error) {
 		n, err := k.c.admin.CoreV1().Nodes().Get(ctx, k.Node, metav1.GetOptions{})
 		if err != nil {
 			return false, err

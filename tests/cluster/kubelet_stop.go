@@ -119,14 +119,14 @@ func (k *Kubelet) Stop() error {
 
 func (k *Kubelet) stop() error {
 	var errs []error
-	errs = append(errs, k.kubelet.stop(15*time.Second))
-	if k.containerd != nil && !k.containerd.exited() {
+	errs = append(errs, k.kubelet.Stop(15*time.Second))
+	if k.containerd != nil && !k.containerd.Exited() {
 		if cri, err := newCRIClient(k.ContainerdSocket()); err == nil {
 			errs = append(errs, cri.removeSandboxes(context.Background()))
 			cri.close()
 		}
 	}
-	errs = append(errs, k.containerd.stop(15*time.Second))
+	errs = append(errs, k.containerd.Stop(15*time.Second))
 	if k.mntNS != "" {
 		left := k.nodeProcesses()
 		for _, pid := range left {
@@ -135,7 +135,7 @@ func (k *Kubelet) stop() error {
 		}
 		waitGone(left, 5*time.Second)
 	}
-	errs = append(errs, k.holder.stop(5*time.Second))
+	errs = append(errs, k.holder.Stop(5*time.Second))
 	if k.mntNS != "" {
 		errs = append(errs, k.waitMountNSGone())
 	}
@@ -156,7 +156,7 @@ func (k *Kubelet) nodeProcesses() []int {
 	ents, _ := os.ReadDir("/proc")
 	holder := 0
 	if k.holder != nil {
-		holder = k.holder.cmd.Process.Pid
+		holder = k.holder.PID()
 	}
 	var out []int
 	for _, e := range ents {

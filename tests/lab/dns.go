@@ -40,10 +40,10 @@ func (l *Lab) SetPodDNS(ctx context.Context, nameserver string) error {
 	if err != nil {
 		return err
 	}
-	seen := filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "root", "etc", "resolv.conf")
+	seen := filepath.Join("/proc", strconv.Itoa(p.PID()), "root", "etc", "resolv.conf")
 	return waitUntil(ctx, 5*time.Second, func() (bool, error) {
-		if p.exited() {
-			return false, fmt.Errorf("lab: pod-a's DNS process exited: %v: %s", p.err, l.FlannelLog("pod-a-dns"))
+		if p.Exited() {
+			return false, fmt.Errorf("lab: pod-a's DNS process exited: %v: %s", p.Err(), l.FlannelLog("pod-a-dns"))
 		}
 		b, err := os.ReadFile(seen)
 		return err == nil && strings.Contains(string(b), "nameserver "+nameserver), err

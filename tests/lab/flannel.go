@@ -11,11 +11,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/skbtrail/skbtrail/tests/procs"
 )
 
 // Who programs the overlay of the flannel flavour (Config.Flannel).
@@ -84,83 +84,23 @@ func FlannelBinaries() (flanneld, etcd string, err error) {
 }
 
 // proc is a process the lab started with `ip netns exec` (which execs the
-// program in place: the PID is the program's own).
+// program in place: the PID is the program's own), with what restarts it.
 type proc struct {
-	name    string
+	*procs.Proc
 	ns, bin string
 	args    []string
-	log     string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
 }
 
 func (l *Lab) startProc(name, ns, bin string, args ...string) (*proc, error) {
-	logPath := filepath.Join(l.dir, name+".log")
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	pp, err := procs.StartInNetns(name, ns, filepath.Join(l.dir, name+".log"), bin, args...)
 	if err != nil {
-		return nil, fmt.Errorf("lab: %s log: %w", name, err)
+		return nil, fmt.Errorf("lab: %w", err)
 	}
-	defer f.Close()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("lab: start %s: %w", name, err)
-	}
-	p := &proc{name: name, ns: ns, bin: bin, args: args, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
+	p := &proc{Proc: pp, ns: ns, bin: bin, args: args}
 	l.mu.Lock()
 	l.procs = append(l.procs, p)
 	l.mu.Unlock()
 	return p, nil
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM (by PID), SIGKILL after grace, and waits.
-func (p *proc) stop(grace time.Duration) error {
-	if p.exited() {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(grace):
-	}
-	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("lab: kill %s (pid %d): %w", p.name, p.cmd.Process.Pid, err)
-	}
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("lab: %s (pid %d) did not exit after SIGKILL", p.name, p.cmd.Process.Pid)
-	}
-}
-
-func (p *proc) failure(err error) error {
-	state := "running"
-	if p.exited() {
-		state = fmt.Sprintf("exited: %v", p.err)
-	}
-	data, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > 20 {
-		lines = lines[len(lines)-20:]
-	}
-	return fmt.Errorf("%w (%s pid %d %s; log %s:\n%s)", err, p.name, p.cmd.Process.Pid, state, p.log, strings.Join(lines, "\n"))
 }
 
 // flannelNode is what one node's flanneld is started with.
@@ -228,7 +168,7 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 	}}
 	defer hc.CloseIdleConnections()
 	if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
-		if p.exited() {
+		if p.Exited() {
 			return false, errors.New("exited")
 		}
 		resp, err := hc.Get(url + "/health")
@@ -239,7 +179,7 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"true"`)), nil
 	}); err != nil {
-		return p.failure(fmt.Errorf("lab: etcd not healthy: %w", err))
+		return p.Failure(fmt.Errorf("lab: etcd not healthy: %w", err))
 	}
 	put, _ := json.Marshal(map[string]string{
 		"key":   base64.StdEncoding.EncodeToString([]byte(FlannelEtcdPrefix + "/config")),
@@ -247,12 +187,12 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 	})
 	resp, err := hc.Post(url+"/v3/kv/put", "application/json", bytes.NewReader(put))
 	if err != nil {
-		return p.failure(fmt.Errorf("lab: etcd put flannel config: %w", err))
+		return p.Failure(fmt.Errorf("lab: etcd put flannel config: %w", err))
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return p.failure(fmt.Errorf("lab: etcd put flannel config: %s: %s", resp.Status, body))
+		return p.Failure(fmt.Errorf("lab: etcd put flannel config: %s: %s", resp.Status, body))
 	}
 
 	nodes := []flannelNode{
@@ -276,7 +216,7 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 			return fmt.Errorf("lab: %w", err)
 		}
 	}
-	var procs []*proc
+	var nodeProcs []*proc
 	for i, n := range nodes {
 		subnetFile := l.FlannelSubnetFile(n.ns)
 		if err := os.WriteFile(subnetFile, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET="+n.subnet+"\n"), 0o600); err != nil {
@@ -295,12 +235,12 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		procs = append(procs, p)
+		nodeProcs = append(nodeProcs, p)
 	}
 	for i, n := range nodes {
-		p := procs[i]
+		p := nodeProcs[i]
 		if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
-			if p.exited() {
+			if p.Exited() {
 				return false, errors.New("exited")
 			}
 			out, err := runCmd(ctx, nil, "ip", "-n", n.ns, "route", "show", n.peerCIDR)
@@ -309,14 +249,14 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 			}
 			return strings.Contains(out, "dev "+VXLANDevice), nil
 		}); err != nil {
-			return p.failure(fmt.Errorf("lab: %s: no route to %s on %s: %w", n.ns, n.peerCIDR, VXLANDevice, err))
+			return p.Failure(fmt.Errorf("lab: %s: no route to %s on %s: %w", n.ns, n.peerCIDR, VXLANDevice, err))
 		}
 		data, err := os.ReadFile(l.FlannelSubnetFile(n.ns))
 		if err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
 		if !strings.Contains(string(data), "FLANNEL_SUBNET="+n.subnet+"\n") {
-			return p.failure(fmt.Errorf("lab: %s: flanneld did not keep the pinned lease %s; subnet file:\n%s", n.ns, n.subnet, data))
+			return p.Failure(fmt.Errorf("lab: %s: flanneld did not keep the pinned lease %s; subnet file:\n%s", n.ns, n.subnet, data))
 		}
 	}
 	return nil
@@ -369,7 +309,7 @@ func (l *Lab) flanneldProc(ns string) (*proc, error) {
 	l.mu.Lock()
 	var p *proc
 	for _, q := range l.procs {
-		if q.name == name {
+		if q.Name == name {
 			p = q
 		}
 	}
@@ -387,7 +327,7 @@ func (l *Lab) stopFlanneld(ns string) error {
 	if err != nil {
 		return err
 	}
-	return p.stop(5 * time.Second)
+	return p.Stop(5 * time.Second)
 }
 
 // restartFlanneld stops node namespace ns's flanneld, deletes its VXLAN
@@ -399,24 +339,24 @@ func (l *Lab) restartFlanneld(ctx context.Context, ns, peerCIDR string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.stop(5 * time.Second); err != nil {
+	if err := p.Stop(5 * time.Second); err != nil {
 		return err
 	}
 	if err := l.ip(ctx, ns, "link", "del", "dev", l.VXLANDevice); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	q, err := l.startProc(p.name, p.ns, p.bin, p.args...)
+	q, err := l.startProc(p.Name, p.ns, p.bin, p.args...)
 	if err != nil {
 		return err
 	}
 	if err := waitUntil(ctx, 30*time.Second, func() (bool, error) {
-		if q.exited() {
+		if q.Exited() {
 			return false, errors.New("exited")
 		}
 		out, err := runCmd(ctx, nil, "ip", "-n", ns, "route", "show", peerCIDR)
 		return err == nil && strings.Contains(out, "dev "+l.VXLANDevice), err
 	}); err != nil {
-		return q.failure(fmt.Errorf("lab: %s: restarted flanneld wrote no route to %s: %w", ns, peerCIDR, err))
+		return q.Failure(fmt.Errorf("lab: %s: restarted flanneld wrote no route to %s: %w", ns, peerCIDR, err))
 	}
 	return nil
 }
@@ -434,12 +374,12 @@ func (l *Lab) FlannelLog(name string) string {
 // stopProcs stops the processes the lab started, newest first.
 func (l *Lab) stopProcs() error {
 	l.mu.Lock()
-	procs := l.procs
+	started := l.procs
 	l.procs = nil
 	l.mu.Unlock()
 	var errs []error
-	for i := len(procs) - 1; i >= 0; i-- {
-		if err := procs[i].stop(5 * time.Second); err != nil {
+	for i := len(started) - 1; i >= 0; i-- {
+		if err := started[i].Stop(5 * time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
