@@ -49,9 +49,26 @@ func resolveKube(ctx context.Context, req *trace.Request, pod string, criEndpoin
 		return fmt.Errorf("--pod: %w", err)
 	}
 	req.FromNetns = name
-	if req.Src == "" && p.IP.Is4() && !p.HostNetwork {
-		req.Src = p.IP.String()
+	if a := p.Addr(destination(req)); req.Src == "" && a.IsValid() && !p.HostNetwork {
+		req.Src = a.String() // the pod's address of the destination's family
 	}
 	logf("--pod %s: %s", pod, p)
 	return nil
+}
+
+// destination is the request's destination address (--to's host, or the
+// address of --dst), or the zero Addr when it names none.
+func destination(req *trace.Request) netip.Addr {
+	if host, _, err := net.SplitHostPort(req.To); err == nil {
+		if a, err := netip.ParseAddr(host); err == nil {
+			return a.Unmap()
+		}
+	}
+	if pfx, err := netip.ParsePrefix(req.Dst); err == nil {
+		return pfx.Addr().Unmap()
+	}
+	if a, err := netip.ParseAddr(req.Dst); err == nil {
+		return a.Unmap()
+	}
+	return netip.Addr{}
 }

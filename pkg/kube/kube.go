@@ -45,6 +45,9 @@ type Pod struct {
 	UID             string
 	SandboxID       string     // container runtime id of the pod sandbox (CNI: container id)
 	IP              netip.Addr // primary pod IP; invalid for host-network pods
+	// IPs are all the pod's addresses, the primary first (a dual-stack pod
+	// has an IPv4 and an IPv6 one).
+	IPs []netip.Addr
 	// NetnsPath opens the pod's network namespace (e.g.
 	// /var/run/netns/cni-..., /proc/<pid>/ns/net).
 	NetnsPath string
@@ -57,6 +60,19 @@ type Pod struct {
 	Source string
 }
 
+// Addr is the pod's address of the family of dst (IPv6 when dst is
+// IPv6), else its primary address.
+func (p Pod) Addr(dst netip.Addr) netip.Addr {
+	if dst.IsValid() {
+		for _, a := range p.IPs {
+			if a.Is6() == dst.Unmap().Is6() {
+				return a
+			}
+		}
+	}
+	return p.IP
+}
+
 // String describes the pod in one line.
 func (p Pod) String() string {
 	var b strings.Builder
@@ -67,7 +83,14 @@ func (p Pod) String() string {
 	}
 	b.WriteString(" (")
 	var parts []string
-	if p.IP.IsValid() {
+	switch {
+	case len(p.IPs) > 1:
+		ips := make([]string, len(p.IPs))
+		for i, a := range p.IPs {
+			ips[i] = a.String()
+		}
+		parts = append(parts, "ips "+strings.Join(ips, ","))
+	case p.IP.IsValid():
 		parts = append(parts, "ip "+p.IP.String())
 	}
 	if p.SandboxID != "" {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,8 +179,8 @@ func TestResolveCRI(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Pod{Namespace: "default", Name: "client", UID: "uid-client", SandboxID: idA,
-		IP: netip.MustParseAddr("10.88.77.22"), NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: "cri:" + ep}
-	if p != want {
+		IP: netip.MustParseAddr("10.88.77.22"), IPs: []netip.Addr{netip.MustParseAddr("10.88.77.22")}, NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: "cri:" + ep}
+	if !reflect.DeepEqual(p, want) {
 		t.Errorf("got  %+v\nwant %+v", p, want)
 	}
 	if !strings.Contains(p.String(), "default/client (ip 10.88.77.22, sandbox aaaaaaaaaaaaa, netns /proc/self/ns/net, via cri:unix://") {
@@ -261,6 +262,20 @@ func TestResolveCRIMetadataOnly(t *testing.T) {
 	if p.SandboxID != idB || p.IP != netip.MustParseAddr("10.88.77.23") {
 		t.Errorf("got %+v", p)
 	}
+	// dual stack: every address, and the one of a destination's family
+	v4, v6 := netip.MustParseAddr("10.88.77.23"), netip.MustParseAddr("fd00::23")
+	if !reflect.DeepEqual(p.IPs, []netip.Addr{v4, v6}) {
+		t.Errorf("IPs %v, want [%s %s]", p.IPs, v4, v6)
+	}
+	for dst, want := range map[string]netip.Addr{"fd00::1": v6, "10.96.0.10": v4, "": v4} {
+		d, _ := netip.ParseAddr(dst)
+		if got := p.Addr(d); got != want {
+			t.Errorf("Addr(%q) = %s, want %s", dst, got, want)
+		}
+	}
+	if !strings.Contains(p.String(), "ips 10.88.77.23,fd00::23") {
+		t.Errorf("String() = %s", p)
+	}
 }
 
 func TestResolveOrder(t *testing.T) {
@@ -286,8 +301,8 @@ func TestResolveOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Pod{Namespace: "default", Name: "client", UID: "11111111-2222-3333-4444-555555555555", SandboxID: idA,
-		IP: netip.MustParseAddr("10.88.77.2"), NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: SourceCNICache}
-	if p != want {
+		IP: netip.MustParseAddr("10.88.77.2"), IPs: []netip.Addr{netip.MustParseAddr("10.88.77.2")}, NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: SourceCNICache}
+	if !reflect.DeepEqual(p, want) {
 		t.Errorf("CNI fallback:\n got  %+v\nwant %+v", p, want)
 	}
 
@@ -702,13 +717,13 @@ func TestCNICacheContainerd16(t *testing.T) {
 	dir := "testdata/cni-containerd16"
 	r := resolver(t, []string{missingEndpoint(t)}, []string{dir + "/results"}, []string{dir + "/networks"})
 	want := Pod{Namespace: "default", Name: "client", UID: "4acaa975-d3b6-b28a-48b0-78f5820a580f", SandboxID: id,
-		IP: netip.MustParseAddr("10.88.77.2"), NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: SourceCNICache}
+		IP: netip.MustParseAddr("10.88.77.2"), IPs: []netip.Addr{netip.MustParseAddr("10.88.77.2")}, NetnsPath: selfNetns, NetnsInode: selfIno(t), Source: SourceCNICache}
 	for _, spec := range []string{"default/client", "10.88.77.2"} {
 		p, err := r.Resolve(context.Background(), spec)
 		if err != nil {
 			t.Fatalf("Resolve(%s): %v", spec, err)
 		}
-		if p != want {
+		if !reflect.DeepEqual(p, want) {
 			t.Errorf("Resolve(%s):\n got  %+v\nwant %+v", spec, p, want)
 		}
 	}

@@ -36,8 +36,13 @@ func newPodSnapshot(pods map[uint32]kube.Pod) *podSnapshot {
 	for _, p := range pods {
 		name := p.Namespace + "/" + p.Name
 		s.live[name] = true
-		if p.IP.IsValid() && !p.HostNetwork {
-			s.byIP[p.IP.Unmap()] = name
+		if p.HostNetwork {
+			continue
+		}
+		for _, a := range append([]netip.Addr{p.IP}, p.IPs...) {
+			if a.IsValid() {
+				s.byIP[a.Unmap()] = name
+			}
 		}
 	}
 	return s
