@@ -60,14 +60,13 @@ type Pod struct {
 	Source string
 }
 
-// Addr is the pod's address of the family of dst (IPv6 when dst is
-// IPv6), else its primary address.
+// Addr is the pod's address of the family of dst (IPv4 when dst is
+// invalid), else its primary address.
 func (p Pod) Addr(dst netip.Addr) netip.Addr {
-	if dst.IsValid() {
-		for _, a := range p.IPs {
-			if a.Is6() == dst.Unmap().Is6() {
-				return a
-			}
+	want6 := dst.IsValid() && dst.Unmap().Is6()
+	for _, a := range p.IPs {
+		if a.Is6() == want6 {
+			return a
 		}
 	}
 	return p.IP
