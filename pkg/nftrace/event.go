@@ -56,6 +56,9 @@ type Event struct {
 	// of the same trace id); HasPacket says whether it is known.
 	Packet    Tuple
 	HasPacket bool
+	// BaseChain is the base chain whose walk reached this event (Chain
+	// itself unless a rule jumped); set with Packet.
+	BaseChain string
 }
 
 // Drops reports whether the event is a packet's final drop: a rule with the

@@ -29,7 +29,7 @@ type Listener struct {
 	next  int
 	// pkts is the packet of each trace id: the kernel copies the headers
 	// into the first event of a chain walk only.
-	pkts map[uint32]Tuple
+	pkts map[uint32]walk
 
 	// Events counts every trace event received, Forgotten the drops pushed
 	// out of the ring, Lost the events the kernel could not deliver
@@ -49,10 +49,16 @@ func Listen(netnsFD int) (*Listener, error) {
 		return nil, fmt.Errorf("join the nftrace group: %w", err)
 	}
 	_ = c.SetReadBuffer(1 << 20) // best effort: the default holds fewer bursts
-	l := &Listener{conn: c, done: make(chan struct{}), pkts: map[uint32]Tuple{}}
+	l := &Listener{conn: c, done: make(chan struct{}), pkts: map[uint32]walk{}}
 	l.cond = sync.NewCond(&l.mu)
 	go l.read()
 	return l, nil
+}
+
+// walk is what a trace id's first event of a chain walk said.
+type walk struct {
+	pkt  Tuple
+	base string // the base chain the walk started in
 }
 
 func (l *Listener) read() {
@@ -84,10 +90,12 @@ func (l *Listener) read() {
 				if len(l.pkts) >= keepPackets {
 					clear(l.pkts) // the walks in flight restart their entry at their next chain
 				}
-				l.pkts[ev.ID] = tu
+				l.pkts[ev.ID] = walk{tu, ev.Chain}
 			}
 			if ev.Drops() {
-				ev.Packet, ev.HasPacket = l.pkts[ev.ID]
+				if w, ok := l.pkts[ev.ID]; ok {
+					ev.Packet, ev.HasPacket, ev.BaseChain = w.pkt, true, w.base
+				}
 				l.add(ev)
 			}
 		}

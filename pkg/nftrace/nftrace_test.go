@@ -105,7 +105,7 @@ func TestMarkerAndListener(t *testing.T) {
 	if !ok {
 		t.Fatalf("no drop event for %+v (events %d)", want, l.Events.Load())
 	}
-	if ev.Table != "sbt_t" || ev.Chain != "out" || ev.Kind != KindRule || ev.Handle == 0 || ev.Family != unix.NFPROTO_INET {
+	if ev.Table != "sbt_t" || ev.Chain != "out" || ev.Kind != KindRule || ev.Handle == 0 || ev.BaseChain != "out" || ev.Family != unix.NFPROTO_INET {
 		t.Errorf("event %+v, want rule drop in inet sbt_t out", ev)
 	}
 	if _, ok := l.FindDrop(func(e Event) bool { return e.Packet.Sport == 4001 }, 200*time.Millisecond); ok {
