@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -15,38 +14,6 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 )
-
-// prepareRules snapshots every namespace's rules and counters, so a drop can
-// later be pinned to the rule whose counter rose.
-func (d *Diagnoser) prepareRules(ctx context.Context) error {
-	if d.cfg.Registry == nil {
-		return nil
-	}
-	entries := d.cfg.Registry.All()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	var mu sync.Mutex
-	var firstErr error
-	for _, e := range entries {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(e netnsutil.Entry) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			s, err := nfrules.Take(ctx, e.Path)
-			mu.Lock()
-			defer mu.Unlock()
-			if s != nil {
-				d.before[uint32(e.Inode)] = s
-			}
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-		}(e)
-	}
-	wg.Wait()
-	return firstErr
-}
 
 // lastNF is the last netfilter observation of the packet before it was freed.
 func lastNF(j *journey.Journey) (journey.Event, bool) {
@@ -119,20 +86,22 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 			}
 		}
 	}
-	after, err := nfrules.Take(context.Background(), path)
-	if err != nil {
-		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
-	}
 	tu := ev.Pkt
 	if ev.Encap {
 		tu = ev.Outer // the rules saw the VXLAN packet, not what it carries
 	}
-	var pkt nfrules.Packet
-	var dec nfrules.Decision
+	traced, exact := d.tracedDrop(j, v.NetnsInode)
+	kinds := nfrules.KindAll
+	if exact {
+		kinds = nfrules.KindIptNFT | nfrules.KindNft // for the rule's text only
+	}
+	after, err := nfrules.TakeKinds(context.Background(), path, kinds)
+	if err != nil {
+		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
+	}
 	oif, routed := "", false // the route is looked up once, for the first hook that has an out-device
-	for _, h := range hooks {
-		ev.Hook = h
-		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname, CT: nftCTState(ev)}
+	packetAt := func(h uint8) nfrules.Packet {
+		pkt := nfrules.Packet{Tuple: tu, Iif: ev.Ifname, CT: nftCTState(ev)}
 		if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
 			if !routed {
 				oif, _ = routeGet(path, tu.Dst)
@@ -143,13 +112,37 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		if h == journey.HookLocalOut {
 			pkt.Iif = ""
 		}
-		if dec, ok = nfrules.Decide(d.before[v.NetnsInode], after, h, ev.Stage, pkt); ok {
-			break
+		return pkt
+	}
+	var pkt nfrules.Packet
+	var dec nfrules.Decision
+	if exact {
+		var hook uint8
+		var hookOK bool
+		dec, hook, hookOK = nfrules.FromTrace(traced, after)
+		if hookOK {
+			ev.Hook = hook
+			v.Hook = journey.HookName(hook)
+		}
+		pkt = packetAt(ev.Hook)
+		// kube-proxy's verdict maps: the element that led there
+		if old, ok := nfrules.Decide(d.before[v.NetnsInode], after, ev.Hook, ev.Stage, pkt); ok && old.Map != "" && old.Family == dec.Family && old.Table == dec.Table {
+			dec.Map, dec.Comment = old.Map, old.Comment
+		}
+	} else {
+		for _, h := range hooks {
+			ev.Hook = h
+			pkt = packetAt(h)
+			if dec, ok = nfrules.Decide(d.before[v.NetnsInode], after, h, ev.Stage, pkt); ok {
+				break
+			}
+		}
+		if !ok {
+			return
 		}
 	}
-	if !ok {
-		return
-	}
+	v.RuleHandle = uint64(dec.Handle)
+	v.Attribution = attribution(dec, exact)
 	if guessed {
 		v.Hook = journey.HookName(ev.Hook)
 	}
@@ -184,7 +177,11 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 		}
 	}
 	if guessed {
-		f.Message += fmt.Sprintf(" (hook %s found from the rules and their counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
+		how := "the rules and their counters"
+		if exact {
+			how = "nf_tables' trace"
+		}
+		f.Message += fmt.Sprintf(" (hook %s found from %s: no netfilter observer was in %s yet)", v.Hook, how, v.Netns)
 	}
 	if dec.IsReject() && v.Kind == journey.Dropped && j.Reply == nil {
 		v.Kind = journey.Rejected
@@ -392,4 +389,17 @@ func deleteHint(dec nfrules.Decision) string {
 		tbl = " -t " + dec.Table
 	}
 	return fmt.Sprintf(" (%s%s %s)", ipt, tbl, strings.Replace(dec.Rule, "-A ", "-D ", 1))
+}
+
+// attribution says how the verdict's rule was found: "nftrace" (the
+// kernel's trace named it), "counters" (a counter rose), "rules" (read
+// from the rules: the first that matches the packet).
+func attribution(dec nfrules.Decision, traced bool) string {
+	switch {
+	case traced:
+		return "nftrace"
+	case dec.Exact:
+		return "counters"
+	}
+	return "rules"
 }

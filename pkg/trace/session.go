@@ -57,9 +57,26 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 		}
 	}
 	dc.Registry, dc.Logger = e.Registry, e.log
+	mark := markMatch(o)
+	dc.NFTrace = &mark
 	diag := diagnose.New(dc)
-	if err := diag.Prepare(ctx); err != nil {
-		e.log.Warn("node state only partly read before the trace", zap.Error(err))
+	// the node state and the rule work run while the programs attach
+	prepared := make(chan struct{})
+	defer func() {
+		<-prepared
+		if err := diag.Close(); err != nil {
+			e.log.Warn("remove nftrace marking tables", zap.Error(err))
+		}
+	}()
+	go func() {
+		defer close(prepared)
+		if err := diag.Prepare(ctx); err != nil {
+			e.log.Warn("node state only partly read before the trace", zap.Error(err))
+		}
+	}()
+	o.BeforeReady = func() string {
+		<-prepared
+		return diag.RuleStats().String()
 	}
 	pods := NewPodIndex(req.CRIEndpoints)
 	pods.Refresh(ctx)
