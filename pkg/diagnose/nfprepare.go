@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -115,6 +116,9 @@ func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
 		tr, err = startTrace(*d.cfg.NFTrace)
 		return err
 	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // the namespace went away meanwhile: nothing to prepare
+	}
 	if err != nil {
 		return fmt.Errorf("netfilter attribution in %s: %w", e.Name, err)
 	}
