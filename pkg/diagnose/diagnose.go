@@ -151,15 +151,18 @@ func New(cfg Config) *Diagnoser {
 }
 
 // Prepare reads the node state that must be known before packets flow
-// (netfilter counters, to tell later which rule counted the packet).
+// (devices, routes, FDB; flannel's state) and readies netfilter
+// attribution (prepareRules), the two in parallel.
 func (d *Diagnoser) Prepare(ctx context.Context) error {
 	if d.cfg.Registry == nil {
 		return nil
 	}
+	rules := make(chan error, 1)
+	go func() { rules <- d.prepareRules(ctx) }()
 	st, err := nodestate.Read(d.cfg.Registry)
 	d.state = st
 	d.readFlannel(ctx)
-	if rerr := d.prepareRules(ctx); rerr != nil && err == nil {
+	if rerr := <-rules; rerr != nil && err == nil {
 		err = rerr
 	}
 	return err

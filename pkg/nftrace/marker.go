@@ -5,9 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -29,92 +28,136 @@ const tableFlagOwner = 0x2
 
 // markerPriority runs the marking chains before raw (-300) and conntrack
 // defrag (-400 sees the packet before, but decides nothing).
-const markerPriority = -350
+var markerPriority = int32(-350)
+
+// nfAccept is the verdict NF_ACCEPT (the chains' policy).
+const nfAccept = 1
 
 var tableSeq atomic.Uint32
 
 // Marker is an owner-flagged table in one network namespace whose chains
 // (prerouting and output, priority -350) set nftrace on the matching packets.
 type Marker struct {
-	conn  *nftables.Conn
+	conn  *netlink.Conn // the table's owner: closing it removes the table
 	Table string
 }
 
+// markerHooks are the marking chains: where packets enter a namespace's
+// stack and where it sends its own.
+var markerHooks = []struct {
+	name string
+	hook uint32
+}{{"pre", unix.NF_INET_PRE_ROUTING}, {"out", unix.NF_INET_LOCAL_OUT}}
+
+// markerTimeout bounds the wait for the kernel's answer to the batch.
+const markerTimeout = 5 * time.Second
+
 // NewMarker creates the marking table in the network namespace netnsFD
-// refers to. The table lives as long as the Marker (Close) or the process.
+// refers to (0: the calling thread's), in one nf_tables transaction. The
+// table lives as long as the Marker (Close) or the process.
 func NewMarker(netnsFD int, m Match) (*Marker, error) {
-	var raw *netlink.Conn
-	conn, err := nftables.New(nftables.AsLasting(), nftables.WithNetNSFd(netnsFD),
-		nftables.WithSockOptions(func(c *netlink.Conn) error { raw = c; return nil }))
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: netnsFD})
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink socket: %w", err)
 	}
-	mk := &Marker{conn: conn, Table: fmt.Sprintf("skbtrail_trace_%d_%d", unix.Getpid(), tableSeq.Add(1))}
-	if raw == nil {
-		conn.CloseLasting()
-		return nil, fmt.Errorf("nftables netlink socket not exposed")
+	mk := &Marker{conn: c, Table: fmt.Sprintf("skbtrail_trace_%d_%d", unix.Getpid(), tableSeq.Add(1))}
+	msgs, err := mk.batch(m)
+	if err == nil {
+		err = sendBatch(c, msgs)
 	}
-	if err := createOwnedTable(raw, mk.Table); err != nil {
-		conn.CloseLasting()
-		return nil, err
-	}
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: mk.Table}
-	exprs := append(m.exprs(), &expr.Immediate{Register: 1, Data: []byte{1}},
-		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1})
-	policy := nftables.ChainPolicyAccept
-	for _, h := range []struct {
-		name string
-		hook *nftables.ChainHook
-	}{{"pre", nftables.ChainHookPrerouting}, {"out", nftables.ChainHookOutput}} {
-		c := conn.AddChain(&nftables.Chain{Name: h.name, Table: t, Hooknum: h.hook,
-			Priority: nftables.ChainPriorityRef(markerPriority), Type: nftables.ChainTypeFilter, Policy: &policy})
-		conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: exprs})
-	}
-	if err := conn.Flush(); err != nil {
-		conn.CloseLasting() // the owner flag takes the table with the socket
-		return nil, fmt.Errorf("add nftrace marking chains: %w", err)
+	if err != nil {
+		c.Close() // the owner flag takes whatever was made with the socket
+		return nil, fmt.Errorf("add nftrace marking table inet %s: %w", mk.Table, err)
 	}
 	return mk, nil
 }
 
 // Close removes the table (closing its owner socket removes it).
-func (mk *Marker) Close() error { return mk.conn.CloseLasting() }
+func (mk *Marker) Close() error { return mk.conn.Close() }
 
-// createOwnedTable sends NEWTABLE with the owner flag on c (the library
-// cannot set table flags), in a batch of its own.
-func createOwnedTable(c *netlink.Conn, name string) error {
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.NFTA_TABLE_NAME, name)
-	ae.Bytes(unix.NFTA_TABLE_FLAGS, binaryutil.BigEndian.PutUint32(tableFlagOwner))
-	attrs, err := ae.Encode()
+// batch is the transaction: the owned table, its two base chains, a
+// marking rule in each.
+func (mk *Marker) batch(m Match) ([]netlink.Message, error) {
+	rule := append(m.exprs(), &expr.Immediate{Register: 1, Data: []byte{1}},
+		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1})
+	var elems []byte
+	for _, e := range rule {
+		b, err := expr.Marshal(unix.NFPROTO_INET, e)
+		if err != nil {
+			return nil, err
+		}
+		elems = appendAttr(elems, unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, b)
+	}
+	msg := func(typ uint16, flags netlink.HeaderFlags, attrs []byte) netlink.Message {
+		return netlink.Message{
+			Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | typ), Flags: netlink.Request | flags},
+			Data:   append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...),
+		}
+	}
+	table := appendAttr(nil, unix.NFTA_TABLE_NAME, cstr(mk.Table))
+	table = appendAttr(table, unix.NFTA_TABLE_FLAGS, be32(tableFlagOwner))
+	msgs := []netlink.Message{msg(unix.NFT_MSG_NEWTABLE, netlink.Create|netlink.Excl, table)}
+	for _, h := range markerHooks {
+		hook := appendAttr(nil, unix.NFTA_HOOK_HOOKNUM, be32(h.hook))
+		hook = appendAttr(hook, unix.NFTA_HOOK_PRIORITY, be32(uint32(markerPriority)))
+		chain := appendAttr(nil, unix.NFTA_CHAIN_TABLE, cstr(mk.Table))
+		chain = appendAttr(chain, unix.NFTA_CHAIN_NAME, cstr(h.name))
+		chain = appendAttr(chain, unix.NLA_F_NESTED|unix.NFTA_CHAIN_HOOK, hook)
+		chain = appendAttr(chain, unix.NFTA_CHAIN_POLICY, be32(nfAccept))
+		chain = appendAttr(chain, unix.NFTA_CHAIN_TYPE, cstr("filter"))
+		r := appendAttr(nil, unix.NFTA_RULE_TABLE, cstr(mk.Table))
+		r = appendAttr(r, unix.NFTA_RULE_CHAIN, cstr(h.name))
+		r = appendAttr(r, unix.NLA_F_NESTED|unix.NFTA_RULE_EXPRESSIONS, elems)
+		msgs = append(msgs, msg(unix.NFT_MSG_NEWCHAIN, netlink.Create, chain),
+			msg(unix.NFT_MSG_NEWRULE, netlink.Create|unix.NLM_F_APPEND, r))
+	}
+	msgs[len(msgs)-1].Header.Flags |= netlink.Acknowledge // one answer for the transaction
+	return msgs, nil
+}
+
+// sendBatch sends msgs as one nf_tables transaction and waits for its
+// answer (an error names the first message the kernel refused).
+func sendBatch(c *netlink.Conn, msgs []netlink.Message) error {
+	hdr := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}
+	all := append([]netlink.Message{{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: hdr}}, msgs...)
+	all = append(all, netlink.Message{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: hdr})
+	sent, err := c.SendMessages(all)
 	if err != nil {
 		return err
 	}
-	batchHdr := []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES}
-	msgs := []netlink.Message{
-		{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_BEGIN, Flags: netlink.Request}, Data: batchHdr},
-		{Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE),
-			Flags: netlink.Request | netlink.Acknowledge | netlink.Create | netlink.Excl},
-			Data: append([]byte{unix.NFPROTO_INET, unix.NFNETLINK_V0, 0, 0}, attrs...)},
-		{Header: netlink.Header{Type: unix.NFNL_MSG_BATCH_END, Flags: netlink.Request}, Data: batchHdr},
+	if err := c.SetReadDeadline(time.Now().Add(markerTimeout)); err != nil {
+		return err
 	}
-	sent, err := c.SendMessages(msgs)
-	if err != nil {
-		return fmt.Errorf("create table inet %s: %w", name, err)
-	}
-	seq := sent[1].Header.Sequence
+	last := sent[len(sent)-2].Header.Sequence
 	for {
-		replies, err := c.Receive()
+		replies, err := c.Receive() // an error message of the batch comes back as err
 		if err != nil {
-			return fmt.Errorf("create table inet %s: %w", name, err)
+			return err
 		}
 		for _, r := range replies {
-			if r.Header.Sequence == seq && r.Header.Type == netlink.Error {
-				return nil // Receive turns a non-zero error code into err
+			if r.Header.Type == netlink.Error && r.Header.Sequence == last {
+				return c.SetReadDeadline(time.Time{})
 			}
 		}
 	}
 }
+
+func appendAttr(b []byte, typ uint16, data []byte) []byte {
+	n := unix.NLA_HDRLEN + len(data)
+	b = binary.NativeEndian.AppendUint16(b, uint16(n))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for range nlaAlign(n) - n {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func nlaAlign(n int) int { return (n + unix.NLA_ALIGNTO - 1) &^ (unix.NLA_ALIGNTO - 1) }
+
+func cstr(s string) []byte { return append([]byte(s), 0) }
+
+func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
 
 // exprs is the match part of the marking rule (family inet).
 func (m Match) exprs() []expr.Any {
