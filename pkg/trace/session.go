@@ -21,6 +21,7 @@ import (
 // needs, and runs it: the same path for the CLI and the daemon API, so both
 // give the same journeys.
 func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(string), emit func(*journey.Journey) error) (Result, error) {
+	t0 := time.Now()
 	if err := e.Registry.Refresh(); err != nil {
 		e.log.Debug("rescan namespaces", zap.Error(err))
 	}
@@ -70,12 +71,16 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	}()
 	go func() {
 		defer close(prepared)
+		tp := time.Now()
+		defer func() { e.log.Debug("node state and rules prepared", zap.Duration("took", time.Since(tp))) }()
 		if err := diag.Prepare(ctx); err != nil {
 			e.log.Warn("node state only partly read before the trace", zap.Error(err))
 		}
 	}()
 	o.BeforeReady = func() string {
+		tw := time.Now()
 		<-prepared
+		e.log.Debug("trace ready", zap.Duration("since_request", time.Since(t0)), zap.Duration("waited_for_prepare", time.Since(tw)))
 		return diag.RuleStats().String()
 	}
 	pods := NewPodIndex(req.CRIEndpoints)
