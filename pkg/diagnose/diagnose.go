@@ -101,15 +101,15 @@ type Config struct {
 
 // Diagnoser adds findings to journeys.
 type Diagnoser struct {
-	cfg    Config
+	cfg       Config
 	mu        sync.Mutex                   // guards before, traces, ruleStats while Prepare runs
 	before    map[uint32]*nfrules.Snapshot // netns inode -> iptables-legacy rules at start
 	traces    map[uint32]*nsTrace          // netns inode -> nf_tables tracing there
 	iptCache  map[uint32]*nfrules.Snapshot // netns inode -> iptables rules read when first needed
 	ruleStats RuleStats
-	state  *nodestate.State             // devices, VXLAN, FDB, routes
-	progs  ProgramLister                // nil: programs are not named
-	peers  VethPeers                    // nil: veth peers by ifindex only
+	state     *nodestate.State // devices, VXLAN, FDB, routes
+	progs     ProgramLister    // nil: programs are not named
+	peers     VethPeers        // nil: veth peers by ifindex only
 	// sockets lists the TCP listeners and UDP sockets of a namespace (by
 	// inode); nil: not known.
 	sockets func(netns uint32) ([]sockdiag.Socket, error)

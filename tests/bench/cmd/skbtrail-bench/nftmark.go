@@ -55,6 +55,7 @@ func cmdNftmark(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	d := fs.Duration("duration", 5*time.Second, "iperf3 run length")
 	rounds := fs.Int("rounds", 3, "runs per mode and protocol (median)")
 	prefix := fs.String("prefix", "", "namespace prefix (default: nm + 4 random hex digits)")
+	withIperf := fs.Bool("iperf", true, "run the iperf3 part (the loopback send-cost part always runs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,6 +72,9 @@ func cmdNftmark(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer deleteNetns([]string{cli, srv})
 	if err := markLab(ctx, *prefix, cli, srv); err != nil {
 		return err
+	}
+	if !*withIperf {
+		return sendCostTable(cli, stdout, logf)
 	}
 	server, err := startChild("iperf3 server", "ip", "netns", "exec", srv, "iperf3", "-s", "-B", markServer, "-p", strconv.Itoa(markPort))
 	if err != nil {
@@ -122,6 +126,34 @@ func cmdNftmark(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			t.addf("%s\t%s\t%.2f\t%.0f\t%s\t%d\t%d", proto, m.name, mb/1e9, mp, cost, events/uint64(*rounds), lost/uint64(*rounds))
 		}
 	}
+	t.print(stdout)
+	return sendCostTable(cli, stdout, logf)
+}
+
+// sendCostTable measures and prints the CPU per datagram sent over the
+// client namespace's loopback, without and with marking tables.
+func sendCostTable(ns string, stdout io.Writer, logf func(string, ...any)) error {
+	modes := []markMode{
+		{"none", nil},
+		{"other flow marked (what other traffic pays)", &nftrace.Match{Proto: unix.IPPROTO_UDP, Src: netip.MustParsePrefix(markOther + "/32")}},
+		{"this flow marked (the traced flow)", &nftrace.Match{Proto: unix.IPPROTO_UDP, Src: netip.MustParsePrefix("127.0.0.1/32")}},
+	}
+	const packets, rounds = 100000, 11
+	logf("loopback send cost: %d rounds of %d datagrams per mode", rounds, packets)
+	res, err := measureSendCost(ns, modes, packets, rounds)
+	if err != nil {
+		return err
+	}
+	t := &table{}
+	t.add("loopback UDP 64 B, CPU of the sending thread", "ns per packet (median)", "vs none", "trace events read per round", "lost (ENOBUFS) per round")
+	for i, m := range modes {
+		d := "-"
+		if i > 0 {
+			d = fmt.Sprintf("%+.0f ns", res[i].nsPerPacket-res[0].nsPerPacket)
+		}
+		t.addf("%s\t%.0f\t%s\t%d\t%d", m.name, res[i].nsPerPacket, d, res[i].events, res[i].dropped)
+	}
+	fmt.Fprintln(stdout)
 	t.print(stdout)
 	return nil
 }
