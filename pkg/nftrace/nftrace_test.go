@@ -1,6 +1,8 @@
 package nftrace
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,9 +27,14 @@ var update = flag.Bool("update", false, "write captured trace messages as fuzz s
 func labNetns(t *testing.T) (string, int) {
 	t.Helper()
 	if os.Geteuid() != 0 {
+		if os.Getenv("SKBTRAIL_REQUIRE_PRIVILEGED") == "1" {
+			t.Fatal("needs root (network namespaces)")
+		}
 		t.Skip("needs root (network namespaces)")
 	}
-	name := fmt.Sprintf("sbt-nftrace-%d", os.Getpid()%100000)
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	name := "sbt-nftrace-" + hex.EncodeToString(rnd[:])
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)
 	}
