@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/nftables"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -24,16 +23,6 @@ import (
 // in the kernel: more workers than cores only contend; measured with 250
 // namespaces on 2 cores: 4 workers ~200 ms, 16 ~360 ms).
 const prepareWorkers = 4
-
-// markerPrefix starts the names of skbtrail's own marking tables.
-const markerPrefix = "skbtrail_trace_"
-
-// nsTrace is the nf_tables tracing of one namespace: the marking table
-// and the trace event subscription.
-type nsTrace struct {
-	marker   *nftrace.Marker
-	listener *nftrace.Listener
-}
 
 // RuleStats says what the rule preparation did across namespaces.
 type RuleStats struct {
@@ -106,16 +95,16 @@ func (d *Diagnoser) prepareRules(ctx context.Context) error {
 
 // prepareNetns prepares one namespace (see prepareRules).
 func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
-	var legacy, tables bool
-	var tr *nsTrace
+	var legacy bool
+	var tr *nftrace.Tracing
 	err := netnsutil.Do(e.Path, func() error {
 		// sockets made here belong to this namespace
 		legacy = hasLegacyTables()
-		var err error
-		if tables, err = hasNftTables(); err != nil || !tables || d.cfg.NFTrace == nil {
-			return err
+		if d.cfg.NFTrace == nil {
+			return nil
 		}
-		tr, err = startTrace(*d.cfg.NFTrace)
+		var err error
+		tr, err = nftrace.Start(0, *d.cfg.NFTrace)
 		return err
 	})
 	if errors.Is(err, fs.ErrNotExist) {
@@ -142,7 +131,7 @@ func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
 	if legacy {
 		d.ruleStats.Legacy++
 	}
-	if !legacy && !tables {
+	if !legacy && tr == nil {
 		d.ruleStats.NoRules++
 	}
 	return nil
@@ -156,50 +145,16 @@ func hasLegacyTables() bool {
 	return err == nil && len(strings.TrimSpace(string(b))) > 0
 }
 
-// hasNftTables says whether the calling thread's namespace has nf_tables
-// tables other than skbtrail's own markers.
-func hasNftTables() (bool, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return false, err
-	}
-	ts, err := c.ListTables()
-	if err != nil {
-		return false, fmt.Errorf("list nf_tables tables: %w", err)
-	}
-	for _, t := range ts {
-		if !strings.HasPrefix(t.Name, markerPrefix) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// startTrace subscribes to the calling thread's namespace's trace events,
-// then marks the matching packets.
-func startTrace(m nftrace.Match) (*nsTrace, error) {
-	l, err := nftrace.Listen(0)
-	if err != nil {
-		return nil, err
-	}
-	mk, err := nftrace.NewMarker(0, m)
-	if err != nil {
-		l.Close()
-		return nil, err
-	}
-	return &nsTrace{marker: mk, listener: l}, nil
-}
-
 // Close removes the marking tables and ends the trace subscriptions.
 func (d *Diagnoser) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
 	for ino, tr := range d.traces {
-		errs = append(errs, tr.marker.Close(), tr.listener.Close())
-		if n := tr.listener.Lost.Load() + tr.listener.Forgotten.Load() + tr.listener.Bad.Load(); n > 0 {
+		errs = append(errs, tr.Close()) // the marking table goes with the socket
+		if n := tr.Lost.Load() + tr.Forgotten.Load() + tr.Bad.Load(); n > 0 {
 			d.cfg.Logger.Info("nftrace events not kept", zap.Uint32("netns", ino),
-				zap.Uint64("lost", tr.listener.Lost.Load()), zap.Uint64("forgotten", tr.listener.Forgotten.Load()), zap.Uint64("bad", tr.listener.Bad.Load()))
+				zap.Uint64("lost", tr.Lost.Load()), zap.Uint64("forgotten", tr.Forgotten.Load()), zap.Uint64("bad", tr.Bad.Load()))
 		}
 		delete(d.traces, ino)
 	}
@@ -239,7 +194,7 @@ func (d *Diagnoser) tracedDrop(j *journey.Journey, ino uint32) (nfrules.TracedDr
 			seen = append(seen, e.Outer)
 		}
 	}
-	ev, ok := tr.listener.FindDrop(func(ev nftrace.Event) bool {
+	ev, ok := tr.FindDrop(func(ev nftrace.Event) bool {
 		if !ev.HasPacket {
 			return false
 		}

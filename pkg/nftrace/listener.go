@@ -48,11 +48,16 @@ func Listen(netnsFD int) (*Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("join the nftrace group: %w", err)
 	}
+	return listen(c), nil
+}
+
+// listen reads the trace events c (joined to the group) receives.
+func listen(c *netlink.Conn) *Listener {
 	_ = c.SetReadBuffer(1 << 20) // best effort: the default holds fewer bursts
 	l := &Listener{conn: c, done: make(chan struct{}), pkts: map[uint32]walk{}}
 	l.cond = sync.NewCond(&l.mu)
 	go l.read()
-	return l, nil
+	return l
 }
 
 // walk is what a trace id's first event of a chain walk said.

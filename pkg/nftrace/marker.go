@@ -60,7 +60,7 @@ func NewMarker(netnsFD int, m Match) (*Marker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nftables netlink socket: %w", err)
 	}
-	mk := &Marker{conn: c, Table: fmt.Sprintf("skbtrail_trace_%d_%d", unix.Getpid(), tableSeq.Add(1))}
+	mk := &Marker{conn: c, Table: fmt.Sprintf("%s%d_%d", MarkerPrefix, unix.Getpid(), tableSeq.Add(1))}
 	msgs, err := mk.batch(m)
 	if err == nil {
 		err = sendBatch(c, msgs)

@@ -184,3 +184,34 @@ func TestMarkerOwnerFlag(t *testing.T) {
 	}
 	m.Close()
 }
+
+// Start: nothing in a namespace without tables; one socket that marks,
+// listens and takes the table away when closed.
+func TestStart(t *testing.T) {
+	ns, fd := labNetns(t)
+	m := Match{Proto: unix.IPPROTO_UDP, Sport: 4100}
+	tr, err := Start(fd, m)
+	if err != nil || tr != nil {
+		t.Fatalf("no tables: %+v %v, want nothing", tr, err)
+	}
+	nft(t, ns, `table ip sbt_s {
+	chain out { type filter hook output priority 0; policy accept;
+		udp dport 9997 drop
+	}
+}`)
+	if tr, err = Start(fd, m); err != nil || tr == nil {
+		t.Fatalf("with a table: %v", err)
+	}
+	sendUDP(t, ns, 4100, 9997)
+	ev, ok := tr.FindDrop(func(e Event) bool { return e.Packet.Dport == 9997 }, 2*time.Second)
+	if !ok || ev.Table != "sbt_s" || ev.Family != unix.NFPROTO_IPV4 || ev.Kind != KindRule {
+		t.Errorf("drop %+v %v", ev, ok)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command("ip", "netns", "exec", ns, "nft", "list", "tables").CombinedOutput()
+	if strings.Contains(string(out), MarkerPrefix) {
+		t.Errorf("marking table left behind: %s", out)
+	}
+}
