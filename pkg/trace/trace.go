@@ -78,12 +78,12 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		fromPath = path
 	}
 	s, err := e.open(o.Filter, o.NetfilterAll)
+	note := ""
 	if o.BeforeReady != nil {
-		note := o.BeforeReady() // also on error: the work alongside ends before Trace returns
-		if note != "" {
-			note = ", " + note
+		// also on error: the work alongside ends before Trace returns
+		if n := o.BeforeReady(); n != "" {
+			note = ", " + n
 		}
-		o.BeforeReady = func() string { return note }
 	}
 	if err != nil {
 		return res, err
@@ -92,10 +92,6 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 	if o.Ready != nil {
 		if d := e.degraded; len(d) > 0 {
 			o.Ready("degraded: " + strings.Join(d, "; "))
-		}
-		note := ""
-		if o.BeforeReady != nil {
-			note = o.BeforeReady()
 		}
 		o.Ready(describe(o) + e.attachedText(o.NetfilterAll) + note)
 	}
