@@ -6,7 +6,7 @@
 #                               lab node, traced through the kubectl plugin (root)
 #   make test                   lint + generated-code check + every test, privileged ones required,
 #                               + the race detector over pkg/, cmd/, netnsutil/ (root)
-#   make bench                  throughput, decode, daemon (idle, startup, churn) and cluster-trace benchmarks (root)
+#   make bench                  throughput, decode, daemon (idle, startup, churn), dense-node ready time, nftrace marking cost and cluster-trace benchmarks (root)
 #   make fuzz [FUZZTIME=60s]    every Go fuzz target for FUZZTIME each (make test runs each 200 times)
 
 SHELL     := /bin/bash
@@ -136,6 +136,8 @@ bench: deps build
 	  test "$$(id -u)" = 0 || { echo "make bench: the throughput benchmark needs root (it builds a network-namespace lab, runs iperf3/tcpdump in it and loads BPF programs): run it with sudo" >&2; exit 2; }; \
 	  $(BIN)/skbtrail-bench throughput --skbtrail $(BIN)/skbtrail $(BENCH_FLAGS) || status=$$?; \
 	  $(BIN)/skbtrail-bench daemon --skbtrail $(BIN)/skbtrail $(DAEMON_BENCH_FLAGS) || status=$$?; \
+	  $(BIN)/skbtrail-bench dense --skbtrail $(BIN)/skbtrail $(DENSE_BENCH_FLAGS) || status=$$?; \
+	  $(BIN)/skbtrail-bench nftmark $(NFTMARK_BENCH_FLAGS) || status=$$?; \
 	  $(BIN)/skbtrail-cluster bench --skbtrail $(BIN)/skbtrail --plugin $(BIN)/kubectl-skbtrail $(CLUSTER_BENCH_FLAGS) > $(BIN)/bench-cluster.txt || status=$$?; \
 	  cat $(BIN)/bench-cluster.txt; \
 	  exit $$status

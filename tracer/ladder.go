@@ -186,7 +186,7 @@ func ChooseBackends(f Features) []Backend {
 	case f.NetfilterLink.Available:
 		nf.Mechanism = MechNetfilter
 		nf.Attach = []string{netfilterAttach + "ipv4 observers: " + nfStagesText()}
-		nf.Degraded = "nf_hook_slow kprobe unavailable: the dropping hook is the last netfilter observer that saw the packet; table and rule come from the rule counters"
+		nf.Degraded = "nf_hook_slow kprobe unavailable: the dropping hook is the last netfilter observer that saw the packet; table and rule come from nftrace (nf_tables) or the rule counters (iptables-legacy)"
 	default:
 		nf.Mechanism = MechNone
 		nf.Degraded = "neither nf_hook_slow kprobe nor BPF netfilter links: a netfilter drop is reported without its hook"

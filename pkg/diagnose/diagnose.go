@@ -9,11 +9,13 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 
 	"go.uber.org/zap"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
+	"github.com/skbtrail/skbtrail/pkg/nftrace"
 	"github.com/skbtrail/skbtrail/pkg/nodestate"
 	"github.com/skbtrail/skbtrail/pkg/qdisc"
 	"github.com/skbtrail/skbtrail/pkg/resolvconf"
@@ -91,15 +93,23 @@ type Config struct {
 	VethPeers VethPeers
 	// Flannel: where flannel's own state (subnet file, leases) is read.
 	Flannel FlannelConfig
+	// NFTrace, when set, marks the packets it matches for nf_tables
+	// tracing in every namespace with nf_tables rules (Prepare; Close
+	// removes the marks), so a netfilter drop names its rule exactly.
+	NFTrace *nftrace.Match
 }
 
 // Diagnoser adds findings to journeys.
 type Diagnoser struct {
-	cfg    Config
-	before map[uint32]*nfrules.Snapshot // netns inode -> rules at start
-	state  *nodestate.State             // devices, VXLAN, FDB, routes
-	progs  ProgramLister                // nil: programs are not named
-	peers  VethPeers                    // nil: veth peers by ifindex only
+	cfg       Config
+	mu        sync.Mutex                   // guards before, traces, ruleStats while Prepare runs
+	before    map[uint32]*nfrules.Snapshot // netns inode -> iptables-legacy rules at start
+	traces    map[uint32]*nftrace.Tracing  // netns inode -> nf_tables tracing there
+	iptCache  map[uint32]*nfrules.Snapshot // netns inode -> iptables rules read when first needed
+	ruleStats RuleStats
+	state     *nodestate.State // devices, VXLAN, FDB, routes
+	progs     ProgramLister    // nil: programs are not named
+	peers     VethPeers        // nil: veth peers by ifindex only
 	// sockets lists the TCP listeners and UDP sockets of a namespace (by
 	// inode); nil: not known.
 	sockets func(netns uint32) ([]sockdiag.Socket, error)
@@ -127,7 +137,7 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
+	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, traces: map[uint32]*nftrace.Tracing{}, iptCache: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
 	if d.progs == nil && cfg.Registry != nil {
 		d.progs = kernelPrograms{cfg.Registry}
 	}
@@ -141,15 +151,18 @@ func New(cfg Config) *Diagnoser {
 }
 
 // Prepare reads the node state that must be known before packets flow
-// (netfilter counters, to tell later which rule counted the packet).
+// (devices, routes, FDB; flannel's state) and readies netfilter
+// attribution (prepareRules), the two in parallel.
 func (d *Diagnoser) Prepare(ctx context.Context) error {
 	if d.cfg.Registry == nil {
 		return nil
 	}
+	rules := make(chan error, 1)
+	go func() { rules <- d.prepareRules(ctx) }()
 	st, err := nodestate.Read(d.cfg.Registry)
 	d.state = st
 	d.readFlannel(ctx)
-	if rerr := d.prepareRules(ctx); rerr != nil && err == nil {
+	if rerr := <-rules; rerr != nil && err == nil {
 		err = rerr
 	}
 	return err

@@ -22,7 +22,7 @@ func (d *Diagnoser) dns(j *journey.Journey) {
 	if p.Dport != dnsPort || (p.Proto != "udp" && p.Proto != "tcp") || len(j.Events) == 0 {
 		return
 	}
-	svc, ok := d.clusterDNS(p.Proto)
+	svc, ok := d.clusterDNS(j, p.Proto)
 	if !ok {
 		return // no kube-proxy rules here name a cluster DNS
 	}

@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
 
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
@@ -15,38 +14,6 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 )
-
-// prepareRules snapshots every namespace's rules and counters, so a drop can
-// later be pinned to the rule whose counter rose.
-func (d *Diagnoser) prepareRules(ctx context.Context) error {
-	if d.cfg.Registry == nil {
-		return nil
-	}
-	entries := d.cfg.Registry.All()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	var mu sync.Mutex
-	var firstErr error
-	for _, e := range entries {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(e netnsutil.Entry) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			s, err := nfrules.Take(ctx, e.Path)
-			mu.Lock()
-			defer mu.Unlock()
-			if s != nil {
-				d.before[uint32(e.Inode)] = s
-			}
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-		}(e)
-	}
-	wg.Wait()
-	return firstErr
-}
 
 // lastNF is the last netfilter observation of the packet before it was freed.
 func lastNF(j *journey.Journey) (journey.Event, bool) {
@@ -83,29 +50,82 @@ func routeGet(nsPath string, dst netip.Addr) (dev string, mtu int) {
 	return dev, routes[0].MTU
 }
 
+// nfDrop is a netfilter drop being explained: the event that shows the
+// packet at its hook, the tuple the rules saw, the namespace's path and
+// the hooks it may have been at.
+type nfDrop struct {
+	ev      journey.Event
+	tu      journey.Tuple
+	path    string
+	hooks   []uint8
+	guessed bool // no observer saw the packet there: hooks are suspects
+}
+
 // netfilterDecision pins a NETFILTER_DROP to its table, chain and rule.
 func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	v := &j.Verdict
 	if v.Reason != "NETFILTER_DROP" || (v.Kind != journey.Dropped && v.Kind != journey.Rejected) || d.cfg.Registry == nil {
 		return
 	}
-	ev, ok := lastNF(j)
-	hooks := []uint8{ev.Hook}
-	guessed := false
+	nd, ok := d.locateNF(j)
 	if !ok {
-		// no observer saw it in this namespace: they join a namespace when
-		// the first traced packet reaches it. The rule counters tell.
-		if ev, hooks, ok = suspectHooks(j); !ok {
-			return
-		}
-		guessed = true
-	}
-	path, ok := d.cfg.Registry.Path(netnsutil.Inode(v.NetnsInode))
-	if !ok {
-		d.cfg.Logger.Warn("netns of the drop is gone; rules not read", zap.String("netns", v.Netns))
 		return
 	}
-	if guessed {
+	traced, exact := d.tracedDrop(j, v.NetnsInode)
+	kinds := nfrules.KindAll
+	if exact {
+		kinds = nfrules.KindIptNFT | nfrules.KindNft // for the rule's text only
+	}
+	after, err := nfrules.TakeKinds(context.Background(), nd.path, kinds)
+	if err != nil {
+		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
+	}
+	var dec nfrules.Decision
+	var pkt nfrules.Packet
+	if exact {
+		dec, pkt = d.tracedDecision(&nd, v, traced, after)
+	} else if dec, pkt, ok = d.ruleDecision(&nd, v, after); !ok {
+		return
+	}
+	v.Table, v.Chain, v.Rule = dec.Table, dec.Chain, dec.Rule
+	if dec.Source == "nft" {
+		v.Table = dec.Family + " " + dec.Table
+	}
+	v.RuleHandle = uint64(dec.Handle)
+	v.Attribution = attribution(dec, exact)
+	f := d.explainNF(j, nd, dec, pkt, after)
+	if nd.guessed {
+		how := "the rules and their counters"
+		if exact {
+			how = "nf_tables' trace"
+		}
+		f.Message += fmt.Sprintf(" (hook %s found from %s: no netfilter observer was in %s yet)", v.Hook, how, v.Netns)
+	}
+	if dec.IsReject() && v.Kind == journey.Dropped && j.Reply == nil {
+		v.Kind = journey.Rejected
+	}
+	j.AddFinding(f)
+}
+
+// locateNF finds where the drop happened: the last observer's hook, or
+// the hooks the packet may have been at when none saw it there.
+func (d *Diagnoser) locateNF(j *journey.Journey) (nfDrop, bool) {
+	v := &j.Verdict
+	ev, ok := lastNF(j)
+	nd := nfDrop{ev: ev, hooks: []uint8{ev.Hook}}
+	if !ok {
+		// no observer saw it in this namespace: they join a namespace when
+		// the first traced packet reaches it. The trace or the rules tell.
+		if nd.ev, nd.hooks, ok = suspectHooks(j); !ok {
+			return nd, false
+		}
+		nd.guessed = true
+	}
+	if nd.path, ok = d.cfg.Registry.Path(netnsutil.Inode(v.NetnsInode)); !ok {
+		d.cfg.Logger.Warn("netns of the drop is gone; rules not read", zap.String("netns", v.Netns))
+		return nd, false
+	}
+	if nd.guessed {
 		// a received packet meets INPUT or FORWARD, never both: the
 		// routing decision says which (rules that jump from both
 		// chains to the same verdict cannot)
@@ -114,49 +134,72 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 			if drop.Encap {
 				dt = drop.Outer
 			}
-			if local, known := routeIsLocal(path, dt.Dst); known {
-				hooks = routedHooks(hooks, local)
+			if local, known := routeIsLocal(nd.path, dt.Dst); known {
+				nd.hooks = routedHooks(nd.hooks, local)
 			}
 		}
 	}
-	after, err := nfrules.Take(context.Background(), path)
-	if err != nil {
-		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
+	nd.tu = nd.ev.Pkt
+	if nd.ev.Encap {
+		nd.tu = nd.ev.Outer // the rules saw the VXLAN packet, not what it carries
 	}
-	tu := ev.Pkt
-	if ev.Encap {
-		tu = ev.Outer // the rules saw the VXLAN packet, not what it carries
+	return nd, true
+}
+
+// packetAt is the packet as hook h of the namespace saw it (the out-device
+// from the namespace's route, for hooks after routing).
+func (nd *nfDrop) packetAt(h uint8, oif *string) nfrules.Packet {
+	pkt := nfrules.Packet{Tuple: nd.tu, Iif: nd.ev.Ifname, CT: nftCTState(nd.ev)}
+	if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
+		if *oif == "" {
+			*oif, _ = routeGet(nd.path, nd.tu.Dst)
+		}
+		pkt.Oif = *oif
 	}
-	var pkt nfrules.Packet
-	var dec nfrules.Decision
-	oif, routed := "", false // the route is looked up once, for the first hook that has an out-device
-	for _, h := range hooks {
-		ev.Hook = h
-		pkt = nfrules.Packet{Tuple: tu, Iif: ev.Ifname, CT: nftCTState(ev)}
-		if h == journey.HookForward || h == journey.HookLocalOut || h == journey.HookPostRouting {
-			if !routed {
-				oif, _ = routeGet(path, tu.Dst)
-				routed = true
+	if h == journey.HookLocalOut {
+		pkt.Iif = ""
+	}
+	return pkt
+}
+
+// tracedDecision is the decision nftrace gave, with the rule's text and
+// the base chain's hook from the rules read after the drop.
+func (d *Diagnoser) tracedDecision(nd *nfDrop, v *journey.Verdict, traced nfrules.TracedDrop, after *nfrules.Snapshot) (nfrules.Decision, nfrules.Packet) {
+	dec, hook, hookOK := nfrules.FromTrace(traced, after)
+	if hookOK {
+		nd.ev.Hook = hook
+		v.Hook = journey.HookName(hook)
+	}
+	var oif string
+	pkt := nd.packetAt(nd.ev.Hook, &oif)
+	// kube-proxy's verdict maps: the element that led there
+	if old, ok := nfrules.Decide(d.before[v.NetnsInode], after, nd.ev.Hook, nd.ev.Stage, pkt); ok && old.Map != "" && old.Family == dec.Family && old.Table == dec.Table {
+		dec.Map, dec.Comment = old.Map, old.Comment
+	}
+	return dec, pkt
+}
+
+// ruleDecision decides from counters (iptables) or by reading the rules
+// (nft), at the first of the suspect hooks that explains the drop.
+func (d *Diagnoser) ruleDecision(nd *nfDrop, v *journey.Verdict, after *nfrules.Snapshot) (nfrules.Decision, nfrules.Packet, bool) {
+	var oif string
+	for _, h := range nd.hooks {
+		pkt := nd.packetAt(h, &oif)
+		if dec, ok := nfrules.Decide(d.before[v.NetnsInode], after, h, nd.ev.Stage, pkt); ok {
+			nd.ev.Hook = h
+			if nd.guessed {
+				v.Hook = journey.HookName(h)
 			}
-			pkt.Oif = oif
-		}
-		if h == journey.HookLocalOut {
-			pkt.Iif = ""
-		}
-		if dec, ok = nfrules.Decide(d.before[v.NetnsInode], after, h, ev.Stage, pkt); ok {
-			break
+			return dec, pkt, true
 		}
 	}
-	if !ok {
-		return
-	}
-	if guessed {
-		v.Hook = journey.HookName(ev.Hook)
-	}
-	v.Table, v.Chain, v.Rule = dec.Table, dec.Chain, dec.Rule
-	if dec.Source == "nft" {
-		v.Table = dec.Family + " " + dec.Table
-	}
+	return nfrules.Decision{}, nfrules.Packet{}, false
+}
+
+// explainNF is the finding for the decision dec about the drop nd.
+func (d *Diagnoser) explainNF(j *journey.Journey, nd nfDrop, dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot) journey.Finding {
+	v := &j.Verdict
+	tu, ev := nd.tu, nd.ev
 	flow := fmt.Sprintf("%s %s:%d -> %s:%d", journey.ProtoName(tu.Proto), tu.Src, tu.Sport, tu.Dst, tu.Dport)
 	if tu.Proto == journey.ProtoICMP {
 		flow = fmt.Sprintf("icmp %s -> %s", tu.Src, tu.Dst)
@@ -183,13 +226,7 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 			f.Advice = advice
 		}
 	}
-	if guessed {
-		f.Message += fmt.Sprintf(" (hook %s found from the rules and their counters: no netfilter observer was in %s yet)", v.Hook, v.Netns)
-	}
-	if dec.IsReject() && v.Kind == journey.Dropped && j.Reply == nil {
-		v.Kind = journey.Rejected
-	}
-	j.AddFinding(f)
+	return f
 }
 
 // lastEvent is the journey's last event.
@@ -392,4 +429,17 @@ func deleteHint(dec nfrules.Decision) string {
 		tbl = " -t " + dec.Table
 	}
 	return fmt.Sprintf(" (%s%s %s)", ipt, tbl, strings.Replace(dec.Rule, "-A ", "-D ", 1))
+}
+
+// attribution says how the verdict's rule was found: "nftrace" (the
+// kernel's trace named it), "counters" (a counter rose), "rules" (read
+// from the rules: the first that matches the packet).
+func attribution(dec nfrules.Decision, traced bool) string {
+	switch {
+	case traced:
+		return "nftrace"
+	case dec.Exact:
+		return "counters"
+	}
+	return "rules"
 }

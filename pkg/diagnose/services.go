@@ -1,11 +1,16 @@
 package diagnose
 
 import (
+	"context"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
 
+	"go.uber.org/zap"
+
+	"github.com/skbtrail/skbtrail/netnsutil"
+	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/pkg/nfrules"
 )
 
@@ -84,10 +89,24 @@ func parseServiceRule(name, rule string) (kubeService, bool) {
 }
 
 // clusterDNS is the cluster DNS Service (kube-system/kube-dns, the name
-// CoreDNS keeps) port for proto, as some namespace's kube-proxy rules
-// program it.
-func (d *Diagnoser) clusterDNS(proto string) (kubeService, bool) {
+// CoreDNS keeps) port for proto, as kube-proxy's rules program it in a
+// namespace the journey crossed (its iptables rules, read once per
+// namespace when first needed) or in one read before the trace.
+func (d *Diagnoser) clusterDNS(j *journey.Journey, proto string) (kubeService, bool) {
+	snaps := make([]*nfrules.Snapshot, 0, len(d.before)+2)
 	for _, s := range d.before {
+		snaps = append(snaps, s)
+	}
+	seen := map[uint32]bool{}
+	for _, e := range j.Events {
+		if !seen[e.Netns] {
+			seen[e.Netns] = true
+			if s := d.iptablesRules(e.Netns); s != nil {
+				snaps = append(snaps, s)
+			}
+		}
+	}
+	for _, s := range snaps {
 		for _, svc := range kubeServices(s) {
 			if strings.HasPrefix(svc.Name, "kube-system/kube-dns") && svc.Proto == proto && svc.Port == 53 {
 				return svc, true
@@ -95,4 +114,28 @@ func (d *Diagnoser) clusterDNS(proto string) (kubeService, bool) {
 		}
 	}
 	return kubeService{}, false
+}
+
+// iptablesRules is the namespace's iptables rules (both variants), read
+// the first time they are asked for; nil when they cannot be read.
+func (d *Diagnoser) iptablesRules(ino uint32) *nfrules.Snapshot {
+	if d.cfg.Registry == nil {
+		return nil
+	}
+	d.mu.Lock()
+	s, ok := d.iptCache[ino]
+	d.mu.Unlock()
+	if ok {
+		return s
+	}
+	if path, found := d.cfg.Registry.Path(netnsutil.Inode(ino)); found {
+		var err error
+		if s, err = nfrules.TakeKinds(context.Background(), path, nfrules.KindLegacy|nfrules.KindIptNFT); err != nil {
+			d.cfg.Logger.Debug("reading iptables rules", zap.Uint32("netns", ino), zap.Error(err))
+		}
+	}
+	d.mu.Lock()
+	d.iptCache[ino] = s
+	d.mu.Unlock()
+	return s
 }

@@ -85,9 +85,15 @@ type Verdict struct {
 	Table  string `json:"table,omitempty"`
 	Chain  string `json:"chain,omitempty"`
 	Rule   string `json:"rule,omitempty"`
-	Pod    string `json:"pod,omitempty"`
-	PodID  string `json:"pod_id,omitempty"` // container runtime sandbox id
-	Node   string `json:"node,omitempty"`   // Kubernetes node name (cluster mode)
+	// RuleHandle is the nf_tables handle of the rule (nftables and
+	// iptables-nft); Attribution says how the rule was found: "nftrace"
+	// (the kernel's trace of the packet), "counters" (a rule counter rose),
+	// "rules" (the first rule that matches, read from the ruleset).
+	RuleHandle  uint64 `json:"rule_handle,omitempty"`
+	Attribution string `json:"attribution,omitempty"`
+	Pod         string `json:"pod,omitempty"`
+	PodID       string `json:"pod_id,omitempty"` // container runtime sandbox id
+	Node        string `json:"node,omitempty"`   // Kubernetes node name (cluster mode)
 
 	// Ifindex and NetnsInode locate the verdict for diagnosis.
 	Ifindex    uint32 `json:"-"`

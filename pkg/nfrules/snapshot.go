@@ -36,26 +36,40 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
-// Take reads the rules of the namespace at nsPath. The tools run inside the
-// namespace (a locked thread in it forks them).
+// Kinds selects what a snapshot reads.
+type Kinds uint8
+
+const (
+	KindLegacy Kinds = 1 << iota // iptables-legacy-save -c
+	KindIptNFT                   // iptables-nft-save -c
+	KindNft                      // nft -j list ruleset (and nft -a for the rule texts)
+	KindAll    = KindLegacy | KindIptNFT | KindNft
+)
+
+// toolTimeout bounds the tools one snapshot runs.
+const toolTimeout = 5 * time.Second
+
+// Take reads all the rules of the namespace at nsPath.
 func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	return TakeKinds(ctx, nsPath, KindAll)
+}
+
+// TakeKinds reads the rules of the namespace at nsPath that kinds selects.
+// The tools run inside the namespace (a locked thread in it forks them),
+// all of them within toolTimeout.
+func TakeKinds(ctx context.Context, nsPath string, kinds Kinds) (*Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, toolTimeout)
 	defer cancel()
 	s := &Snapshot{}
 	err := netnsutil.Do(nsPath, func() error {
-		if out, err := output(ctx, "iptables-legacy-save", "-c"); err != nil {
-			s.Errs = append(s.Errs, err)
-		} else if strings.Contains(out, "*") {
-			if s.Legacy, err = ParseIptablesSave("legacy", out); err != nil {
-				s.Errs = append(s.Errs, err)
-			}
+		if kinds&KindLegacy != 0 {
+			s.Legacy = s.iptablesSave(ctx, "iptables-legacy-save", "legacy")
 		}
-		if out, err := output(ctx, "iptables-nft-save", "-c"); err != nil {
-			s.Errs = append(s.Errs, err)
-		} else if strings.Contains(out, "*") {
-			if s.NFT, err = ParseIptablesSave("nft", out); err != nil {
-				s.Errs = append(s.Errs, err)
-			}
+		if kinds&KindIptNFT != 0 {
+			s.NFT = s.iptablesSave(ctx, "iptables-nft-save", "nft")
+		}
+		if kinds&KindNft == 0 {
+			return nil
 		}
 		js, err := output(ctx, "nft", "-j", "list", "ruleset")
 		if err != nil {
@@ -78,6 +92,23 @@ func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
 		return nil, fmt.Errorf("read netfilter rules in %s: %w", nsPath, err)
 	}
 	return s, errors.Join(s.Errs...)
+}
+
+// iptablesSave runs an iptables-save variant; nil when it has no tables.
+func (s *Snapshot) iptablesSave(ctx context.Context, tool, variant string) *IptRuleset {
+	out, err := output(ctx, tool, "-c")
+	if err != nil {
+		s.Errs = append(s.Errs, err)
+		return nil
+	}
+	if !strings.Contains(out, "*") {
+		return nil
+	}
+	rs, err := ParseIptablesSave(variant, out)
+	if err != nil {
+		s.Errs = append(s.Errs, err)
+	}
+	return rs
 }
 
 var nftHooks = map[uint8]string{

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -76,20 +77,41 @@ type State struct {
 func Read(reg *netnsutil.Registry) (*State, error) {
 	s := &State{Namespaces: map[uint32]*Netns{}}
 	var errs []error
-	for _, e := range reg.All() {
-		n, err := ReadNetns(e.Path)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
-			continue
-		}
-		n.Inode, n.Name = uint32(e.Inode), e.Name
-		s.Namespaces[n.Inode] = n
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	work := make(chan netnsutil.Entry)
+	for range readWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				n, err := ReadNetns(e.Path)
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", e.Name, err))
+				} else {
+					n.Inode, n.Name = uint32(e.Inode), e.Name
+					s.Namespaces[n.Inode] = n
+				}
+				mu.Unlock()
+			}
+		}()
 	}
+	for _, e := range reg.All() {
+		work <- e
+	}
+	close(work)
+	wg.Wait()
 	if len(errs) > 0 {
+		sort.Slice(errs, func(i, k int) bool { return errs[i].Error() < errs[k].Error() })
 		return s, fmt.Errorf("read node state: %v", errs)
 	}
 	return s, nil
 }
+
+// readWorkers bounds the namespaces read at once (a dense node has
+// hundreds; more workers than a few cores only contend).
+const readWorkers = 4
 
 func prefixOf(ipn *net.IPNet) (netip.Prefix, bool) {
 	a, ok := netip.AddrFromSlice(ipn.IP)
@@ -107,7 +129,7 @@ func addrOf(ip net.IP) netip.Addr {
 
 // ReadNetns reads one namespace through a netlink handle (no thread switch).
 func ReadNetns(path string) (*Netns, error) {
-	h, err := netnsutil.NewHandle(path)
+	h, err := netnsutil.NewHandle(path, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +137,14 @@ func ReadNetns(path string) (*Netns, error) {
 	links, err := h.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
+	}
+	addrs := map[int][]netip.Prefix{} // one dump for every device
+	if all, err := h.AddrList(nil, unix.AF_INET); err == nil {
+		for _, ad := range all {
+			if p, ok := prefixOf(ad.IPNet); ok {
+				addrs[ad.LinkIndex] = append(addrs[ad.LinkIndex], p)
+			}
+		}
 	}
 	n := &Netns{}
 	names := map[int]string{}
@@ -126,14 +156,7 @@ func ReadNetns(path string) (*Netns, error) {
 		if a.HardwareAddr != nil {
 			lk.MAC = a.HardwareAddr.String()
 		}
-		addrs, err := h.AddrList(l, unix.AF_INET)
-		if err == nil {
-			for _, ad := range addrs {
-				if p, ok := prefixOf(ad.IPNet); ok {
-					lk.Addrs = append(lk.Addrs, p)
-				}
-			}
-		}
+		lk.Addrs = addrs[a.Index]
 		if vx, ok := l.(*netlink.Vxlan); ok {
 			v := &VXLAN{VNI: vx.VxlanId, Port: vx.Port, Underlay: vx.VtepDevIndex, Learning: vx.Learning}
 			if vx.SrcAddr != nil {

@@ -21,6 +21,7 @@ import (
 // needs, and runs it: the same path for the CLI and the daemon API, so both
 // give the same journeys.
 func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(string), emit func(*journey.Journey) error) (Result, error) {
+	t0 := time.Now()
 	if err := e.Registry.Refresh(); err != nil {
 		e.log.Debug("rescan namespaces", zap.Error(err))
 	}
@@ -57,9 +58,30 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 		}
 	}
 	dc.Registry, dc.Logger = e.Registry, e.log
+	mark := markMatch(o)
+	dc.NFTrace = &mark
 	diag := diagnose.New(dc)
-	if err := diag.Prepare(ctx); err != nil {
-		e.log.Warn("node state only partly read before the trace", zap.Error(err))
+	// the node state and the rule work run while the programs attach
+	prepared := make(chan struct{})
+	defer func() {
+		<-prepared
+		if err := diag.Close(); err != nil {
+			e.log.Warn("remove nftrace marking tables", zap.Error(err))
+		}
+	}()
+	go func() {
+		defer close(prepared)
+		tp := time.Now()
+		defer func() { e.log.Debug("node state and rules prepared", zap.Duration("took", time.Since(tp))) }()
+		if err := diag.Prepare(ctx); err != nil {
+			e.log.Warn("node state only partly read before the trace", zap.Error(err))
+		}
+	}()
+	o.BeforeReady = func() string {
+		tw := time.Now()
+		<-prepared
+		e.log.Debug("trace ready", zap.Duration("since_request", time.Since(t0)), zap.Duration("waited_for_prepare", time.Since(tw)))
+		return diag.RuleStats().String()
 	}
 	pods := NewPodIndex(req.CRIEndpoints)
 	pods.Refresh(ctx)

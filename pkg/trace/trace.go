@@ -37,6 +37,10 @@ type Options struct {
 	NetfilterAll bool
 	// Ready is called once the trace's filter is in the kernel.
 	Ready func(desc string)
+	// BeforeReady, when set, runs after the programs are attached and
+	// before Ready (the work done alongside: it waits for it); what it
+	// returns is added to the ready line.
+	BeforeReady func() string
 	// Diagnose adds findings to a finished journey (on the session's goroutine).
 	Diagnose func(*journey.Journey)
 	Logger   *zap.Logger
@@ -74,6 +78,13 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		fromPath = path
 	}
 	s, err := e.open(o.Filter, o.NetfilterAll)
+	note := ""
+	if o.BeforeReady != nil {
+		// also on error: the work alongside ends before Trace returns
+		if n := o.BeforeReady(); n != "" {
+			note = ", " + n
+		}
+	}
 	if err != nil {
 		return res, err
 	}
@@ -82,7 +93,7 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		if d := e.degraded; len(d) > 0 {
 			o.Ready("degraded: " + strings.Join(d, "; "))
 		}
-		o.Ready(describe(o) + e.attachedText(o.NetfilterAll))
+		o.Ready(describe(o) + e.attachedText(o.NetfilterAll) + note)
 	}
 	if o.Probe {
 		go func() {

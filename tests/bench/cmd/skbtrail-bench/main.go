@@ -30,6 +30,8 @@ const usage = `usage:
   skbtrail-bench micro FILE
   skbtrail-bench record [--out PATH] [--prefix P]                                      (root)
   skbtrail-bench daemon [--skbtrail PATH] [--idle 60s] [--churn 2000] [--prefix P]      (root)
+  skbtrail-bench dense [--skbtrail PATH] [--old PATH] [--pods 250] [--rounds 5] [--prefix P]  (root)
+  skbtrail-bench nftmark [--duration 5s] [--rounds 3] [--prefix P]                     (root)
 `
 
 func main() {
@@ -74,6 +76,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRecord(ctx, rest, stdout, stderr)
 	case "daemon":
 		return cmdDaemon(ctx, rest, stdout, stderr)
+	case "dense":
+		return cmdDense(ctx, rest, stdout, stderr)
+	case "nftmark":
+		return cmdNftmark(ctx, rest, stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
