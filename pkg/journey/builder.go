@@ -574,14 +574,20 @@ func (b *Builder) finish(o *openJourney) *Journey {
 	return j
 }
 
+// ICMPv6DestUnreach is ICMPv6's destination unreachable type.
+const ICMPv6DestUnreach = 1
+
 // isRejection reports whether the reverse direction carried a TCP RST or an
-// ICMP destination-unreachable: the packet was answered with an error.
+// ICMP (ICMPv6) destination-unreachable: the packet was answered with an error.
 func isRejection(rev []Event) bool {
 	for _, e := range rev {
 		if e.Pkt.Proto == ProtoTCP && e.Pkt.TCPFlags&0x04 != 0 {
 			return true
 		}
 		if e.Pkt.Proto == ProtoICMP && e.Pkt.ICMPType == 3 {
+			return true
+		}
+		if e.Pkt.Proto == ProtoICMPv6 && e.Pkt.ICMPType == ICMPv6DestUnreach {
 			return true
 		}
 	}
@@ -843,7 +849,7 @@ func samePacket(a, b Tuple) bool {
 	if a.Proto == ProtoTCP && a.TCPFlags&0x3f != b.TCPFlags&0x3f {
 		return false
 	}
-	if a.Proto == ProtoICMP && a.ICMPType != b.ICMPType {
+	if (a.Proto == ProtoICMP || a.Proto == ProtoICMPv6) && a.ICMPType != b.ICMPType {
 		return false
 	}
 	swapped := a.Src == b.Dst && a.Dst == b.Src && a.Sport == b.Dport && a.Dport == b.Sport
