@@ -197,9 +197,9 @@ type Lab struct {
 	// DualStack: the pods also have IPv6 addresses PodAIP6 and PodBIP6,
 	// and WebService6 (ClusterIP6:80 -> [PodBIP6]:80) is programmed on
 	// node A with ip6tables (Config.DualStack).
-	DualStack                      bool
+	DualStack                    bool
 	PodAIP6, PodBIP6, ClusterIP6 string
-	WebService6                    Service
+	WebService6                  Service
 
 	// Flavor is FlavorFlannel or FlavorCalico. VXLANDevice, VXLANPort and
 	// VNI are the overlay device's name, UDP port and VXLAN ID on both
