@@ -19,6 +19,9 @@ type Snapshot struct {
 	NFT    *IptRuleset // iptables-nft-save -c
 	Nft    *NftRuleset // nft -j list ruleset
 	Errs   []error     // tools that failed (the snapshot is partial)
+	// Legacy6 and NFT6 are the IPv6 rules: ip6tables-legacy-save -c and
+	// ip6tables-nft-save -c.
+	Legacy6, NFT6 *IptRuleset
 }
 
 func output(ctx context.Context, name string, args ...string) (string, error) {
@@ -43,18 +46,21 @@ func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
 	defer cancel()
 	s := &Snapshot{}
 	err := netnsutil.Do(nsPath, func() error {
-		if out, err := output(ctx, "iptables-legacy-save", "-c"); err != nil {
-			s.Errs = append(s.Errs, err)
-		} else if strings.Contains(out, "*") {
-			if s.Legacy, err = ParseIptablesSave("legacy", out); err != nil {
+		for _, t := range []struct {
+			tool, variant string
+			into          **IptRuleset
+		}{
+			{"iptables-legacy-save", "legacy", &s.Legacy},
+			{"iptables-nft-save", "nft", &s.NFT},
+			{"ip6tables-legacy-save", "legacy", &s.Legacy6},
+			{"ip6tables-nft-save", "nft", &s.NFT6},
+		} {
+			if out, err := output(ctx, t.tool, "-c"); err != nil {
 				s.Errs = append(s.Errs, err)
-			}
-		}
-		if out, err := output(ctx, "iptables-nft-save", "-c"); err != nil {
-			s.Errs = append(s.Errs, err)
-		} else if strings.Contains(out, "*") {
-			if s.NFT, err = ParseIptablesSave("nft", out); err != nil {
-				s.Errs = append(s.Errs, err)
+			} else if strings.Contains(out, "*") {
+				if *t.into, err = ParseIptablesSave(t.variant, out); err != nil {
+					s.Errs = append(s.Errs, err)
+				}
 			}
 		}
 		js, err := output(ctx, "nft", "-j", "list", "ruleset")
@@ -98,7 +104,12 @@ func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, b
 	}
 	chain := journey.HookName(hook)
 	var policies []Decision
-	for _, pair := range []struct{ b, a *IptRuleset }{{pick(before, true), after.Legacy}, {pick(before, false), after.NFT}} {
+	v6 := pkt.Tuple.Dst.Is6() // ip6tables and the nft ip6 family decided
+	pairs := []struct{ b, a *IptRuleset }{{pick(before, true), after.Legacy}, {pick(before, false), after.NFT}}
+	if v6 {
+		pairs = []struct{ b, a *IptRuleset }{{pick6(before, true), after.Legacy6}, {pick6(before, false), after.NFT6}}
+	}
+	for _, pair := range pairs {
 		if pair.a == nil {
 			continue
 		}
@@ -114,9 +125,14 @@ func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, b
 	if after.Nft != nil {
 		lo, hi := stageRange(hook, stage)
 		skip := map[string]bool{}
-		if after.NFT != nil {
+		if after.NFT != nil && !v6 {
 			for t := range after.NFT.Tables {
 				skip["ip/"+t] = true
+			}
+		}
+		if after.NFT6 != nil && v6 {
+			for t := range after.NFT6.Tables {
+				skip["ip6/"+t] = true
 			}
 		}
 		if d, ok := after.Nft.DropAt(nftHooks[hook], lo, hi, pkt, skip); ok {
@@ -140,6 +156,16 @@ func pick(s *Snapshot, legacy bool) *IptRuleset {
 		return s.Legacy
 	}
 	return s.NFT
+}
+
+func pick6(s *Snapshot, legacy bool) *IptRuleset {
+	if s == nil {
+		return nil
+	}
+	if legacy {
+		return s.Legacy6
+	}
+	return s.NFT6
 }
 
 func stageRange(hook, stage uint8) (int, int) {

@@ -50,7 +50,7 @@ type FDBEntry struct {
 	Dst netip.Addr
 }
 
-// Route is one IPv4 route of the main table.
+// Route is one route of the main table (IPv4 or IPv6).
 type Route struct {
 	Dst     netip.Prefix // 0.0.0.0/0 for the default route
 	Gw      netip.Addr
@@ -126,10 +126,15 @@ func ReadNetns(path string) (*Netns, error) {
 		if a.HardwareAddr != nil {
 			lk.MAC = a.HardwareAddr.String()
 		}
-		addrs, err := h.AddrList(l, unix.AF_INET)
-		if err == nil {
+		// IPv4 first (the first address is the device's main one), then
+		// IPv6 without link-local addresses
+		for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+			addrs, err := h.AddrList(l, family)
+			if err != nil {
+				continue
+			}
 			for _, ad := range addrs {
-				if p, ok := prefixOf(ad.IPNet); ok {
+				if p, ok := prefixOf(ad.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
 					lk.Addrs = append(lk.Addrs, p)
 				}
 			}
@@ -156,10 +161,22 @@ func ReadNetns(path string) (*Netns, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	for _, r := range routes {
-		rt := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: names[r.LinkIndex]}
+	routes6, err := h.RouteList(nil, unix.AF_INET6)
+	if err != nil {
+		return nil, fmt.Errorf("list IPv6 routes: %w", err)
+	}
+	for _, r := range append(routes, routes6...) {
+		def := netip.MustParsePrefix("0.0.0.0/0")
+		if r.Family == unix.AF_INET6 {
+			def = netip.MustParsePrefix("::/0")
+		}
+		rt := Route{Dst: def, Dev: names[r.LinkIndex]}
 		if r.Dst != nil {
-			if p, ok := prefixOf(r.Dst); ok {
+			p, ok := prefixOf(r.Dst)
+			if ok && r.Family == unix.AF_INET6 && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast()) {
+				continue // every IPv6 device's fe80::/64: no path to anywhere
+			}
+			if ok {
 				rt.Dst = p
 			}
 		}

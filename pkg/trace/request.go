@@ -203,11 +203,17 @@ func DiagnoseConfig(r Request) (diagnose.Config, error) {
 	if cidr == "" {
 		cidr = "10.96.0.0/12"
 	}
-	svc, err := netip.ParsePrefix(cidr)
-	if err != nil {
-		return c, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12", cidr)
+	for i, one := range strings.Split(cidr, ",") {
+		svc, err := netip.ParsePrefix(strings.TrimSpace(one))
+		if err != nil {
+			return c, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12, or one per IP version separated by a comma (10.96.0.0/12,fd00:10:96::/112)", cidr)
+		}
+		if i == 0 {
+			c.ServiceCIDR = svc.Masked()
+		} else {
+			c.ServiceCIDRs = append(c.ServiceCIDRs, svc.Masked())
+		}
 	}
-	c.ServiceCIDR = svc
 	for _, s := range r.NodeIPs {
 		a, err := netip.ParseAddr(s)
 		if err != nil {

@@ -62,3 +62,109 @@ func TestIPv6ServiceDelivered(t *testing.T) {
 		})
 	}
 }
+
+// family is one IP version's view of a dual-stack lab: the address of pod
+// B, the web Service and the fault names of that version.
+type family struct {
+	name   string // "ipv4" or "ipv6"
+	suffix string // fault name suffix: "" or "-v6"
+	podB   string
+	svc    lab.Service
+	// ruleDst is pod B as a rule's destination prefix (iptables-save form)
+	ruleDst, nftDst string
+}
+
+func families(l *lab.Lab) []family {
+	return []family{
+		{"ipv4", "", l.PodBIP, l.WebService, l.PodBIP + "/32", "ip daddr " + l.PodBIP},
+		{"ipv6", "-v6", l.PodBIP6, l.WebService6, l.PodBIP6 + "/128", "ip6 daddr " + l.PodBIP6},
+	}
+}
+
+// Issue 16: every fault scenario in its IPv4 and IPv6 form, on one
+// dual-stack lab per case, with the same expectations (verdict kind,
+// place, drop reason, netfilter hook/table/chain/rule, first finding and
+// where it points), on iptables-legacy and iptables-nft where the fault is
+// made with iptables.
+func TestFaultsIPv4AndIPv6(t *testing.T) {
+	type want struct {
+		kind, netns, reason, hook, table, chain, rule, code, findingNetns string
+	}
+	cases := []struct {
+		fault    string
+		iptables bool // made with iptables: run on both back ends
+		want     func(l *lab.Lab, f family) want
+	}{
+		{"forward-drop", true, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD", "policy DROP", "NF_POLICY_DROP", l.NodeB}
+		}},
+		{"reject-rst", true, func(l *lab.Lab, f family) want {
+			return want{journey.Rejected, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD",
+				"-A FORWARD -d " + f.ruleDst + " -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset", "NF_REJECT", l.NodeB}
+		}},
+		{"forward-drop-rule-nft", false, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.NodeB, "NETFILTER_DROP", "FORWARD", "inet sbt_fault", "fwd", f.nftDst + " tcp dport 80 drop", "NF_RULE_DROP", l.NodeB}
+		}},
+		{"no-dnat", true, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.Router, "IP_INNOROUTES", "", "", "", "", "SERVICE_NOT_DNATED", l.NodeA}
+		}},
+		{"no-route", false, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.Router, "IP_INNOROUTES", "", "", "", "", "NO_ROUTE", l.NodeA}
+		}},
+		{"no-listener", false, func(l *lab.Lab, f family) want {
+			return want{journey.Rejected, l.PodB, "NO_SOCKET", "", "", "", "", "NO_LISTENER", l.PodB}
+		}},
+	}
+	covered := map[string]bool{}
+	for _, c := range cases {
+		covered[c.fault+"-v6"] = true
+	}
+	for _, f := range lab.IPv6FaultNames() {
+		if !covered[f] {
+			t.Errorf("IPv6 fault %s has no case here", f)
+		}
+	}
+	for _, c := range cases {
+		backends := []string{"iptables-nft"}
+		if c.iptables {
+			backends = iptablesVariants
+		}
+		for _, ipt := range backends {
+			t.Run(c.fault+"/"+ipt, func(t *testing.T) {
+				l := lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: true})
+				for _, f := range families(l) {
+					name := c.fault + f.suffix
+					if c.fault == "no-listener" && f.suffix != "" {
+						continue // one listener takes both versions: closed once
+					}
+					if err := l.ApplyFault(name); err != nil {
+						t.Fatalf("%s: %v", name, err)
+					}
+				}
+				for _, f := range families(l) {
+					w := c.want(l, f)
+					res := runTrace(t, "--from-netns", l.PodA, "--to", f.svc.Addr(), "--probe", "--timeout", "5s",
+						"--service-cidr", "10.96.0.0/12,"+lab.ServiceCIDR6)
+					if len(res.journeys) != 1 {
+						t.Fatalf("%s: want 1 journey, got %d (exit %d)\n%s", f.name, len(res.journeys), res.exit, res.stderr)
+					}
+					j := res.journeys[0]
+					v := j.Verdict
+					if res.exit != 1 {
+						t.Errorf("%s: exit %d, want 1", f.name, res.exit)
+					}
+					if v.Kind != w.kind || v.Netns != w.netns || v.Reason != w.reason {
+						t.Errorf("%s: verdict %+v, want %s in %s (%s)", f.name, v, w.kind, w.netns, w.reason)
+					}
+					if w.hook != "" && (v.Hook != w.hook || v.Table != w.table || v.Chain != w.chain || v.Rule != w.rule) {
+						t.Errorf("%s: attribution hook=%q table=%q chain=%q rule=%q, want %q %q %q %q", f.name,
+							v.Hook, v.Table, v.Chain, v.Rule, w.hook, w.table, w.chain, w.rule)
+					}
+					if len(j.Findings) == 0 || j.Findings[0].Code != w.code || j.Findings[0].Netns != w.findingNetns {
+						t.Errorf("%s: findings %+v, want first %s in %s", f.name, j.Findings, w.code, w.findingNetns)
+					}
+				}
+			})
+		}
+	}
+}

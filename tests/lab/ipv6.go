@@ -2,7 +2,9 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -22,6 +24,13 @@ const (
 	vtepAddrA6    = "fd00:10:244::"   // node A's VXLAN device (flannel's x::/128)
 	vtepAddrB6    = "fd00:10:244:1::" // node B's VXLAN device
 	ipv6PrefixLen = "64"
+
+	// The nodes' IPv6 underlay addresses (documentation prefix) and the
+	// router's on each link: dual-stack nodes with an IPv6 default route.
+	NodeAIP6   = "2001:db8:a::10"
+	NodeBIP6   = "2001:db8:b::20"
+	RouterAIP6 = "2001:db8:a::1"
+	RouterBIP6 = "2001:db8:b::1"
 )
 
 // ip6tables is the IPv6 binary of the lab's iptables back end
@@ -52,8 +61,9 @@ func (l *Lab) ipv6Sysctls(name string) []string {
 	return s
 }
 
-// setupIPv6 gives a dual-stack lab its IPv6 half: pod addresses and
-// routes, the cni0 gateways, and IPv6 over the IPv4 VXLAN device (flannel
+// setupIPv6 gives a dual-stack lab its IPv6 half: node underlay addresses
+// and default routes via the router, pod addresses and routes, the cni0
+// gateways, and IPv6 over the IPv4 VXLAN device (flannel
 // dual-stack: inner IPv6, outer IPv4), with the static state flanneld
 // would write.
 func (l *Lab) setupIPv6(ctx context.Context) error {
@@ -62,6 +72,12 @@ func (l *Lab) setupIPv6(ctx context.Context) error {
 		args []string
 	}
 	steps := []step{
+		{l.Router, []string{"-6", "addr", "add", RouterAIP6 + "/" + ipv6PrefixLen, "dev", "ra", "nodad"}},
+		{l.Router, []string{"-6", "addr", "add", RouterBIP6 + "/" + ipv6PrefixLen, "dev", "rb", "nodad"}},
+		{l.NodeA, []string{"-6", "addr", "add", NodeAIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
+		{l.NodeA, []string{"-6", "route", "add", "default", "via", RouterAIP6, "dev", "eth0"}},
+		{l.NodeB, []string{"-6", "addr", "add", NodeBIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
+		{l.NodeB, []string{"-6", "route", "add", "default", "via", RouterBIP6, "dev", "eth0"}},
 		{l.NodeA, []string{"-6", "addr", "add", podGatewayA6 + "/" + ipv6PrefixLen, "dev", BridgeDevice, "nodad"}},
 		{l.PodA, []string{"-6", "addr", "add", PodAIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
 		{l.PodA, []string{"-6", "route", "add", "default", "via", podGatewayA6, "dev", "eth0"}},
@@ -85,4 +101,100 @@ func (l *Lab) setupIPv6(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ipv6Faults are the IPv6 forms of the faults (name + "-v6"): the same
+// place and mechanism, on the IPv6 path of a dual-stack lab.
+var ipv6Faults = map[string]fault{
+	"forward-drop-v6": {
+		desc: "node-b: ip6tables FORWARD policy DROP (Docker-style), so IPv6 flannel.1 -> cni0 traffic is dropped (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip6t(ctx, l.NodeB, "-P", "FORWARD", "DROP")
+		},
+	},
+	"reject-rst-v6": {
+		desc: "node-b: ip6tables FORWARD rule rejects tcp to [" + PodBIP6 + "]:80 with a TCP reset (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip6t(ctx, l.NodeB, "-A", "FORWARD", "-d", PodBIP6+"/128", "-p", "tcp", "-m", "tcp", "--dport", "80",
+				"-j", "REJECT", "--reject-with", "tcp-reset")
+		},
+	},
+	"forward-drop-rule-nft-v6": {
+		desc: "node-b: native nftables table inet sbt_fault drops forwarded tcp to [" + PodBIP6 + "]:80 (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			_, jerr := l.nsExec(ctx, l.NodeB, strings.NewReader(nftFaultJSON6), "nft", "-j", "-f", "-")
+			if jerr == nil {
+				return nil
+			}
+			if _, err := l.nsExec(ctx, l.NodeB, strings.NewReader(nftFaultTable6), "nft", "-f", "-"); err != nil {
+				return errors.Join(jerr, err)
+			}
+			return nil
+		},
+	},
+	"no-dnat-v6": {
+		desc: "node-a: kube-proxy's ip6tables rules for [" + ClusterIP6 + "]:80 removed (KUBE-SERVICES jump deleted, KUBE-SEP flushed); packets leave unNATed and die at the router (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			s := l.WebService6
+			if err := l.ip6t(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
+				return err
+			}
+			return l.ip6t(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
+		},
+	},
+	"no-route-v6": {
+		desc: "node-a: route " + podSubnetB6 + " via flannel.1 deleted; IPv6 overlay packets follow the default route and die at the router (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "-6", "route", "del", podSubnetB6, "via", vtepAddrB6, "dev", l.VXLANDevice)
+		},
+	},
+}
+
+// nftFaultJSON6 is forward-drop-rule-nft's table for the IPv6 path (JSON,
+// for the reason nftFaultJSON is).
+const nftFaultJSON6 = `{"nftables": [
+  {"table": {"family": "inet", "name": "sbt_fault"}},
+  {"chain": {"family": "inet", "table": "sbt_fault", "name": "fwd",
+             "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+  {"rule": {"family": "inet", "table": "sbt_fault", "chain": "fwd", "expr": [
+    {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": "` + PodBIP6 + `"}},
+    {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+    {"drop": null}]}}
+]}
+`
+
+// nftFaultTable6 is the same in nft text syntax (nft without JSON).
+const nftFaultTable6 = `table inet sbt_fault {
+	chain fwd {
+		type filter hook forward priority 0; policy accept;
+		ip6 daddr ` + PodBIP6 + ` tcp dport 80 drop
+	}
+}
+`
+
+// IPv6FaultNames returns the names of the IPv6 forms of the faults
+// (dual-stack labs only), sorted. Faults and FaultNames list the others.
+func IPv6FaultNames() []string {
+	names := make([]string, 0, len(ipv6Faults))
+	for name := range ipv6Faults {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// IPv6FaultDescription describes one of IPv6FaultNames.
+func IPv6FaultDescription(name string) string { return ipv6Faults[name].desc }
+
+func init() {
+	for name, f := range ipv6Faults {
+		apply := f.apply
+		f.apply = func(ctx context.Context, l *Lab) error {
+			if !l.DualStack {
+				return fmt.Errorf("needs a dual-stack lab (Config.DualStack)")
+			}
+			return apply(ctx, l)
+		}
+		ipv6Faults[name] = f
+	}
 }

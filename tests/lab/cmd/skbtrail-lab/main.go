@@ -112,7 +112,7 @@ func splitFaults(s string) []string {
 }
 
 func checkFaults(names []string) error {
-	known := lab.FaultNames()
+	known := append(lab.FaultNames(), lab.IPv6FaultNames()...)
 	for _, n := range names {
 		found := false
 		for _, k := range known {
@@ -189,6 +189,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ipt := fs.String("iptables", "iptables-nft", "iptables binary: iptables-nft or iptables-legacy")
 	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel (flannel.1, VNI 1, UDP 8472) or calico (vxlan.calico, VNI 4096, UDP 4789)")
 	flannel := flannelFlag(fs)
+	dual := fs.Bool("dual-stack", false, "also give the pods IPv6 addresses and node-a an IPv6 web Service (ip6tables DNAT); enables the -v6 faults")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -196,7 +197,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkFaults(faults); err != nil {
 		return err
 	}
-	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: *dual, Logf: logTo(stderr)}, *flannel, faults, stderr)
 	if err != nil {
 		return err
 	}
@@ -233,6 +234,9 @@ func cmdFaults(args []string, stdout, stderr io.Writer) error {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 	for _, f := range lab.Faults() {
 		fmt.Fprintf(tw, "%s\t%s\n", f.Name, f.Description)
+	}
+	for _, name := range lab.IPv6FaultNames() {
+		fmt.Fprintf(tw, "%s\t%s\n", name, lab.IPv6FaultDescription(name))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
