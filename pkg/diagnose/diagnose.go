@@ -75,7 +75,7 @@ type Config struct {
 	// ServiceCIDRs are further Service ranges (a dual-stack cluster's
 	// other IP version).
 	ServiceCIDRs []netip.Prefix
-	Logger      *zap.Logger
+	Logger       *zap.Logger
 	// Registry names and opens the namespaces whose state is read; nil:
 	// only what the journey itself shows is diagnosed.
 	Registry *netnsutil.Registry

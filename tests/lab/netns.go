@@ -308,7 +308,11 @@ func (l *Lab) DialConn(ctx context.Context, from string, addr string, timeout ti
 	err = InNetns(ns, func() error {
 		d := net.Dialer{Timeout: timeout}
 		var err error
-		c, err = d.DialContext(ctx, "tcp4", addr)
+		network := "tcp4"
+		if host, _, err := net.SplitHostPort(addr); err == nil && strings.Contains(host, ":") {
+			network = "tcp6"
+		}
+		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	if err != nil {
