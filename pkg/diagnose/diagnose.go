@@ -75,7 +75,10 @@ type Config struct {
 	// ServiceCIDRs are further Service ranges (a dual-stack cluster's
 	// other IP version).
 	ServiceCIDRs []netip.Prefix
-	Logger       *zap.Logger
+	// IPv4Only: the traced packets are IPv4 (the filter names an IPv4
+	// address), so only IPv4 rules are read.
+	IPv4Only bool
+	Logger   *zap.Logger
 	// Registry names and opens the namespaces whose state is read; nil:
 	// only what the journey itself shows is diagnosed.
 	Registry *netnsutil.Registry

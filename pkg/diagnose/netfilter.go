@@ -33,7 +33,7 @@ func (d *Diagnoser) prepareRules(ctx context.Context) error {
 		go func(e netnsutil.Entry) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s, err := nfrules.Take(ctx, e.Path)
+			s, err := nfrules.TakeFamilies(ctx, e.Path, !d.cfg.IPv4Only)
 			mu.Lock()
 			defer mu.Unlock()
 			if s != nil {
@@ -294,6 +294,10 @@ func nfFinding(dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot
 		f.Code = CodeNFPolicyDrop
 		f.Message = fmt.Sprintf("%s policy DROP dropped %s%s", loc, flow, where)
 		f.Advice = policyAdvice(dec, pkt, owner, owned)
+	case isRPFilterRule(dec):
+		f.Code = CodeRPFilter
+		f.Message = fmt.Sprintf("the reverse-path filter rule %q in %s dropped %s%s: the route back to its source does not leave through the device it came in on", dec.Rule, loc, flow, where)
+		f.Advice = rpFilterRuleAdvice(dec)
 	case dec.IsReject():
 		f.Code = CodeNFReject
 		f.Message = fmt.Sprintf("rule %q in %s rejected %s%s", dec.Rule, loc, flow, where)
@@ -350,10 +354,7 @@ func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet, owner ruleOwner, own
 	if dec.Source == "nft" {
 		return fmt.Sprintf("add an accept rule before the policy in chain %s %s %s, or change its policy to accept", dec.Family, dec.Table, dec.Chain)
 	}
-	ipt := dec.Source
-	if ipt == "iptables-nft" {
-		ipt = "iptables"
-	}
+	ipt := iptablesCommand(dec)
 	var match []string
 	if pkt.Iif != "" && dec.Chain != "OUTPUT" && dec.Chain != "POSTROUTING" {
 		match = append(match, "-i "+pkt.Iif)
@@ -383,10 +384,7 @@ func deleteHint(dec nfrules.Decision) string {
 	if dec.Source == "nft" {
 		return fmt.Sprintf(" (nft delete rule %s %s %s handle %d)", dec.Family, dec.Table, dec.Chain, dec.Handle)
 	}
-	ipt := dec.Source
-	if ipt == "iptables-nft" {
-		ipt = "iptables"
-	}
+	ipt := iptablesCommand(dec)
 	tbl := ""
 	if dec.Table != "filter" {
 		tbl = " -t " + dec.Table

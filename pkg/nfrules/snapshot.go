@@ -42,6 +42,11 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 // Take reads the rules of the namespace at nsPath. The tools run inside the
 // namespace (a locked thread in it forks them).
 func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
+	return TakeFamilies(ctx, nsPath, true)
+}
+
+// TakeFamilies is Take, reading the ip6tables rules only when ipv6 is set.
+func TakeFamilies(ctx context.Context, nsPath string, ipv6 bool) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	s := &Snapshot{}
@@ -55,6 +60,9 @@ func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
 			{"ip6tables-legacy-save", "legacy", &s.Legacy6},
 			{"ip6tables-nft-save", "nft", &s.NFT6},
 		} {
+			if !ipv6 && strings.HasPrefix(t.tool, "ip6") {
+				continue
+			}
 			if out, err := output(ctx, t.tool, "-c"); err != nil {
 				s.Errs = append(s.Errs, err)
 			} else if strings.Contains(out, "*") {
@@ -115,6 +123,9 @@ func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, b
 		}
 		for _, table := range iptTables(hook, stage) {
 			if d, ok := DropByCounters(pair.b, pair.a, table, chain); ok {
+				if v6 {
+					d.Family = "ip6" // ip6tables' rules
+				}
 				if !d.IsPolicy() {
 					return d, true
 				}

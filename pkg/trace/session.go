@@ -57,6 +57,9 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 		}
 	}
 	dc.Registry, dc.Logger = e.Registry, e.log
+	// an IPv4 trace's packets (inner or outer) meet IPv4 rules only: the
+	// ip6tables snapshots of every namespace would only slow the start
+	dc.IPv4Only = o.Filter.Src.Addr().Is4() || o.Filter.Dst.Addr().Is4()
 	diag := diagnose.New(dc)
 	if err := diag.Prepare(ctx); err != nil {
 		e.log.Warn("node state only partly read before the trace", zap.Error(err))

@@ -142,6 +142,21 @@ var ipv6Faults = map[string]fault{
 			return l.ip6t(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
 		},
 	},
+	"rp-filter-v6": {
+		desc: "node-b: reverse-path filtering for IPv6 as firewalld writes it (ip6tables -t raw PREROUTING -m rpfilter --invert -j DROP: IPv6 has no rp_filter sysctl) and the route to " + podSubnetA6 + " replaced by one via eth0 (" + RouterBIP6 + "), so IPv6 packets from pod-a arriving on flannel.1 fail the reverse path check (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.ip6t(ctx, l.NodeB, "-t", "raw", "-A", "PREROUTING", "-m", "rpfilter", "--invert", "-j", "DROP"); err != nil {
+				return err
+			}
+			return l.ip(ctx, l.NodeB, "-6", "route", "replace", podSubnetA6, "via", RouterBIP6, "dev", "eth0")
+		},
+	},
+	"neigh-missing-v6": {
+		desc: "node-a: the permanent neighbour entry for node-b's IPv6 VTEP address (" + vtepAddrB6 + " on the VXLAN device) is gone: neighbour discovery for it gets no answer and IPv6 packets to pod-b are dropped after about 3 s (NEIGH_FAILED) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "-6", "neigh", "del", vtepAddrB6, "dev", l.VXLANDevice)
+		},
+	},
 	"no-route-v6": {
 		desc: "node-a: route " + podSubnetB6 + " via flannel.1 deleted; IPv6 overlay packets follow the default route and die at the router (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {

@@ -38,7 +38,7 @@ const unrelatedTarget = "192.0.2.99:9"
 const iperfPort = 5201
 
 type tpConfig struct {
-	ipv6     bool   // iperf3 over IPv6 (a dual-stack lab, pod B's IPv6 address)
+	ipv6     bool // iperf3 over IPv6 (a dual-stack lab, pod B's IPv6 address)
 	skbtrail string
 	source   string // the binary as given (skbtrail is its copy)
 	rounds   int

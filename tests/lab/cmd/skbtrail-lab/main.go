@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -269,7 +270,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	// an IPv6 fault needs a dual-stack lab, and its trace the IPv6 Service
+	v6 := slices.ContainsFunc(faults, func(f string) bool { return slices.Contains(lab.IPv6FaultNames(), f) })
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: v6, Logf: logTo(stderr)}, *flannel, faults, stderr)
 	if err != nil {
 		return err
 	}
@@ -288,6 +291,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		faultName = strings.Join(faults, ",")
 	}
 	svc := l.ProbeService(faults...)
+	if v6 {
+		svc = l.WebService6
+	}
 	// Header on stderr so that --json output on stdout stays parseable.
 	overlay := l.Flavor
 	if l.Flannel == lab.FlannelReal {
@@ -310,6 +316,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		targs = append(targs, "--proto", svc.Protocol)
 	}
 	targs = append(targs, "--to", to, "--probe", "--timeout", "5s")
+	if v6 {
+		targs = append(targs, "--service-cidr", "10.96.0.0/12,"+lab.ServiceCIDR6)
+	}
 	targs = append(targs, l.FlannelStateArgs()...)
 	if *jsonOut {
 		targs = append(targs, "--json")
