@@ -38,18 +38,21 @@ const unrelatedTarget = "192.0.2.99:9"
 const iperfPort = 5201
 
 type tpConfig struct {
-	ipv6     bool // iperf3 over IPv6 (a dual-stack lab, pod B's IPv6 address)
-	skbtrail string
-	source   string // the binary as given (skbtrail is its copy)
-	rounds   int
-	duration time.Duration
-	omit     time.Duration
-	profile  time.Duration
-	prefix   string
-	iptables string
-	quiet    time.Duration // total time to wait for foreign skbtrail programs to go away
-	modes    string
-	affinity string // iperf3 -A client,server
+	ipv6 bool // iperf3 over IPv6 (a dual-stack lab, pod B's IPv6 address)
+	// traceStart: how long a trace may take to say it is tracing (it reads
+	// every namespace's rules first: slow on a busy node with many)
+	traceStart time.Duration
+	skbtrail   string
+	source     string // the binary as given (skbtrail is its copy)
+	rounds     int
+	duration   time.Duration
+	omit       time.Duration
+	profile    time.Duration
+	prefix     string
+	iptables   string
+	quiet      time.Duration // total time to wait for foreign skbtrail programs to go away
+	modes      string
+	affinity   string // iperf3 -A client,server
 }
 
 // mode is one way of running the benchmark: attach sets it up before the
@@ -105,6 +108,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.profile, "profile", 4*time.Second, "measured seconds of the per-program cost runs (0: skip them)")
 	fs.StringVar(&cfg.prefix, "prefix", "", "lab prefix (default: bench + 4 random hex digits)")
 	fs.StringVar(&cfg.iptables, "iptables", "", "iptables binary of the lab (default: the lab's default)")
+	fs.DurationVar(&cfg.traceStart, "trace-start", 30*time.Second, "how long a trace may take to start tracing (it first reads every namespace's rules)")
 	fs.BoolVar(&cfg.ipv6, "ipv6", false, "measure IPv6: a dual-stack lab, iperf3 to pod B's IPv6 address (inner IPv6 over the IPv4 VXLAN)")
 	fs.DurationVar(&cfg.quiet, "quiet-wait", 30*time.Second, "in all, how long to wait for other skbtrail instances' BPF programs to go away before runs")
 	defAffinity := ""
@@ -619,7 +623,7 @@ func (b *runner) attachTrace(ctx context.Context, extra []string) (*attachment, 
 	argv := append([]string{b.cfg.skbtrail, "trace", "--daemon-socket", d.socket, "--to", unrelatedTarget, "--timeout", timeout.String(), "--count", "0"}, extra...)
 	tr, err := b.kids.start(strings.TrimSpace("skbtrail trace "+strings.Join(extra, " ")), argv...)
 	if err == nil {
-		err = tr.waitOutput(ctx, 30*time.Second, "skbtrail: tracing")
+		err = tr.waitOutput(ctx, b.cfg.traceStart, "skbtrail: tracing")
 	}
 	if err != nil {
 		if tr != nil {
