@@ -49,9 +49,29 @@ func resolveKube(ctx context.Context, req *trace.Request, pod string, criEndpoin
 		return fmt.Errorf("--pod: %w", err)
 	}
 	req.FromNetns = name
-	if req.Src == "" && p.IP.Is4() && !p.HostNetwork {
-		req.Src = p.IP.String()
+	if req.Src == "" && !p.HostNetwork {
+		// the pod's address of the destination's IP version (a dual-stack
+		// pod has one of each)
+		if a, ok := p.IPOf(destinationAddr(req)); ok {
+			req.Src = a.String()
+		}
 	}
 	logf("--pod %s: %s", pod, p)
 	return nil
+}
+
+// destinationAddr is the address the request traces to (--dst, or the
+// host of --to), invalid when it names none.
+func destinationAddr(req *trace.Request) netip.Addr {
+	host := req.Dst
+	if req.To != "" {
+		if h, _, err := net.SplitHostPort(req.To); err == nil {
+			host = h
+		}
+	}
+	if p, err := netip.ParsePrefix(host); err == nil {
+		return p.Addr()
+	}
+	a, _ := netip.ParseAddr(host)
+	return a
 }

@@ -241,7 +241,7 @@ func (g cniGroup) pod() (Pod, bool) {
 	p := Pod{Namespace: ns, Name: name, UID: uid, SandboxID: g.containerID,
 		NetnsPath: path, NetnsInode: uint32(ino), Source: SourceCNICache}
 	if ips := g.ips(); len(ips) > 0 {
-		p.IP = ips[0]
+		p.IP, p.OtherIP = ips[0], otherIP(ips)
 	}
 	return p, true
 }

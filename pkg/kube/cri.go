@@ -436,7 +436,7 @@ func (r *Resolver) criPod(ctx context.Context, rt *criRuntime, id string) (Pod, 
 		p.UID = st.GetLabels()[LabelPodUID]
 	}
 	if ips := sandboxIPs(st); len(ips) > 0 {
-		p.IP = ips[0]
+		p.IP, p.OtherIP = ips[0], otherIP(ips)
 	}
 	specPath, pid, hasNetns, hasSpec := parseVerboseInfo(info)
 	p.HostNetwork = st.GetLinux().GetNamespaces().GetOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE ||
@@ -467,7 +467,7 @@ func (r *Resolver) criPod(ctx context.Context, rt *criRuntime, id string) (Pod, 
 			if cp, ok := g.pod(); ok {
 				p.NetnsPath, p.NetnsInode = cp.NetnsPath, cp.NetnsInode
 				if !p.IP.IsValid() {
-					p.IP = cp.IP
+					p.IP, p.OtherIP = cp.IP, cp.OtherIP
 				}
 				r.logf("kube: pod %s/%s: network namespace from the CNI cache (%s)", ns, name, g.file)
 				break

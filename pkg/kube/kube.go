@@ -45,6 +45,9 @@ type Pod struct {
 	UID             string
 	SandboxID       string     // container runtime id of the pod sandbox (CNI: container id)
 	IP              netip.Addr // primary pod IP; invalid for host-network pods
+	// OtherIP is a dual-stack pod's address of the other IP version (its
+	// first one), invalid when the pod has one version only.
+	OtherIP netip.Addr
 	// NetnsPath opens the pod's network namespace (e.g.
 	// /var/run/netns/cni-..., /proc/<pid>/ns/net).
 	NetnsPath string
@@ -353,4 +356,26 @@ func (r *Resolver) Index(ctx context.Context) (map[uint32]Pod, error) {
 		r.logf("kube: index: %s", failed)
 	}
 	return out, ctx.Err()
+}
+
+// otherIP is the first of ips of another IP version than ips[0].
+func otherIP(ips []netip.Addr) netip.Addr {
+	for _, a := range ips[1:] {
+		if a.Is6() != ips[0].Is6() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// IPOf returns the pod's address of the IP version of like (IPv4 when like
+// is invalid): its primary IP, or the first other one of that version.
+func (p Pod) IPOf(like netip.Addr) (netip.Addr, bool) {
+	want6 := like.IsValid() && like.Unmap().Is6()
+	for _, a := range []netip.Addr{p.IP, p.OtherIP} {
+		if a.IsValid() && a.Is6() == want6 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
