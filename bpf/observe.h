@@ -612,8 +612,12 @@ static __always_inline int observe(struct observe_args *a)
 			return 0;
 		/* an untracked skb sent without a socket is being forwarded: it
 		 * was already seen where it was created (its socket's tx) or where
-		 * it entered the host (rx), so it starts and joins nothing here */
-		if (a->kind == EVENT_TX && !SKB_RD(skb, sk))
+		 * it entered the host (rx), so it starts nothing here. It joins a
+		 * journey while a flow is recent: the output path copies a
+		 * forwarded packet whose headroom is short for the device
+		 * (skb_expand_head frees the original) and the copy goes on */
+		if (a->kind == EVENT_TX && !SKB_RD(skb, sk) &&
+		    !(act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS))
 			return 0;
 		/* a normal free of an untracked skb can only join a journey
 		 * through the flow map, which is consulted while it is recent */
@@ -688,7 +692,8 @@ static __always_inline int observe(struct observe_args *a)
 			}
 			if (j)
 				journey = quote ? *j ^ 1 : *j;
-			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &p.pkt, netns))
+			else if (a->kind != EVENT_CONSUME && !(a->kind == EVENT_TX && !SKB_RD(skb, sk)) &&
+				 match_any(f->active_filters, &p.pkt, netns))
 				/* a normal free is never a first sighting: the kernel
 				 * frees copies (neighbour queues, TCP's own) that went
 				 * nowhere, while the packet goes on in another skb */

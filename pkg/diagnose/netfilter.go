@@ -33,7 +33,7 @@ func (d *Diagnoser) prepareRules(ctx context.Context) error {
 		go func(e netnsutil.Entry) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s, err := nfrules.TakeFamilies(ctx, e.Path, !d.cfg.IPv4Only)
+			s, err := nfrules.TakeFamilies(ctx, e.Path, true, !d.cfg.IPv4Only)
 			mu.Lock()
 			defer mu.Unlock()
 			if s != nil {
@@ -119,13 +119,15 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 			}
 		}
 	}
-	after, err := nfrules.Take(context.Background(), path)
-	if err != nil {
-		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
-	}
 	tu := ev.Pkt
 	if ev.Encap {
 		tu = ev.Outer // the rules saw the VXLAN packet, not what it carries
+	}
+	// only the rules of the packet's IP version decide (and fewer tools
+	// run in the snapshot's time)
+	after, err := nfrules.TakeFamilies(context.Background(), path, !tu.Dst.Is6(), tu.Dst.Is6())
+	if err != nil {
+		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
 	}
 	var pkt nfrules.Packet
 	var dec nfrules.Decision

@@ -42,11 +42,13 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 // Take reads the rules of the namespace at nsPath. The tools run inside the
 // namespace (a locked thread in it forks them).
 func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
-	return TakeFamilies(ctx, nsPath, true)
+	return TakeFamilies(ctx, nsPath, true, true)
 }
 
-// TakeFamilies is Take, reading the ip6tables rules only when ipv6 is set.
-func TakeFamilies(ctx context.Context, nsPath string, ipv6 bool) (*Snapshot, error) {
+// TakeFamilies is Take, reading the iptables rules only when ipv4 is set
+// and the ip6tables rules only when ipv6 is set (nft's are always read):
+// fewer tools to run in the time Take has.
+func TakeFamilies(ctx context.Context, nsPath string, ipv4, ipv6 bool) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	s := &Snapshot{}
@@ -60,7 +62,7 @@ func TakeFamilies(ctx context.Context, nsPath string, ipv6 bool) (*Snapshot, err
 			{"ip6tables-legacy-save", "legacy", &s.Legacy6},
 			{"ip6tables-nft-save", "nft", &s.NFT6},
 		} {
-			if !ipv6 && strings.HasPrefix(t.tool, "ip6") {
+			if v6 := strings.HasPrefix(t.tool, "ip6"); (v6 && !ipv6) || (!v6 && !ipv4) {
 				continue
 			}
 			if out, err := output(ctx, t.tool, "-c"); err != nil {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"testing"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -135,6 +136,13 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 				reason = "NOT_SPECIFIED"
 			}
 			return want{journey.Dropped, l.NodeA, reason, "", "", "", "", "NEIGH_FAILED", l.NodeA}
+		}},
+		// the underlay is IPv4 in both forms: an IPv6 packet too big for
+		// the VXLAN path is refused like an IPv4 one
+		{"small-mtu", false, true, func(l *lab.Lab, f family) []string {
+			return []string{"--proto", "udp", "--to", net.JoinHostPort(f.podB, "53"), "--probe-size", "1400"}
+		}, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.Router, "PKT_TOO_BIG", "", "", "", "", "MTU_EXCEEDED", l.Router}
 		}},
 	}
 	covered := map[string]bool{}
