@@ -130,7 +130,8 @@ int BPF_KPROBE(kprobe_nf_hook_slow, struct sk_buff *skb, struct nf_hook_state *s
 	struct nf_frame *top = &fr->f[d];
 	top->skb = 0;
 	top->dropped = 0;
-	if (BPF_CORE_READ(state, pf) != NFPROTO_IPV4)
+	__u8 pf = BPF_CORE_READ(state, pf);
+	if (pf != NFPROTO_IPV4 && pf != NFPROTO_IPV6)
 		return 0;
 	__u8 hook = BPF_CORE_READ(state, hook);
 	/* the device the packet is on at this hook: in for the receive hooks */

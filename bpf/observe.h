@@ -34,9 +34,29 @@ char __license[] SEC("license") = "Dual BSD/GPL";
 #endif
 
 #define ETH_P_IP_BE 0x0008 /* htons(0x0800) */
+#define ETH_P_IPV6_BE 0xdd86 /* htons(0x86dd) */
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
 #define IPPROTO_ICMP_ 1
+#define IPPROTO_ICMPV6_ 58
+#define IP_MF_ 0x2000
+#define IP_OFFSET_ 0x1fff
+#define IP6_OFFSET_MASK_ 0xfff8
+#define ICMP_DEST_UNREACH_ 3
+#define ICMP_TIME_EXCEEDED_ 11
+#define ICMP_PARAMETERPROB_ 12
+#define ICMP_FRAG_NEEDED_ 4
+#define ICMPV6_DEST_UNREACH_ 1
+#define ICMPV6_PKT_TOOBIG_ 2
+#define ICMPV6_TIME_EXCEED_ 3
+#define ICMPV6_PARAMPROB_ 4
+#define ICMPV6_ECHO_REQUEST_ 128
+#define ICMPV6_ECHO_REPLY_ 129
+#define NEXTHDR_HOP_ 0
+#define NEXTHDR_ROUTING_ 43
+#define NEXTHDR_FRAGMENT_ 44
+#define NEXTHDR_AUTH_ 51
+#define NEXTHDR_DEST_ 60
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_ACK 0x10
 #define VXLAN_HLEN 8
@@ -50,6 +70,7 @@ const struct filter *unused_filter __attribute__((unused));
 const struct settings *unused_settings __attribute__((unused));
 const struct activity *unused_activity __attribute__((unused));
 const struct flow_key *unused_flow_key __attribute__((unused));
+const enum addr_family *unused_addr_family __attribute__((unused));
 const enum event_kind *unused_event_kind __attribute__((unused));
 const enum event_source *unused_event_source __attribute__((unused));
 const enum stat_index *unused_stat_index __attribute__((unused));
@@ -185,7 +206,6 @@ static __always_inline __u32 netns_of(struct sk_buff *skb, struct net_device *de
 #endif
 }
 
-/* Read the L4 part of a tuple at l4. */
 /* Fill the L4 part of a tuple from hdr, the first bytes of the L4 header. */
 static __always_inline void l4_fields(const __u8 *hdr, struct tuple *t)
 {
@@ -199,6 +219,16 @@ static __always_inline void l4_fields(const __u8 *hdr, struct tuple *t)
 		t->icmp_code = hdr[1];
 		/* echo id as the "port" so echo flows can be told apart */
 		t->sport = ((__u16)hdr[4] << 8) | hdr[5];
+		if (t->icmp_type == ICMP_DEST_UNREACH_ && t->icmp_code == ICMP_FRAG_NEEDED_)
+			t->icmp_mtu = ((__u32)hdr[6] << 8) | hdr[7];
+	} else if (t->proto == IPPROTO_ICMPV6_) {
+		t->icmp_type = hdr[0];
+		t->icmp_code = hdr[1];
+		if (t->icmp_type == ICMPV6_ECHO_REQUEST_ || t->icmp_type == ICMPV6_ECHO_REPLY_)
+			t->sport = ((__u16)hdr[4] << 8) | hdr[5];
+		else if (t->icmp_type == ICMPV6_PKT_TOOBIG_)
+			t->icmp_mtu = ((__u32)hdr[4] << 24) | ((__u32)hdr[5] << 16) |
+				      ((__u32)hdr[6] << 8) | hdr[7];
 	}
 }
 
@@ -209,7 +239,14 @@ struct ip_l4 {
 	__u8 l4[14];
 };
 
-/* Parse an IPv4 header at l3. Returns a pointer to L4 or NULL. */
+/* Parse an IPv6 header at l3 (walking its extension headers). Returns the
+ * offset of L4 from l3, or -1 (t->proto set when the header itself was
+ * read). A global function: the verifier checks it once, not at each of
+ * its callers with every state they bring. */
+__noinline int parse_ip6(__u64 l3, struct tuple *t);
+
+/* Parse an IP header (IPv4, or IPv6 by its version nibble) at l3. Returns a
+ * pointer to L4 or NULL. The IPv4 path is one read, as it always was. */
 static __always_inline void *parse_ip(void *l3, struct tuple *t)
 {
 	struct ip_l4 h;
@@ -219,14 +256,27 @@ static __always_inline void *parse_ip(void *l3, struct tuple *t)
 		if (bpf_probe_read_kernel(&h.ip, sizeof(h.ip), l3))
 			return NULL;
 	}
-	if (h.ip.version != 4)
-		return NULL;
-	t->saddr = h.ip.saddr;
-	t->daddr = h.ip.daddr;
+	if (h.ip.version != 4) {
+		if (h.ip.version != 6)
+			return NULL;
+		/* the global function takes a plain number: read the pointer's
+		 * value back through the helper (the verifier's view of it is
+		 * a pointer it would refuse to pass) */
+		__u64 addr = 0;
+		if (bpf_probe_read_kernel(&addr, sizeof(addr), &l3))
+			return NULL;
+		int off = parse_ip6(addr, t);
+		return off < 0 ? NULL : l3 + off;
+	}
+	t->family = FAMILY_IPV4;
+	t->saddr[0] = h.ip.saddr;
+	t->daddr[0] = h.ip.daddr;
 	t->proto = h.ip.protocol;
 	t->tot_len = bpf_ntohs(h.ip.tot_len);
+	if (h.ip.frag_off & bpf_htons(IP_MF_ | IP_OFFSET_))
+		t->frag = 1;
 	/* only the first fragment carries ports */
-	if (h.ip.frag_off & bpf_htons(0x1fff))
+	if (h.ip.frag_off & bpf_htons(IP_OFFSET_))
 		return NULL;
 	void *l4 = l3 + (h.ip.ihl * 4);
 	if (h.ip.ihl == 5) {
@@ -237,6 +287,57 @@ static __always_inline void *parse_ip(void *l3, struct tuple *t)
 			l4_fields(hdr, t);
 	}
 	return l4;
+}
+
+/* Extension headers walked before giving up on finding L4 (hop-by-hop,
+ * routing, destination options, fragment, AH: real packets carry one or
+ * two). */
+#define IPV6_MAX_EXT_HDRS 6
+
+static __always_inline int ipv6_ext_hdr(__u8 nexthdr)
+{
+	return nexthdr == NEXTHDR_HOP_ || nexthdr == NEXTHDR_ROUTING_ || nexthdr == NEXTHDR_DEST_ ||
+	       nexthdr == NEXTHDR_FRAGMENT_ || nexthdr == NEXTHDR_AUTH_;
+}
+
+__noinline int parse_ip6(__u64 l3, struct tuple *t)
+{
+	struct ipv6hdr ip6;
+	if (!t || bpf_probe_read_kernel(&ip6, sizeof(ip6), (void *)l3))
+		return -1;
+	t->family = FAMILY_IPV6;
+	__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+	__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+	t->tot_len = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
+	__u8 nexthdr = ip6.nexthdr;
+	__u32 off = sizeof(ip6);
+	int later_fragment = 0;
+	for (int i = 0; i < IPV6_MAX_EXT_HDRS && ipv6_ext_hdr(nexthdr); i++) {
+		__u8 ext[4];
+		if (bpf_probe_read_kernel(ext, sizeof(ext), (void *)(l3 + off)))
+			return -1;
+		if (nexthdr == NEXTHDR_FRAGMENT_) {
+			t->frag = 1;
+			/* offset in 8-byte units, upper 13 bits of bytes 2-3 */
+			if ((((__u16)ext[2] << 8) | ext[3]) & IP6_OFFSET_MASK_)
+				later_fragment = 1;
+			off += 8;
+		} else if (nexthdr == NEXTHDR_AUTH_) {
+			off += ((__u32)ext[1] + 2) * 4;
+		} else {
+			off += ((__u32)ext[1] + 1) * 8;
+		}
+		nexthdr = ext[0];
+	}
+	t->proto = nexthdr;
+	if (ipv6_ext_hdr(nexthdr) || later_fragment)
+		return -1; /* too many extension headers, or no L4 in this fragment */
+	__u8 hdr[14] = {};
+	if (bpf_probe_read_kernel(hdr, sizeof(hdr), (void *)(l3 + off)) == 0)
+		l4_fields(hdr, t);
+	else if (bpf_probe_read_kernel(hdr, 8, (void *)(l3 + off)) == 0)
+		l4_fields(hdr, t); /* a short datagram: UDP and ICMP fit in 8 bytes */
+	return off;
 }
 
 static __always_inline int is_tunnel_port(struct settings *f, __u16 port)
@@ -251,7 +352,7 @@ static __always_inline int is_tunnel_port(struct settings *f, __u16 port)
 
 /* What parsing an skb's headers found. */
 struct parsed {
-	struct tuple pkt;    /* innermost IPv4 header */
+	struct tuple pkt;    /* innermost IP header */
 	struct tuple outer;  /* outer header when encap */
 	struct tuple quoted; /* when pkt is an ICMP error: the packet it quotes (innermost) */
 	__u32 vni;
@@ -260,7 +361,7 @@ struct parsed {
 };
 
 /* If the UDP datagram at l4 (to a tunnel port) carries VXLAN with an IPv4
- * frame, fill inner with its header, set *il4 to the inner L4 (NULL for a
+ * or IPv6 frame, fill inner with its header, set *il4 to the inner L4 (NULL for a
  * non-first fragment) and return 1; else return 0. */
 static __always_inline int vxlan_inner(void *l4, struct tuple *inner, __u32 *vni, void **il4)
 {
@@ -273,7 +374,7 @@ static __always_inline int vxlan_inner(void *l4, struct tuple *inner, __u32 *vni
 	__u16 inner_proto;
 	if (bpf_probe_read_kernel(&inner_proto, sizeof(inner_proto), l4 + 8 + VXLAN_HLEN + 12))
 		return 0;
-	if (inner_proto != ETH_P_IP_BE)
+	if (inner_proto != ETH_P_IP_BE && inner_proto != ETH_P_IPV6_BE)
 		return 0;
 	*il4 = parse_ip(l4 + 8 + VXLAN_HLEN + ETH_HLEN_, inner);
 	if (!inner->proto)
@@ -282,11 +383,15 @@ static __always_inline int vxlan_inner(void *l4, struct tuple *inner, __u32 *vni
 	return 1;
 }
 
-/* ICMP destination unreachable, time exceeded and parameter problem quote
- * the packet they are about. */
+/* ICMP destination unreachable, time exceeded and parameter problem (and
+ * ICMPv6's, and its packet too big) quote the packet they are about. */
 static __always_inline int is_icmp_error(struct tuple *t)
 {
-	return t->proto == IPPROTO_ICMP_ && (t->icmp_type == 3 || t->icmp_type == 11 || t->icmp_type == 12);
+	if (t->proto == IPPROTO_ICMP_)
+		return t->icmp_type == ICMP_DEST_UNREACH_ || t->icmp_type == ICMP_TIME_EXCEEDED_ ||
+		       t->icmp_type == ICMP_PARAMETERPROB_;
+	return t->proto == IPPROTO_ICMPV6_ && t->icmp_type >= ICMPV6_DEST_UNREACH_ &&
+	       t->icmp_type <= ICMPV6_PARAMPROB_;
 }
 
 /* Fill e->pkt (and e->outer when VXLAN-encapsulated; e->quoted when the
@@ -297,7 +402,8 @@ static __always_inline int parse_skb(struct sk_buff *skb, struct settings *f, st
 	void *head = SKB_RD(skb, head);
 	void *l3;
 	if (rx) {
-		if (SKB_RD(skb, protocol) != ETH_P_IP_BE)
+		__u16 proto = SKB_RD(skb, protocol);
+		if (proto != ETH_P_IP_BE && proto != ETH_P_IPV6_BE)
 			return -1;
 		l3 = SKB_RD(skb, data);
 	} else {
@@ -344,10 +450,14 @@ static __always_inline int filter_match(struct filter *f, struct tuple *t, __u32
 		return 0;
 	if (f->proto && f->proto != t->proto)
 		return 0;
-	if (f->smask && (t->saddr & f->smask) != f->saddr)
+	if (f->family && f->family != t->family)
 		return 0;
-	if (f->dmask && (t->daddr & f->dmask) != f->daddr)
-		return 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		if ((t->saddr[i] & f->smask[i]) != f->saddr[i] ||
+		    (t->daddr[i] & f->dmask[i]) != f->daddr[i])
+			return 0;
+	}
 	if (f->sport && f->sport != t->sport)
 		return 0;
 	if (f->dport && f->dport != t->dport)
@@ -375,22 +485,32 @@ static __always_inline int match_any(__u32 active, struct tuple *t, __u32 netns)
 static __always_inline void flow_of(struct tuple *t, struct flow_key *k, int reverse)
 {
 	k->proto = t->proto;
+	k->family = t->family;
 	if (!reverse) {
-		k->saddr = t->saddr;
-		k->daddr = t->daddr;
+		__builtin_memcpy(k->saddr, t->saddr, sizeof(k->saddr));
+		__builtin_memcpy(k->daddr, t->daddr, sizeof(k->daddr));
 		k->sport = t->sport;
 		k->dport = t->dport;
 	} else {
-		k->saddr = t->daddr;
-		k->daddr = t->saddr;
+		__builtin_memcpy(k->saddr, t->daddr, sizeof(k->saddr));
+		__builtin_memcpy(k->daddr, t->saddr, sizeof(k->daddr));
 		k->sport = t->dport;
 		k->dport = t->sport;
 	}
-	if (t->proto == IPPROTO_ICMP_) {
+	if (t->proto == IPPROTO_ICMP_ || t->proto == IPPROTO_ICMPV6_) {
 		/* echo request and reply share the id; the type differs */
 		k->sport = t->sport;
 		k->dport = 0;
 	}
+}
+
+_Static_assert(sizeof(struct flow_key) == 40, "same_flow compares five words");
+
+static __always_inline int same_flow(struct flow_key *a, struct flow_key *b)
+{
+	__u64 *x = (__u64 *)a, *y = (__u64 *)b;
+	/* sizeof(struct flow_key) is 40: five words, the padding zeroed */
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3] && x[4] == y[4];
 }
 
 /* Remember both directions of the skb's current tuple for its journey. */
@@ -492,8 +612,12 @@ static __always_inline int observe(struct observe_args *a)
 			return 0;
 		/* an untracked skb sent without a socket is being forwarded: it
 		 * was already seen where it was created (its socket's tx) or where
-		 * it entered the host (rx), so it starts and joins nothing here */
-		if (a->kind == EVENT_TX && !SKB_RD(skb, sk))
+		 * it entered the host (rx), so it starts nothing here. It joins a
+		 * journey while a flow is recent: the output path copies a
+		 * forwarded packet whose headroom is short for the device
+		 * (skb_expand_head frees the original) and the copy goes on */
+		if (a->kind == EVENT_TX && !SKB_RD(skb, sk) &&
+		    !(act->last_flow_ns && bpf_ktime_get_ns() - act->last_flow_ns < FLOW_RECENT_NS))
 			return 0;
 		/* a normal free of an untracked skb can only join a journey
 		 * through the flow map, which is consulted while it is recent */
@@ -568,7 +692,8 @@ static __always_inline int observe(struct observe_args *a)
 			}
 			if (j)
 				journey = quote ? *j ^ 1 : *j;
-			else if (a->kind != EVENT_CONSUME && match_any(f->active_filters, &p.pkt, netns))
+			else if (a->kind != EVENT_CONSUME && !(a->kind == EVENT_TX && !SKB_RD(skb, sk)) &&
+				 match_any(f->active_filters, &p.pkt, netns))
 				/* a normal free is never a first sighting: the kernel
 				 * frees copies (neighbour queues, TCP's own) that went
 				 * nowhere, while the packet goes on in another skb */
@@ -598,8 +723,7 @@ static __always_inline int observe(struct observe_args *a)
 	if (tr && parsed >= 0 && !quote) {
 		struct flow_key now = {};
 		flow_of(&p.pkt, &now, 0);
-		if (now.saddr != tr->last.saddr || now.daddr != tr->last.daddr ||
-		    now.sport != tr->last.sport || now.dport != tr->last.dport) {
+		if (!same_flow(&now, &tr->last)) {
 			tr->last = now;
 			remember_flow(&p.pkt, journey);
 		}

@@ -27,28 +27,38 @@ enum event_source {
 	SOURCE_KPROBE = 3,  /* kprobe / kretprobe */
 };
 
-/* One IPv4 header view: addresses in network byte order, ports in host order. */
+/* Address families of a tuple (the IP version). */
+enum addr_family {
+	FAMILY_IPV4 = 4,
+	FAMILY_IPV6 = 6,
+};
+
+/* One IP header view (IPv4 or IPv6): addresses in network byte order (an
+ * IPv4 address in word 0, the other words 0), ports in host order. */
 struct tuple {
-	__u32 saddr;
-	__u32 daddr;
+	__u32 saddr[4];
+	__u32 daddr[4];
 	__u16 sport;
 	__u16 dport;
-	__u8 proto;
+	__u8 proto;       /* L4 protocol (IPv6: after the extension headers) */
 	__u8 tcp_flags;
-	__u8 icmp_type;
+	__u8 icmp_type;   /* ICMP or ICMPv6 */
 	__u8 icmp_code;
-	__u16 tot_len;    /* IP total length */
-	__u16 pad;
+	__u16 tot_len;    /* IP total length (IPv6: 40 + payload length) */
+	__u8 family;      /* enum addr_family; 0: not parsed */
+	__u8 frag;        /* 1: a fragment (IPv4 MF/offset, IPv6 fragment header) */
+	__u32 icmp_mtu;   /* next-hop MTU of an ICMP frag-needed / ICMPv6 packet too big */
 };
 
 /* Key of the flow map: the part of a tuple that names a flow. */
 struct flow_key {
-	__u32 saddr;
-	__u32 daddr;
+	__u32 saddr[4];
+	__u32 daddr[4];
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
-	__u8 pad[3];
+	__u8 family;
+	__u8 pad[2];
 };
 
 struct event {
@@ -70,7 +80,7 @@ struct event {
 	__u8 quote;       /* 1: the skb is an ICMP error quoting a packet of the journey
 	                   * (journey has the other direction's bit) */
 	__u8 pad;
-	struct tuple pkt;   /* innermost IPv4 header */
+	struct tuple pkt;   /* innermost IP header */
 	struct tuple outer; /* outer header when encap != 0 */
 	char ifname[SKBTRAIL_IFNAMSIZ];
 };
@@ -89,17 +99,17 @@ struct event_cap {
 /* What starts a journey (one slot per concurrent trace). Zero fields match
  * anything. */
 struct filter {
-	__u32 saddr;      /* network byte order */
-	__u32 smask;
-	__u32 daddr;
-	__u32 dmask;
+	__u32 saddr[4];   /* network byte order, laid out as in struct tuple */
+	__u32 smask[4];
+	__u32 daddr[4];
+	__u32 dmask[4];
 	__u32 netns;      /* only packets first seen in this netns inode */
 	__u16 sport;
 	__u16 dport;
 	__u8 proto;
 	__u8 syn_only;
 	__u8 enabled;     /* 0: this slot is free */
-	__u8 pad;
+	__u8 family;      /* enum addr_family: only packets of this IP version; 0: any */
 };
 
 /* Settings of all programs. */

@@ -19,6 +19,13 @@ type bpfActivity struct {
 	LastFlowNs uint64
 }
 
+type bpfAddrFamily uint32
+
+const (
+	bpfAddrFamilyFAMILY_IPV4 bpfAddrFamily = 4
+	bpfAddrFamilyFAMILY_IPV6 bpfAddrFamily = 6
+)
+
 type bpfEvent struct {
 	_       structs.HostLayout
 	TsNs    uint64
@@ -76,27 +83,28 @@ const (
 
 type bpfFilter struct {
 	_       structs.HostLayout
-	Saddr   uint32
-	Smask   uint32
-	Daddr   uint32
-	Dmask   uint32
+	Saddr   [4]uint32
+	Smask   [4]uint32
+	Daddr   [4]uint32
+	Dmask   [4]uint32
 	Netns   uint32
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
 	SynOnly uint8
 	Enabled uint8
-	Pad     uint8
+	Family  uint8
 }
 
 type bpfFlowKey struct {
-	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
+	_      structs.HostLayout
+	Saddr  [4]uint32
+	Daddr  [4]uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	Pad    [2]uint8
 }
 
 type bpfSettings struct {
@@ -130,8 +138,8 @@ const (
 
 type bpfTuple struct {
 	_        structs.HostLayout
-	Saddr    uint32
-	Daddr    uint32
+	Saddr    [4]uint32
+	Daddr    [4]uint32
 	Sport    uint16
 	Dport    uint16
 	Proto    uint8
@@ -139,7 +147,9 @@ type bpfTuple struct {
 	IcmpType uint8
 	IcmpCode uint8
 	TotLen   uint16
-	Pad      uint16
+	Family   uint8
+	Frag     uint8
+	IcmpMtu  uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -167,6 +177,7 @@ const (
 	bpfProgTpNetifReceiveSkb = "tp_netif_receive_skb"
 	bpfProgTpSkDataReady     = "tp_sk_data_ready"
 	bpfVarUnusedActivity     = "unused_activity"
+	bpfVarUnusedAddrFamily   = "unused_addr_family"
 	bpfVarUnusedEvent        = "unused_event"
 	bpfVarUnusedEventCap     = "unused_event_cap"
 	bpfVarUnusedEventKind    = "unused_event_kind"
@@ -252,6 +263,7 @@ type bpfMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
 	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
+	UnusedAddrFamily  *ebpf.VariableSpec `ebpf:"unused_addr_family"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventCap    *ebpf.VariableSpec `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
@@ -312,6 +324,7 @@ func (m *bpfMaps) Close() error {
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
 	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
+	UnusedAddrFamily  *ebpf.Variable `ebpf:"unused_addr_family"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventCap    *ebpf.Variable `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`

@@ -1,9 +1,7 @@
 package tracer
 
 import (
-	"encoding/binary"
 	"fmt"
-	"net/netip"
 	"unsafe"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -16,23 +14,19 @@ const (
 	eventCapSize = int(unsafe.Sizeof(bpfEventCap{}))
 )
 
-func addrOf(be uint32) netip.Addr {
-	var b [4]byte
-	binary.NativeEndian.PutUint32(b[:], be)
-	return netip.AddrFrom4(b)
-}
-
 func tupleOf(t *bpfTuple) journey.Tuple {
 	return journey.Tuple{
 		Proto:    t.Proto,
-		Src:      addrOf(t.Saddr),
-		Dst:      addrOf(t.Daddr),
+		Src:      addrOf(t.Saddr, t.Family),
+		Dst:      addrOf(t.Daddr, t.Family),
 		Sport:    t.Sport,
 		Dport:    t.Dport,
 		TCPFlags: t.TcpFlags,
 		ICMPType: t.IcmpType,
 		ICMPCode: t.IcmpCode,
 		IPLen:    t.TotLen,
+		Frag:     t.Frag != 0,
+		ICMPMTU:  t.IcmpMtu,
 	}
 }
 
@@ -116,6 +110,11 @@ func (k *bpfEvent) check() error {
 	}
 	if k.Encap > 1 {
 		return fmt.Errorf("event record with encap flag %d", k.Encap)
+	}
+	for _, f := range []uint8{k.Pkt.Family, k.Outer.Family} {
+		if f != 0 && f != uint8(bpfAddrFamilyFAMILY_IPV4) && f != uint8(bpfAddrFamilyFAMILY_IPV6) {
+			return fmt.Errorf("event record with address family %d", f)
+		}
 	}
 	if k.Quote > 1 {
 		return fmt.Errorf("event record with quote flag %d", k.Quote)

@@ -3,6 +3,7 @@ package tracer
 import (
 	"bytes"
 	"encoding/binary"
+	"net/netip"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -16,15 +17,27 @@ import (
 func recordOf(t testing.TB, ev journey.Event) []byte {
 	t.Helper()
 	tuple := func(tu journey.Tuple) bpfTuple {
-		var s, d uint32
-		if tu.Src.Is4() {
-			s = be32(tu.Src)
+		var s, d [4]uint32
+		var fam uint8 // a header never parsed (the outer one of a plain packet)
+		if tu.Src.IsValid() {
+			fam = uint8(bpfAddrFamilyFAMILY_IPV4)
 		}
-		if tu.Dst.Is4() {
-			d = be32(tu.Dst)
+		if tu.Src.Is6() || tu.Dst.Is6() {
+			fam = uint8(bpfAddrFamilyFAMILY_IPV6)
 		}
-		return bpfTuple{Saddr: s, Daddr: d, Sport: tu.Sport, Dport: tu.Dport, Proto: tu.Proto,
-			TcpFlags: tu.TCPFlags, IcmpType: tu.ICMPType, IcmpCode: tu.ICMPCode, TotLen: tu.IPLen}
+		if tu.Src.IsValid() {
+			s = words(tu.Src)
+		}
+		if tu.Dst.IsValid() {
+			d = words(tu.Dst)
+		}
+		k := bpfTuple{Saddr: s, Daddr: d, Sport: tu.Sport, Dport: tu.Dport, Proto: tu.Proto,
+			TcpFlags: tu.TCPFlags, IcmpType: tu.ICMPType, IcmpCode: tu.ICMPCode, TotLen: tu.IPLen,
+			Family: fam, IcmpMtu: tu.ICMPMTU}
+		if tu.Frag {
+			k.Frag = 1
+		}
+		return k
 	}
 	k := bpfEvent{TsNs: ev.TimeNs, Skb: ev.Skb, Journey: ev.Journey, Netns: ev.Netns, Ifindex: ev.Ifindex,
 		Reason: ev.Reason, Len: ev.Len, Mtu: ev.MTU, Vni: ev.VNI, Kind: uint8(ev.Kind), Source: uint8(ev.Source),
@@ -95,10 +108,30 @@ func recordedEvents(t testing.TB) []journey.Event {
 	return out
 }
 
-// TestDecodeRecordedRoundTrip: every recorded event, written back as a
-// record, decodes to itself.
+// ipv6Events are IPv6 shapes of events: a SYN, a quoted packet too big,
+// a fragment, IPv6 over an IPv4 VXLAN and over an IPv6 one.
+func ipv6Events() []journey.Event {
+	a, b := netip.MustParseAddr("fd00:10:244::5"), netip.MustParseAddr("fd00:10:244:1::2")
+	u4a, u4b := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("198.51.100.20")
+	u6a, u6b := netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("2001:db8:1::20")
+	syn := journey.Tuple{Proto: journey.ProtoTCP, Src: a, Dst: b, Sport: 40000, Dport: 80, TCPFlags: 2, IPLen: 80}
+	return []journey.Event{
+		{TimeNs: 1, Skb: 2, Journey: 4, Netns: 5, Kind: journey.KindTx, Source: journey.SourceTracepoint, Pkt: syn},
+		{TimeNs: 2, Skb: 3, Journey: 5, Netns: 5, Kind: journey.KindRx, Source: journey.SourceTracepoint, Quote: true,
+			Pkt: journey.Tuple{Proto: journey.ProtoICMPv6, Src: b, Dst: a, ICMPType: 2, IPLen: 1280, ICMPMTU: 1400}},
+		{TimeNs: 3, Skb: 4, Journey: 6, Netns: 5, Kind: journey.KindDrop, Source: journey.SourceTracepoint, Reason: 2,
+			Pkt: journey.Tuple{Proto: journey.ProtoUDP, Src: a, Dst: b, Frag: true, IPLen: 1280}},
+		{TimeNs: 4, Skb: 2, Journey: 4, Netns: 6, Kind: journey.KindTx, Source: journey.SourceTracepoint, Encap: true, VNI: 1, Pkt: syn,
+			Outer: journey.Tuple{Proto: journey.ProtoUDP, Src: u4a, Dst: u4b, Sport: 50000, Dport: 8472, IPLen: 130}},
+		{TimeNs: 5, Skb: 2, Journey: 4, Netns: 6, Kind: journey.KindTx, Source: journey.SourceTracepoint, Encap: true, VNI: 1, Pkt: syn,
+			Outer: journey.Tuple{Proto: journey.ProtoUDP, Src: u6a, Dst: u6b, Sport: 50000, Dport: 8472, IPLen: 150}},
+	}
+}
+
+// TestDecodeRecordedRoundTrip: every recorded event (and the IPv6
+// shapes), written back as a record, decodes to itself.
 func TestDecodeRecordedRoundTrip(t *testing.T) {
-	for _, want := range recordedEvents(t) {
+	for _, want := range append(recordedEvents(t), ipv6Events()...) {
 		var got journey.Event
 		if err := Decode(recordOf(t, want), &got); err != nil {
 			t.Fatalf("%+v: %v", want, err)
@@ -117,10 +150,23 @@ func TestDecodeRecordedRoundTrip(t *testing.T) {
 }
 
 // normalized is the record as Decode reads it: padding, the name's bytes
-// after its end and the outer header of a packet that is not encapsulated
-// carry nothing.
+// after its end, the address words an IPv4 address does not use and the
+// outer header of a packet that is not encapsulated carry nothing; an
+// unparsed header (family 0) reads as IPv4, as it always did.
 func normalized(k bpfEvent) bpfEvent {
-	k.Pad, k.Pkt.Pad, k.Outer.Pad = 0, 0, 0
+	k.Pad = 0
+	for _, t := range []*bpfTuple{&k.Pkt, &k.Outer} {
+		if t.Family == 0 {
+			t.Family = uint8(bpfAddrFamilyFAMILY_IPV4)
+		}
+		if t.Family == uint8(bpfAddrFamilyFAMILY_IPV4) {
+			t.Saddr = [4]uint32{t.Saddr[0]}
+			t.Daddr = [4]uint32{t.Daddr[0]}
+		}
+		if t.Frag > 1 {
+			t.Frag = 1
+		}
+	}
 	end := bytes.IndexByte(int8Bytes(k.Ifname[:]), 0)
 	if end >= 0 {
 		for i := end; i < len(k.Ifname); i++ {
@@ -157,6 +203,9 @@ func FuzzDecode(f *testing.F) {
 	f.Add(make([]byte, eventCapSize))
 	f.Add(recordOf(f, withCapture(recordedEvents(f)[0], 60, false)))
 	f.Add(recordOf(f, withCapture(recordedEvents(f)[0], MaxSnaplen, true)))
+	for _, ev := range ipv6Events() {
+		f.Add(recordOf(f, ev))
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		sentinel := journey.Event{Ifname: "untouched", Journey: 7}
 		ev := sentinel

@@ -9,14 +9,14 @@ import (
 	"github.com/skbtrail/skbtrail/pkg/journey"
 )
 
-func be(a string) uint32 { return be32(netip.MustParseAddr(a)) }
+func be(a string) [4]uint32 { return words(netip.MustParseAddr(a)) }
 
 func sampleRecord(t testing.TB) []byte {
 	k := bpfEvent{
 		TsNs: 123456789, Skb: 0xffff888100000000, Journey: 42, Netns: 4026531840, Ifindex: 3,
 		Reason: 12, Len: 124, Mtu: 1500, Vni: 1, Kind: uint8(journey.KindTx), Source: 1, Encap: 1,
-		Pkt:   bpfTuple{Saddr: be("10.244.0.5"), Daddr: be("10.244.1.2"), Sport: 43122, Dport: 80, Proto: 6, TcpFlags: 2},
-		Outer: bpfTuple{Saddr: be("192.0.2.10"), Daddr: be("198.51.100.20"), Sport: 50000, Dport: 8472, Proto: 17},
+		Pkt:   bpfTuple{Saddr: be("10.244.0.5"), Daddr: be("10.244.1.2"), Sport: 43122, Dport: 80, Proto: 6, TcpFlags: 2, Family: 4},
+		Outer: bpfTuple{Saddr: be("192.0.2.10"), Daddr: be("198.51.100.20"), Sport: 50000, Dport: 8472, Proto: 17, Family: 4},
 	}
 	copy(k.Ifname[:], []int8{'f', 'l', 'a', 'n', 'n', 'e', 'l', '.', '1'})
 	var buf bytes.Buffer
@@ -57,7 +57,8 @@ func TestFilterKernelAndMatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k.Daddr != be("10.96.0.0") || k.Dmask != be("255.240.0.0") || k.Dport != 80 || k.SynOnly != 1 || k.Enabled != 1 || k.Smask != 0 {
+	if k.Daddr != be("10.96.0.0") || k.Dmask != be("255.240.0.0") || k.Dport != 80 || k.SynOnly != 1 || k.Enabled != 1 ||
+		k.Smask != [4]uint32{} || k.Family != 4 {
 		t.Errorf("kernel filter %+v", k)
 	}
 	syn := journey.Tuple{Proto: 6, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr("10.96.0.100"), Sport: 1, Dport: 80, TCPFlags: 0x02}
@@ -74,8 +75,61 @@ func TestFilterKernelAndMatch(t *testing.T) {
 			t.Errorf("%s matches", name)
 		}
 	}
-	if _, err := (Filter{Src: netip.MustParsePrefix("2001:db8::/32")}).kernel(); err == nil {
-		t.Error("IPv6 filter accepted")
+	if _, err := (Filter{Src: netip.MustParsePrefix("2001:db8::/32"), Dst: netip.MustParsePrefix("10.0.0.0/8")}).kernel(); err == nil {
+		t.Error("filter mixing IPv6 and IPv4 accepted")
+	}
+}
+
+func TestFilterIPv6(t *testing.T) {
+	f := Filter{Src: netip.MustParsePrefix("fd00:10:244::/48"), Dst: netip.MustParsePrefix("fd00:10:96::1/128"), Dport: 80}
+	k, err := f.kernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Family != 6 || k.Saddr != be("fd00:10:244::") || k.Smask != be("ffff:ffff:ffff::") ||
+		k.Daddr != be("fd00:10:96::1") || k.Dmask != be("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") {
+		t.Errorf("kernel filter %+v", k)
+	}
+	in := journey.Tuple{Proto: 6, Src: netip.MustParseAddr("fd00:10:244:0:1::5"), Dst: netip.MustParseAddr("fd00:10:96::1"), Dport: 80}
+	if !f.Match(in, 0) {
+		t.Error("IPv6 SYN does not match")
+	}
+	out := in
+	out.Src = netip.MustParseAddr("fd00:10:245::5")
+	if f.Match(out, 0) {
+		t.Error("IPv6 source outside the prefix matches")
+	}
+	// an IPv4 filter never matches IPv6, and an IPv4-mapped prefix is the IPv4 one
+	v4 := Filter{Dst: netip.MustParsePrefix("::ffff:10.96.0.0/108")}
+	k4, err := v4.kernel()
+	if err != nil || k4.Family != 4 || k4.Daddr != be("10.96.0.0") || k4.Dmask != be("255.240.0.0") {
+		t.Errorf("mapped prefix: %+v, %v", k4, err)
+	}
+	if v4.Match(in, 0) {
+		t.Error("IPv4 filter matches IPv6")
+	}
+}
+
+func TestDecodeIPv6(t *testing.T) {
+	k := bpfEvent{Kind: uint8(journey.KindRx), Source: 1,
+		Pkt: bpfTuple{Saddr: be("fd00::1"), Daddr: be("2001:db8::2"), Proto: 58, IcmpType: 2, Family: 6, IcmpMtu: 1400}}
+	var buf bytes.Buffer
+	if err := binary.Write(&buf, binary.NativeEndian, &k); err != nil {
+		t.Fatal(err)
+	}
+	var ev journey.Event
+	if err := Decode(buf.Bytes(), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Pkt.Src.String() != "fd00::1" || ev.Pkt.Dst.String() != "2001:db8::2" || ev.Pkt.ICMPMTU != 1400 ||
+		journey.ProtoName(ev.Pkt.Proto) != "icmpv6" {
+		t.Errorf("decoded %+v", ev.Pkt)
+	}
+	k.Pkt.Family = 5
+	buf.Reset()
+	_ = binary.Write(&buf, binary.NativeEndian, &k)
+	if err := Decode(buf.Bytes(), &ev); err == nil {
+		t.Error("family 5 decoded")
 	}
 }
 

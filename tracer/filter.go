@@ -1,7 +1,6 @@
 package tracer
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -48,10 +47,10 @@ func (f Filter) Match(t journey.Tuple, netns uint32) bool {
 	if f.Proto != 0 && f.Proto != t.Proto {
 		return false
 	}
-	if f.Src.IsValid() && !f.Src.Contains(t.Src) {
+	if f.Src.IsValid() && !prefixContains(f.Src, t.Src) {
 		return false
 	}
-	if f.Dst.IsValid() && !f.Dst.Contains(t.Dst) {
+	if f.Dst.IsValid() && !prefixContains(f.Dst, t.Dst) {
 		return false
 	}
 	if (f.Sport != 0 && f.Sport != t.Sport) || (f.Dport != 0 && f.Dport != t.Dport) {
@@ -63,45 +62,24 @@ func (f Filter) Match(t journey.Tuple, netns uint32) bool {
 	return true
 }
 
-// be32 returns the IPv4 address as the kernel's __be32 read on this host.
-func be32(a netip.Addr) uint32 {
-	b := a.As4()
-	return binary.NativeEndian.Uint32(b[:])
-}
-
-func maskBE(bits int) uint32 {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], ^uint32(0)<<(32-bits))
-	if bits == 0 {
-		return 0
-	}
-	return binary.NativeEndian.Uint32(b[:])
-}
-
-func prefixBE(p netip.Prefix) (addr, mask uint32, err error) {
-	if !p.IsValid() {
-		return 0, 0, nil
-	}
-	if !p.Addr().Is4() {
-		return 0, 0, fmt.Errorf("%s: only IPv4 is traced", p)
-	}
-	m := maskBE(p.Bits())
-	return be32(p.Masked().Addr()) & m, m, nil
-}
-
 // kernel converts the filter to the struct the programs read.
 func (f Filter) kernel() (bpfFilter, error) {
 	if f.Snaplen < 0 || f.Snaplen > MaxSnaplen {
 		return bpfFilter{}, fmt.Errorf("snaplen %d: want 0 to %d bytes", f.Snaplen, MaxSnaplen)
 	}
 	var k bpfFilter
+	var sfam, dfam uint8
 	var err error
-	if k.Saddr, k.Smask, err = prefixBE(f.Src); err != nil {
+	if k.Saddr, k.Smask, sfam, err = prefixWords(f.Src); err != nil {
 		return k, err
 	}
-	if k.Daddr, k.Dmask, err = prefixBE(f.Dst); err != nil {
+	if k.Daddr, k.Dmask, dfam, err = prefixWords(f.Dst); err != nil {
 		return k, err
 	}
+	if sfam != 0 && dfam != 0 && sfam != dfam {
+		return k, fmt.Errorf("source %s and destination %s are of different IP versions: no packet matches", f.Src, f.Dst)
+	}
+	k.Family = max(sfam, dfam)
 	k.Sport, k.Dport, k.Proto, k.Netns = f.Sport, f.Dport, f.Proto, f.Netns
 	if f.SYNOnly {
 		k.SynOnly = 1
@@ -124,4 +102,13 @@ func (s Settings) kernel(active uint32) (bpfSettings, error) {
 	}
 	copy(k.TunnelPorts[:], ports)
 	return k, nil
+}
+
+// prefixContains is p.Contains(a), an IPv4-mapped prefix standing for the
+// IPv4 prefix it names (as in the kernel's filter).
+func prefixContains(p netip.Prefix, a netip.Addr) bool {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Contains(a.Unmap())
 }

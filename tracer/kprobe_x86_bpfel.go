@@ -21,27 +21,28 @@ type kprobeActivity struct {
 
 type kprobeFilter struct {
 	_       structs.HostLayout
-	Saddr   uint32
-	Smask   uint32
-	Daddr   uint32
-	Dmask   uint32
+	Saddr   [4]uint32
+	Smask   [4]uint32
+	Daddr   [4]uint32
+	Dmask   [4]uint32
 	Netns   uint32
 	Sport   uint16
 	Dport   uint16
 	Proto   uint8
 	SynOnly uint8
 	Enabled uint8
-	Pad     uint8
+	Family  uint8
 }
 
 type kprobeFlowKey struct {
-	_     structs.HostLayout
-	Saddr uint32
-	Daddr uint32
-	Sport uint16
-	Dport uint16
-	Proto uint8
-	Pad   [3]uint8
+	_      structs.HostLayout
+	Saddr  [4]uint32
+	Daddr  [4]uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	Pad    [2]uint8
 }
 
 type kprobeNfFrames struct {
@@ -105,6 +106,7 @@ const (
 	kprobeVarReportConsume              = "report_consume"
 	kprobeVarReportDrop                 = "report_drop"
 	kprobeVarUnusedActivity             = "unused_activity"
+	kprobeVarUnusedAddrFamily           = "unused_addr_family"
 	kprobeVarUnusedEvent                = "unused_event"
 	kprobeVarUnusedEventCap             = "unused_event_cap"
 	kprobeVarUnusedEventKind            = "unused_event_kind"
@@ -192,6 +194,7 @@ type kprobeVariableSpecs struct {
 	ReportConsume     *ebpf.VariableSpec `ebpf:"report_consume"`
 	ReportDrop        *ebpf.VariableSpec `ebpf:"report_drop"`
 	UnusedActivity    *ebpf.VariableSpec `ebpf:"unused_activity"`
+	UnusedAddrFamily  *ebpf.VariableSpec `ebpf:"unused_addr_family"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventCap    *ebpf.VariableSpec `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.VariableSpec `ebpf:"unused_event_kind"`
@@ -256,6 +259,7 @@ type kprobeVariables struct {
 	ReportConsume     *ebpf.Variable `ebpf:"report_consume"`
 	ReportDrop        *ebpf.Variable `ebpf:"report_drop"`
 	UnusedActivity    *ebpf.Variable `ebpf:"unused_activity"`
+	UnusedAddrFamily  *ebpf.Variable `ebpf:"unused_addr_family"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventCap    *ebpf.Variable `ebpf:"unused_event_cap"`
 	UnusedEventKind   *ebpf.Variable `ebpf:"unused_event_kind"`

@@ -33,8 +33,12 @@ func (t *Tracer) LoadNetfilter() error {
 	return nil
 }
 
-// AttachNetfilter attaches the observers to every IPv4 hook of the netns at
-// path (inode ino) at the priorities of journey.NFStages. A netns already
+// nfFamilies are the protocol families observed: IPv4 and IPv6 hooks take
+// the same stages (ip6tables' tables sit at the same priorities).
+var nfFamilies = []link.NetfilterProtocolFamily{link.NetfilterProtoIPv4, link.NetfilterProtoIPv6}
+
+// AttachNetfilter attaches the observers to every IPv4 and IPv6 hook of the
+// netns at path (inode ino) at the priorities of journey.NFStages. A netns already
 // attached is left alone.
 func (t *Tracer) AttachNetfilter(path string, ino uint32) error {
 	if err := t.LoadNetfilter(); err != nil {
@@ -48,13 +52,15 @@ func (t *Tracer) AttachNetfilter(path string, ino uint32) error {
 	var made []link.Link
 	err := netnsutil.Do(path, func() error {
 		stages := t.nf.stages()
-		for _, hook := range nfHooks {
-			for _, i := range journey.HookStages[uint8(hook)] {
-				l, err := attachStage(stages[i], hook, int(i))
-				if err != nil {
-					return err
+		for _, family := range nfFamilies {
+			for _, hook := range nfHooks {
+				for _, i := range journey.HookStages[uint8(hook)] {
+					l, err := attachStage(stages[i], family, hook, int(i))
+					if err != nil {
+						return err
+					}
+					made = append(made, l)
 				}
-				made = append(made, l)
 			}
 		}
 		return nil
@@ -99,9 +105,10 @@ func (t *Tracer) NetfilterNamespaces() []uint32 {
 // least 10 away from every iptables table, so the order stays the same.
 const stageSlack = 8
 
-// attachStage attaches stage i's program to hook at the stage's priority,
-// or at the next free one moving away from the table it guards.
-func attachStage(prog *ebpf.Program, hook link.NetfilterInetHook, i int) (link.Link, error) {
+// attachStage attaches stage i's program to the family's hook at the
+// stage's priority, or at the next free one moving away from the table it
+// guards.
+func attachStage(prog *ebpf.Program, family link.NetfilterProtocolFamily, hook link.NetfilterInetHook, i int) (link.Link, error) {
 	prio := journey.NFStages[i]
 	dir := int32(-1) // stages before a table move earlier
 	if i == 2 || i == 3 || i == 5 {
@@ -112,7 +119,7 @@ func attachStage(prog *ebpf.Program, hook link.NetfilterInetHook, i int) (link.L
 		var l link.Link
 		l, err = link.AttachNetfilter(link.NetfilterOptions{
 			Program:        prog,
-			ProtocolFamily: link.NetfilterProtoIPv4,
+			ProtocolFamily: family,
 			Hook:           hook,
 			Priority:       prio + dir*k,
 		})
@@ -123,5 +130,12 @@ func attachStage(prog *ebpf.Program, hook link.NetfilterInetHook, i int) (link.L
 			break
 		}
 	}
-	return nil, fmt.Errorf("hook %s priority %d: %w", journey.HookName(uint8(hook)), prio, err)
+	return nil, fmt.Errorf("%s hook %s priority %d: %w", familyName(family), journey.HookName(uint8(hook)), prio, err)
+}
+
+func familyName(f link.NetfilterProtocolFamily) string {
+	if f == link.NetfilterProtoIPv6 {
+		return "ipv6"
+	}
+	return "ipv4"
 }

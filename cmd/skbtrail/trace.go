@@ -52,7 +52,7 @@ func traceFlagSet(f *traceFlags, stderr io.Writer) *pflag.FlagSet {
 	fs.IntVar(&r.ProbeSize, "probe-size", 0, "payload bytes of a UDP/ICMP probe (sent with DF set, to test the path MTU)")
 	fs.DurationVar(&r.Timeout, "timeout", 5*time.Second, "how long to wait for matching packets")
 	fs.IntVar(&r.Count, "count", 1, "stop after this many journeys (0: until the timeout)")
-	fs.StringVar(&r.ServiceCIDR, "service-cidr", "10.96.0.0/12", "the cluster's Service (ClusterIP) range")
+	fs.StringVar(&r.ServiceCIDR, "service-cidr", "10.96.0.0/12", "the cluster's Service (ClusterIP) range; dual-stack: both, comma-separated (10.96.0.0/12,fd00:10:96::/112)")
 	fs.StringSliceVar(&r.NodeIPs, "node-ip", nil, "address(es) peers know this node's VTEP by (flannel public-ip), for single-node diagnosis")
 	fs.StringSliceVar(&r.FlannelSubnetFiles, "flannel-subnet-file", nil, "flanneld's --subnet-file, as `[NETNS=]PATH` (repeatable; NETNS for several lab nodes on one kernel; default /run/flannel/subnet.env when it exists), read when diagnosing")
 	fs.StringSliceVar(&r.FlannelEtcd, "flannel-etcd", nil, "flannel's etcd endpoint `URL`s (its --etcd-endpoints), to read its leases (PublicIP, VtepMAC) when diagnosing; none: not read")

@@ -74,7 +74,13 @@ const (
 // Config configures a Diagnoser.
 type Config struct {
 	ServiceCIDR netip.Prefix
-	Logger      *zap.Logger
+	// ServiceCIDRs are further Service ranges (a dual-stack cluster's
+	// other IP version).
+	ServiceCIDRs []netip.Prefix
+	// IPv4Only: the traced packets are IPv4 (the filter names an IPv4
+	// address), so only IPv4 rules are read.
+	IPv4Only bool
+	Logger   *zap.Logger
 	// Registry names and opens the namespaces whose state is read; nil:
 	// only what the journey itself shows is diagnosed.
 	Registry *netnsutil.Registry
@@ -295,20 +301,37 @@ func droppedDst(j *journey.Journey) (string, string) {
 // addressed to the ClusterIP: sent by a namespace other than the one it
 // started in (the pod's), with the Service address as destination.
 func (d *Diagnoser) serviceNotDNATed(j *journey.Journey) {
-	if !d.cfg.ServiceCIDR.IsValid() || len(j.Events) == 0 {
+	if len(j.Events) == 0 {
 		return
 	}
 	origin := j.Events[0].Netns
 	for _, e := range j.Events {
-		if e.Kind != journey.KindTx || e.Netns == origin || !d.cfg.ServiceCIDR.Contains(e.Pkt.Dst) {
+		if e.Kind != journey.KindTx || e.Netns == origin || !d.cfg.InServiceRange(e.Pkt.Dst) {
 			continue
+		}
+		save := "iptables-save"
+		if e.Pkt.Dst.Is6() {
+			save = "ip6tables-save"
 		}
 		ns := j.NetnsName(e.Netns)
 		j.AddFinding(journey.Finding{
 			Code: CodeServiceNotDNATed, Severity: journey.SeverityError, Netns: ns,
 			Message: fmt.Sprintf("%s left %s through %s still addressed to the Service IP %s: no DNAT to an endpoint happened", flowText(j.Packet), ns, e.Ifname, e.Pkt.Dst),
-			Advice:  "check kube-proxy on this node: the Service needs KUBE-SERVICES/KUBE-SVC-*/KUBE-SEP-* DNAT rules (iptables-save -t nat | grep " + e.Pkt.Dst.String() + ") and at least one ready endpoint",
+			Advice:  "check kube-proxy on this node: the Service needs KUBE-SERVICES/KUBE-SVC-*/KUBE-SEP-* DNAT rules (" + save + " -t nat | grep " + e.Pkt.Dst.String() + ") and at least one ready endpoint",
 		})
 		return
 	}
+}
+
+// InServiceRange reports whether a is in a Service range of the config.
+func (c Config) InServiceRange(a netip.Addr) bool {
+	if c.ServiceCIDR.IsValid() && c.ServiceCIDR.Contains(a) {
+		return true
+	}
+	for _, p := range c.ServiceCIDRs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

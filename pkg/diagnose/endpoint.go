@@ -57,10 +57,7 @@ func endpointOf(j *journey.Journey) string {
 	// the destination after NAT: the tuple of the last event
 	if n := len(j.Events); n > 0 {
 		t := j.Events[n-1].Pkt
-		if t.Dport != 0 {
-			return fmt.Sprintf("%s:%d", t.Dst, t.Dport)
-		}
-		return t.Dst.String()
+		return journey.HostPort(t.Dst.String(), t.Dport)
 	}
 	return j.Packet.Dst
 }

@@ -49,6 +49,9 @@ var vxlanOwners = map[string]vxlanOwner{
 func (d *Diagnoser) neighFailure(j *journey.Journey) {
 	v := j.Verdict
 	why, ok := neighReasons[v.Reason]
+	if v.Reason == "NOT_SPECIFIED" && len(j.Events) > 0 && j.Events[len(j.Events)-1].Pkt.Dst.Is6() {
+		why, ok = "its neighbour discovery failed", true // confirmed by the entry's state below
+	}
 	if !ok || v.Kind != journey.Dropped || len(j.Events) == 0 {
 		return
 	}
@@ -58,6 +61,15 @@ func (d *Diagnoser) neighFailure(j *journey.Journey) {
 		if h, ok := d.lookupHop(v.NetnsInode, dst); ok {
 			hop = h
 		}
+	}
+	if v.Reason == "NOT_SPECIFIED" {
+		// IPv6 frees the packets that waited for a failed neighbour
+		// without a reason (ndisc_error_report): only the entry, still
+		// FAILED or INCOMPLETE, tells
+		if hop.State != "FAILED" && hop.State != "INCOMPLETE" {
+			return
+		}
+		why += " (the kernel gives packets dropped by a failed IPv6 neighbour no drop reason: NOT_SPECIFIED)"
 	}
 	entry := "it has no neighbour entry"
 	if hop.State != "" {
@@ -78,6 +90,9 @@ func (d *Diagnoser) neighFailure(j *journey.Journey) {
 	case kind != "":
 		f.Advice = fmt.Sprintf("the VXLAN control plane (the CNI) must write a neighbour entry for %s on %s (ip neigh replace %s lladdr <peer VTEP MAC> dev %s nud permanent) and an FDB entry for that MAC: check the CNI on this node",
 			hop.Addr, hop.Dev, hop.Addr, hop.Dev)
+	case hop.Addr.Is6():
+		f.Advice = fmt.Sprintf("%s does not answer neighbour solicitations on %s: check that it is up, holds that address and is on that link (ip -6 neigh show dev %s; ndisc6 %s %s in %s), and that nothing drops ICMPv6 neighbour discovery; or fix the route that sends traffic through it",
+			hop.Addr, hop.Dev, hop.Dev, hop.Addr, hop.Dev, v.Netns)
 	default:
 		f.Advice = fmt.Sprintf("%s does not answer ARP on %s: check that it is up, holds that address and is on that link (ip neigh show dev %s; arping -I %s %s in %s), or fix the route that sends traffic through it",
 			hop.Addr, hop.Dev, hop.Dev, hop.Dev, hop.Addr, v.Netns)
@@ -120,7 +135,11 @@ func readNextHop(nsPath string, dst netip.Addr) (neighHop, bool) {
 		return neighHop{}, false
 	}
 	hop.Dev = link.Attrs().Name
-	neighs, err := h.NeighList(routes[0].LinkIndex, unix.AF_INET)
+	family := unix.AF_INET
+	if hop.Addr.Is6() {
+		family = unix.AF_INET6
+	}
+	neighs, err := h.NeighList(routes[0].LinkIndex, family)
 	if err != nil {
 		return hop, true
 	}

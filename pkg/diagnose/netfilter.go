@@ -74,8 +74,10 @@ func (d *Diagnoser) netfilterDecision(j *journey.Journey) {
 	traced, exact := d.tracedDrop(j, v.NetnsInode)
 	kinds := nfrules.KindAll
 	if exact {
-		kinds = nfrules.KindIptNFT | nfrules.KindNft // for the rule's text only
+		kinds = nfrules.KindIptNFT | nfrules.KindIptNFT6 | nfrules.KindNft // for the rule's text only
 	}
+	// only the rules of the packet's IP version decide (fewer tools run)
+	kinds = kinds.Families(!nd.tu.Dst.Is6(), nd.tu.Dst.Is6())
 	after, err := nfrules.TakeKinds(context.Background(), nd.path, kinds)
 	if err != nil {
 		d.cfg.Logger.Warn("reading rules", zap.String("netns", v.Netns), zap.Error(err))
@@ -331,6 +333,10 @@ func nfFinding(dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot
 		f.Code = CodeNFPolicyDrop
 		f.Message = fmt.Sprintf("%s policy DROP dropped %s%s", loc, flow, where)
 		f.Advice = policyAdvice(dec, pkt, owner, owned)
+	case isRPFilterRule(dec):
+		f.Code = CodeRPFilter
+		f.Message = fmt.Sprintf("the reverse-path filter rule %q in %s dropped %s%s: the route back to its source does not leave through the device it came in on", dec.Rule, loc, flow, where)
+		f.Advice = rpFilterRuleAdvice(dec)
 	case dec.IsReject():
 		f.Code = CodeNFReject
 		f.Message = fmt.Sprintf("rule %q in %s rejected %s%s", dec.Rule, loc, flow, where)
@@ -387,10 +393,7 @@ func policyAdvice(dec nfrules.Decision, pkt nfrules.Packet, owner ruleOwner, own
 	if dec.Source == "nft" {
 		return fmt.Sprintf("add an accept rule before the policy in chain %s %s %s, or change its policy to accept", dec.Family, dec.Table, dec.Chain)
 	}
-	ipt := dec.Source
-	if ipt == "iptables-nft" {
-		ipt = "iptables"
-	}
+	ipt := iptablesCommand(dec)
 	var match []string
 	if pkt.Iif != "" && dec.Chain != "OUTPUT" && dec.Chain != "POSTROUTING" {
 		match = append(match, "-i "+pkt.Iif)
@@ -420,10 +423,7 @@ func deleteHint(dec nfrules.Decision) string {
 	if dec.Source == "nft" {
 		return fmt.Sprintf(" (nft delete rule %s %s %s handle %d)", dec.Family, dec.Table, dec.Chain, dec.Handle)
 	}
-	ipt := dec.Source
-	if ipt == "iptables-nft" {
-		ipt = "iptables"
-	}
+	ipt := iptablesCommand(dec)
 	tbl := ""
 	if dec.Table != "filter" {
 		tbl = " -t " + dec.Table

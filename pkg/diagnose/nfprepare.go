@@ -95,11 +95,11 @@ func (d *Diagnoser) prepareRules(ctx context.Context) error {
 
 // prepareNetns prepares one namespace (see prepareRules).
 func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
-	var legacy bool
+	var legacy nfrules.Kinds // the legacy iptables/ip6tables with tables here
 	var tr *nftrace.Tracing
 	err := netnsutil.Do(e.Path, func() error {
 		// sockets made here belong to this namespace
-		legacy = hasLegacyTables()
+		legacy = hasLegacyTables(!d.cfg.IPv4Only)
 		if d.cfg.NFTrace == nil {
 			return nil
 		}
@@ -113,8 +113,8 @@ func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
 	if err != nil {
 		return fmt.Errorf("netfilter attribution in %s: %w", e.Name, err)
 	}
-	if legacy {
-		s, err := nfrules.TakeKinds(ctx, e.Path, nfrules.KindLegacy)
+	if legacy != 0 {
+		s, err := nfrules.TakeKinds(ctx, e.Path, legacy)
 		if err != nil {
 			d.cfg.Logger.Warn("iptables-legacy counters", zap.String("netns", e.Name), zap.Error(err))
 		}
@@ -128,10 +128,10 @@ func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
 		d.traces[uint32(e.Inode)] = tr
 		d.ruleStats.Traced++
 	}
-	if legacy {
+	if legacy != 0 {
 		d.ruleStats.Legacy++
 	}
-	if !legacy && tr == nil {
+	if legacy == 0 && tr == nil {
 		d.ruleStats.NoRules++
 	}
 	return nil
@@ -140,9 +140,19 @@ func (d *Diagnoser) prepareNetns(ctx context.Context, e netnsutil.Entry) error {
 // hasLegacyTables says whether the calling thread's namespace has
 // iptables-legacy (x_tables) tables: the kernel lists them in
 // ip_tables_names (absent: the module is not loaded, so none).
-func hasLegacyTables() bool {
-	b, err := os.ReadFile("/proc/thread-self/net/ip_tables_names")
-	return err == nil && len(strings.TrimSpace(string(b))) > 0
+func hasLegacyTables(ipv6 bool) nfrules.Kinds {
+	var k nfrules.Kinds
+	has := func(file string) bool {
+		b, err := os.ReadFile("/proc/thread-self/net/" + file)
+		return err == nil && len(strings.TrimSpace(string(b))) > 0
+	}
+	if has("ip_tables_names") {
+		k |= nfrules.KindLegacy
+	}
+	if ipv6 && has("ip6_tables_names") {
+		k |= nfrules.KindLegacy6
+	}
+	return k
 }
 
 // Close removes the marking tables and ends the trace subscriptions.

@@ -574,14 +574,20 @@ func (b *Builder) finish(o *openJourney) *Journey {
 	return j
 }
 
+// ICMPv6DestUnreach is ICMPv6's destination unreachable type.
+const ICMPv6DestUnreach = 1
+
 // isRejection reports whether the reverse direction carried a TCP RST or an
-// ICMP destination-unreachable: the packet was answered with an error.
+// ICMP (ICMPv6) destination-unreachable: the packet was answered with an error.
 func isRejection(rev []Event) bool {
 	for _, e := range rev {
 		if e.Pkt.Proto == ProtoTCP && e.Pkt.TCPFlags&0x04 != 0 {
 			return true
 		}
 		if e.Pkt.Proto == ProtoICMP && e.Pkt.ICMPType == 3 {
+			return true
+		}
+		if e.Pkt.Proto == ProtoICMPv6 && e.Pkt.ICMPType == ICMPv6DestUnreach {
 			return true
 		}
 	}
@@ -806,7 +812,14 @@ func ConsumedOnArrival(life []Event) bool {
 // received at that very device right after. It returns the new skb (with
 // the packet as first seen, to keep matching against).
 func successor(life, rest []Event, first Event) (Event, bool) {
-	if !ConsumedOnArrival(life) {
+	// the new skb shows up received at the device (consumed on arrival)
+	// or transmitted through it (copied on output)
+	kind := KindRx
+	switch {
+	case ConsumedOnArrival(life):
+	case copiedOnOutput(life):
+		kind = KindTx
+	default:
 		return Event{}, false
 	}
 	end := life[len(life)-1]
@@ -814,12 +827,27 @@ func successor(life, rest []Event, first Event) (Event, bool) {
 		if e.TimeNs > end.TimeNs+replaceWindowNs {
 			break
 		}
-		if e.Skb != end.Skb && e.Kind == KindRx && e.Netns == end.Netns && e.Ifindex == end.Ifindex &&
+		if e.Skb != end.Skb && e.Kind == kind && e.Netns == end.Netns && e.Ifindex == end.Ifindex &&
 			e.Pkt.SameFlow(end.Pkt) && samePacket(first.Pkt, e.Pkt) {
 			return Event{Skb: e.Skb, Pkt: first.Pkt}, true
 		}
 	}
 	return Event{}, false
+}
+
+// copiedOnOutput reports whether life ends with the skb freed normally
+// right after its last netfilter hook on the way out of a device, before
+// the device transmitted it: the output path copied a forwarded packet
+// whose headroom was too short for the device (skb_expand_head frees the
+// original of an skb no socket owns), and the copy goes on.
+func copiedOnOutput(life []Event) bool {
+	n := len(life)
+	if n < 2 {
+		return false
+	}
+	end, prev := life[n-1], life[n-2]
+	return end.Kind == KindConsume && prev.Kind == KindNF && prev.Hook == HookPostRouting &&
+		prev.Netns == end.Netns && prev.Ifindex == end.Ifindex
 }
 
 // inheritPlace: an skb freed after the stack let go of its device and
@@ -843,7 +871,7 @@ func samePacket(a, b Tuple) bool {
 	if a.Proto == ProtoTCP && a.TCPFlags&0x3f != b.TCPFlags&0x3f {
 		return false
 	}
-	if a.Proto == ProtoICMP && a.ICMPType != b.ICMPType {
+	if (a.Proto == ProtoICMP || a.Proto == ProtoICMPv6) && a.ICMPType != b.ICMPType {
 		return false
 	}
 	swapped := a.Src == b.Dst && a.Dst == b.Src && a.Sport == b.Dport && a.Dport == b.Sport

@@ -113,3 +113,32 @@ func TestRedirectPeerHop(t *testing.T) {
 		}
 	}
 }
+
+// The output path freed the forwarded skb after POSTROUTING at node-a's
+// flannel.1, before the device transmitted it, and a copy of the packet
+// was transmitted there right after (an IPv6 UDP datagram whose headroom
+// was short for the VXLAN device): the journey goes on with the copy.
+func TestSkbCopiedOnOutput(t *testing.T) {
+	r := &recorder{t: 1_000_000, skb: 0xa, jid: 0x1000}
+	r.add(KindTx, nsPodA, "eth0", synPod, at(2)).
+		add(KindNF, nsNodeA, "flannel.1", synPod, nf(HookPostRouting, 4), at(5)).
+		add(KindConsume, nsNodeA, "flannel.1", synPod, at(5)).
+		withSkb(0xb).
+		add(KindTx, nsNodeA, "flannel.1", synPod, at(5)).
+		add(KindTx, nsNodeA, "eth0", synPod, encap, at(3)).
+		add(KindDrop, nsRtr, "ra", synPod, encap, at(2))
+	j := buildOne(t, r)
+	if v := j.Verdict; v.Kind != Dropped || v.Netns != "router" {
+		t.Errorf("verdict %+v, want dropped in router (the copy's fate)", v)
+	}
+	// without a copy transmitted at that device, the free ends the journey
+	r = &recorder{t: 1_000_000, skb: 0xa, jid: 0x1000}
+	r.add(KindTx, nsPodA, "eth0", synPod, at(2)).
+		add(KindNF, nsNodeA, "flannel.1", synPod, nf(HookPostRouting, 4), at(5)).
+		add(KindConsume, nsNodeA, "flannel.1", synPod, at(5)).
+		withSkb(0xb).
+		add(KindTx, nsNodeA, "eth0", synPod, encap, at(3))
+	if j := buildOne(t, r); j.Verdict.Kind == Dropped {
+		t.Errorf("verdict %+v: a copy seen at another device is no continuation", j.Verdict)
+	}
+}

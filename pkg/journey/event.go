@@ -5,7 +5,9 @@ package journey
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -58,12 +60,14 @@ const (
 
 // IP protocol numbers.
 const (
-	ProtoICMP uint8 = 1
-	ProtoTCP  uint8 = 6
-	ProtoUDP  uint8 = 17
+	ProtoICMP   uint8 = 1
+	ProtoTCP    uint8 = 6
+	ProtoUDP    uint8 = 17
+	ProtoICMPv6 uint8 = 58
 )
 
-// Tuple is one IPv4 header's view of a packet.
+// Tuple is one IP header's view of a packet (IPv4 or IPv6: the addresses
+// say which).
 type Tuple struct {
 	Proto    uint8
 	Src, Dst netip.Addr
@@ -72,7 +76,9 @@ type Tuple struct {
 	TCPFlags uint8
 	ICMPType uint8
 	ICMPCode uint8
-	IPLen    uint16 // IP total length
+	IPLen    uint16 // IP total length (IPv6: 40 + payload length)
+	Frag     bool   // a fragment (IPv4 MF/offset, IPv6 fragment header)
+	ICMPMTU  uint32 // next-hop MTU of an ICMP frag-needed or ICMPv6 packet too big
 }
 
 // SameFlow reports whether two tuples name the same addresses and ports.
@@ -180,8 +186,19 @@ func ProtoName(p uint8) string {
 		return "udp"
 	case ProtoICMP:
 		return "icmp"
+	case ProtoICMPv6:
+		return "icmpv6"
 	}
 	return "other"
+}
+
+// HostPort renders an address and port as "10.0.0.1:80" or "[fd00::1]:80"
+// (just the address when port is 0).
+func HostPort(addr string, port uint16) string {
+	if port == 0 {
+		return addr
+	}
+	return net.JoinHostPort(addr, strconv.Itoa(int(port)))
 }
 
 // TCPFlagsString renders TCP flags as "SYN", "SYN|ACK", ...

@@ -266,10 +266,7 @@ func (j *Journey) Toward() (addr, encap string) {
 	if n := len(j.Rewrites); n > 0 {
 		dst, port = j.Rewrites[n-1].After.Dst, j.Rewrites[n-1].After.Dport
 	}
-	if port != 0 {
-		return fmt.Sprintf("%s:%d", dst, port), ""
-	}
-	return dst, ""
+	return HostPort(dst, port), ""
 }
 
 // AddFinding appends a finding unless one with the same code exists.

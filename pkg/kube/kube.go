@@ -60,16 +60,25 @@ type Pod struct {
 	Source string
 }
 
-// Addr is the pod's address of the family of dst (IPv4 when dst is
-// invalid), else its primary address.
+// Addr is the pod's address of the family of dst; with dst invalid, its
+// IPv4 address if it has one, else its primary one. The zero Addr when the
+// pod has no address of dst's family (a source of the other family would
+// make a filter that matches nothing).
 func (p Pod) Addr(dst netip.Addr) netip.Addr {
+	ips := p.IPs
+	if len(ips) == 0 && p.IP.IsValid() {
+		ips = []netip.Addr{p.IP}
+	}
 	want6 := dst.IsValid() && dst.Unmap().Is6()
-	for _, a := range p.IPs {
+	for _, a := range ips {
 		if a.Is6() == want6 {
 			return a
 		}
 	}
-	return p.IP
+	if !dst.IsValid() {
+		return p.IP
+	}
+	return netip.Addr{}
 }
 
 // String describes the pod in one line.

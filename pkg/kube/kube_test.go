@@ -273,6 +273,24 @@ func TestResolveCRIMetadataOnly(t *testing.T) {
 			t.Errorf("Addr(%q) = %s, want %s", dst, got, want)
 		}
 	}
+	v6only, v4only := Pod{IP: v6, IPs: []netip.Addr{v6}}, Pod{IP: v4} // IPs unset: an older caller
+	for _, c := range []struct {
+		p        Pod
+		dst      string
+		want     netip.Addr
+		wantNone bool
+	}{
+		{v4only, "fd00::1", netip.Addr{}, true},
+		{v4only, "10.96.0.10", v4, false},
+		{v6only, "10.96.0.10", netip.Addr{}, true},
+		{v6only, "", v6, false},
+		{p, "::ffff:10.96.0.10", v4, false},
+	} {
+		d, _ := netip.ParseAddr(c.dst)
+		if got := c.p.Addr(d); got != c.want || got.IsValid() == c.wantNone {
+			t.Errorf("%v.Addr(%q) = %s, want %s", c.p.IPs, c.dst, got, c.want)
+		}
+	}
 	if !strings.Contains(p.String(), "ips 10.88.77.23,fd00::23") {
 		t.Errorf("String() = %s", p)
 	}

@@ -96,6 +96,10 @@ func FuzzParseIptablesSave(f *testing.F) {
 	// a chain declared after its rules, a table opened twice, two spaces
 	// after the counters: every rule stays, its text starts with -A
 	f.Add("*filter\n[1:2] -A X -j DROP\n:X - [0:0]\n*nat\n*filter\n[1:2]  -A X -j REJECT\nCOMMIT\n")
+	// ip6tables-save: IPv6 prefixes, the rpfilter match in raw, a DNAT to [addr]:port
+	f.Add("*raw\n:PREROUTING ACCEPT [5:400]\n[1:80] -A PREROUTING -m rpfilter --invert -j DROP\nCOMMIT\n" +
+		"*nat\n:KUBE-SEP-X - [0:0]\n[1:80] -A KUBE-SEP-X -p tcp -m tcp -j DNAT --to-destination [fd00:10:244:1::2]:80\nCOMMIT\n" +
+		"*filter\n:FORWARD DROP [2:160]\n[1:80] -A FORWARD -d fd00:10:244:1::2/128 -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset\nCOMMIT\n")
 	f.Fuzz(func(t *testing.T, out string) {
 		fuzztest.Bounded(t, func() error { return checkIptablesSave(out) })
 	})

@@ -117,7 +117,7 @@ func ParseIptablesSave(variant, out string) (*IptRuleset, error) {
 
 // Decision is what decided a packet at a hook.
 type Decision struct {
-	Family  string // "ip" for iptables; the nft family for native tables
+	Family  string // "ip" for iptables, "ip6" for ip6tables; the nft family for native tables
 	Source  string // "iptables-legacy", "iptables-nft", "nft"
 	Table   string
 	Chain   string

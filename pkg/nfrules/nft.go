@@ -183,12 +183,17 @@ const (
 )
 
 // DropAt evaluates the base chains of hook (nft name, e.g. "forward") with
-// priority in (lo, hi) in families ip and inet, skipping tables in skip
-// (family/table), and returns the rule or policy that drops pkt.
+// priority in (lo, hi) in families ip (ip6 for an IPv6 packet) and inet,
+// skipping tables in skip (family/table), and returns the rule or policy
+// that drops pkt.
 func (rs *NftRuleset) DropAt(hook string, lo, hi int, pkt Packet, skip map[string]bool) (Decision, bool) {
 	var base []*NftChain
+	family := "ip"
+	if pkt.Tuple.Dst.Is6() {
+		family = "ip6"
+	}
 	for _, c := range rs.Chains {
-		if c.Hook == hook && c.Prio > lo && c.Prio < hi && (c.Family == "ip" || c.Family == "inet") && !skip[c.Family+"/"+c.Table] {
+		if c.Hook == hook && c.Prio > lo && c.Prio < hi && (c.Family == family || c.Family == "inet") && !skip[c.Family+"/"+c.Table] {
 			base = append(base, c)
 		}
 	}
@@ -472,11 +477,27 @@ func leftValue(raw json.RawMessage, pkt Packet) (string, bool) {
 	t := pkt.Tuple
 	if p := l.Payload; p != nil {
 		switch p.Protocol + " " + p.Field {
-		case "ip saddr":
-			return t.Src.String(), true
-		case "ip daddr":
-			return t.Dst.String(), true
-		case "ip protocol":
+		case "ip saddr", "ip daddr", "ip protocol":
+			if t.Dst.Is6() {
+				return "\x00none", true // an IPv6 packet has no IPv4 header to match
+			}
+			if p.Field == "saddr" {
+				return t.Src.String(), true
+			}
+			if p.Field == "daddr" {
+				return t.Dst.String(), true
+			}
+			return journey.ProtoName(t.Proto), true
+		case "ip6 saddr", "ip6 daddr", "ip6 nexthdr":
+			if !t.Dst.Is6() {
+				return "\x00none", true
+			}
+			if p.Field == "saddr" {
+				return t.Src.String(), true
+			}
+			if p.Field == "daddr" {
+				return t.Dst.String(), true
+			}
 			return journey.ProtoName(t.Proto), true
 		case "th sport", "th dport":
 			if t.Proto != journey.ProtoTCP && t.Proto != journey.ProtoUDP {

@@ -19,6 +19,9 @@ type Snapshot struct {
 	NFT    *IptRuleset // iptables-nft-save -c
 	Nft    *NftRuleset // nft -j list ruleset
 	Errs   []error     // tools that failed (the snapshot is partial)
+	// Legacy6 and NFT6 are the IPv6 rules: ip6tables-legacy-save -c and
+	// ip6tables-nft-save -c.
+	Legacy6, NFT6 *IptRuleset
 }
 
 func output(ctx context.Context, name string, args ...string) (string, error) {
@@ -40,11 +43,25 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 type Kinds uint8
 
 const (
-	KindLegacy Kinds = 1 << iota // iptables-legacy-save -c
-	KindIptNFT                   // iptables-nft-save -c
-	KindNft                      // nft -j list ruleset (and nft -a for the rule texts)
-	KindAll    = KindLegacy | KindIptNFT | KindNft
+	KindLegacy  Kinds = 1 << iota // iptables-legacy-save -c
+	KindIptNFT                    // iptables-nft-save -c
+	KindNft                       // nft -j list ruleset (and nft -a for the rule texts)
+	KindLegacy6                   // ip6tables-legacy-save -c
+	KindIptNFT6                   // ip6tables-nft-save -c
+	KindAll     = KindLegacy | KindIptNFT | KindNft | KindLegacy6 | KindIptNFT6
 )
+
+// Families keeps of k the iptables kinds of the IP versions asked for (and
+// nft's, which serve both).
+func (k Kinds) Families(ipv4, ipv6 bool) Kinds {
+	if !ipv4 {
+		k &^= KindLegacy | KindIptNFT
+	}
+	if !ipv6 {
+		k &^= KindLegacy6 | KindIptNFT6
+	}
+	return k
+}
 
 // toolTimeout bounds the tools one snapshot runs.
 const toolTimeout = 5 * time.Second
@@ -52,6 +69,13 @@ const toolTimeout = 5 * time.Second
 // Take reads all the rules of the namespace at nsPath.
 func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
 	return TakeKinds(ctx, nsPath, KindAll)
+}
+
+// TakeFamilies is Take reading the iptables rules only when ipv4 is set
+// and the ip6tables rules only when ipv6 is set (nft's serve both): fewer
+// tools to run.
+func TakeFamilies(ctx context.Context, nsPath string, ipv4, ipv6 bool) (*Snapshot, error) {
+	return TakeKinds(ctx, nsPath, KindAll.Families(ipv4, ipv6))
 }
 
 // TakeKinds reads the rules of the namespace at nsPath that kinds selects.
@@ -67,6 +91,12 @@ func TakeKinds(ctx context.Context, nsPath string, kinds Kinds) (*Snapshot, erro
 		}
 		if kinds&KindIptNFT != 0 {
 			s.NFT = s.iptablesSave(ctx, "iptables-nft-save", "nft")
+		}
+		if kinds&KindLegacy6 != 0 {
+			s.Legacy6 = s.iptablesSave(ctx, "ip6tables-legacy-save", "legacy")
+		}
+		if kinds&KindIptNFT6 != 0 {
+			s.NFT6 = s.iptablesSave(ctx, "ip6tables-nft-save", "nft")
 		}
 		if kinds&KindNft == 0 {
 			return nil
@@ -129,12 +159,20 @@ func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, b
 	}
 	chain := journey.HookName(hook)
 	var policies []Decision
-	for _, pair := range []struct{ b, a *IptRuleset }{{pick(before, true), after.Legacy}, {pick(before, false), after.NFT}} {
+	v6 := pkt.Tuple.Dst.Is6() // ip6tables and the nft ip6 family decided
+	pairs := []struct{ b, a *IptRuleset }{{pick(before, true), after.Legacy}, {pick(before, false), after.NFT}}
+	if v6 {
+		pairs = []struct{ b, a *IptRuleset }{{pick6(before, true), after.Legacy6}, {pick6(before, false), after.NFT6}}
+	}
+	for _, pair := range pairs {
 		if pair.a == nil {
 			continue
 		}
 		for _, table := range iptTables(hook, stage) {
 			if d, ok := DropByCounters(pair.b, pair.a, table, chain); ok {
+				if v6 {
+					d.Family = "ip6" // ip6tables' rules
+				}
 				if !d.IsPolicy() {
 					return d, true
 				}
@@ -145,9 +183,14 @@ func Decide(before, after *Snapshot, hook, stage uint8, pkt Packet) (Decision, b
 	if after.Nft != nil {
 		lo, hi := stageRange(hook, stage)
 		skip := map[string]bool{}
-		if after.NFT != nil {
+		if after.NFT != nil && !v6 {
 			for t := range after.NFT.Tables {
 				skip["ip/"+t] = true
+			}
+		}
+		if after.NFT6 != nil && v6 {
+			for t := range after.NFT6.Tables {
+				skip["ip6/"+t] = true
 			}
 		}
 		if d, ok := after.Nft.DropAt(nftHooks[hook], lo, hi, pkt, skip); ok {
@@ -171,6 +214,16 @@ func pick(s *Snapshot, legacy bool) *IptRuleset {
 		return s.Legacy
 	}
 	return s.NFT
+}
+
+func pick6(s *Snapshot, legacy bool) *IptRuleset {
+	if s == nil {
+		return nil
+	}
+	if legacy {
+		return s.Legacy6
+	}
+	return s.NFT6
 }
 
 func stageRange(hook, stage uint8) (int, int) {

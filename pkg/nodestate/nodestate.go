@@ -51,7 +51,7 @@ type FDBEntry struct {
 	Dst netip.Addr
 }
 
-// Route is one IPv4 route of the main table.
+// Route is one route of the main table (IPv4 or IPv6).
 type Route struct {
 	Dst     netip.Prefix // 0.0.0.0/0 for the default route
 	Gw      netip.Addr
@@ -138,10 +138,16 @@ func ReadNetns(path string) (*Netns, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	addrs := map[int][]netip.Prefix{} // one dump for every device
-	if all, err := h.AddrList(nil, unix.AF_INET); err == nil {
+	// one dump per IP version for every device: IPv4 first (a device's
+	// first address is its main one), then IPv6 without link-local ones
+	addrs := map[int][]netip.Prefix{}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		all, err := h.AddrList(nil, family)
+		if err != nil {
+			continue
+		}
 		for _, ad := range all {
-			if p, ok := prefixOf(ad.IPNet); ok {
+			if p, ok := prefixOf(ad.IPNet); ok && !p.Addr().IsLinkLocalUnicast() {
 				addrs[ad.LinkIndex] = append(addrs[ad.LinkIndex], p)
 			}
 		}
@@ -179,10 +185,22 @@ func ReadNetns(path string) (*Netns, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
-	for _, r := range routes {
-		rt := Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: names[r.LinkIndex]}
+	routes6, err := h.RouteList(nil, unix.AF_INET6)
+	if err != nil {
+		return nil, fmt.Errorf("list IPv6 routes: %w", err)
+	}
+	for _, r := range append(routes, routes6...) {
+		def := netip.MustParsePrefix("0.0.0.0/0")
+		if r.Family == unix.AF_INET6 {
+			def = netip.MustParsePrefix("::/0")
+		}
+		rt := Route{Dst: def, Dev: names[r.LinkIndex]}
 		if r.Dst != nil {
-			if p, ok := prefixOf(r.Dst); ok {
+			p, ok := prefixOf(r.Dst)
+			if ok && r.Family == unix.AF_INET6 && (p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast()) {
+				continue // every IPv6 device's fe80::/64: no path to anywhere
+			}
+			if ok {
 				rt.Dst = p
 			}
 		}

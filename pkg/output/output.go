@@ -43,12 +43,7 @@ type Text struct{ w io.Writer }
 // NewText returns a human-readable writer.
 func NewText(w io.Writer) *Text { return &Text{w: w} }
 
-func endpoint(addr string, port uint16) string {
-	if port == 0 {
-		return addr
-	}
-	return fmt.Sprintf("%s:%d", addr, port)
-}
+func endpoint(addr string, port uint16) string { return journey.HostPort(addr, port) }
 
 func flow(t journey.TupleJSON) string {
 	return endpoint(t.Src, t.Sport) + " -> " + endpoint(t.Dst, t.Dport)

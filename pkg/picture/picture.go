@@ -46,15 +46,7 @@ func (s Segment) Label() string {
 	return l
 }
 
-func endpoint(addr string, port uint16) string {
-	if port == 0 {
-		return addr
-	}
-	if strings.Contains(addr, ":") {
-		return fmt.Sprintf("[%s]:%d", addr, port)
-	}
-	return fmt.Sprintf("%s:%d", addr, port)
-}
+func endpoint(addr string, port uint16) string { return journey.HostPort(addr, port) }
 
 // Build turns a journey into its picture.
 func Build(j *journey.Journey) Picture {

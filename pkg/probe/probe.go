@@ -1,6 +1,6 @@
 // Package probe sends one packet from inside a network namespace so a trace
 // needs no other traffic: a TCP SYN (a connect attempt), a UDP datagram or
-// an ICMP echo request.
+// an ICMP (ICMPv6) echo request, to an IPv4 or IPv6 address.
 package probe
 
 import (
@@ -15,22 +15,29 @@ import (
 	"github.com/skbtrail/skbtrail/netnsutil"
 )
 
-// Send sends one probe of proto ("tcp", "udp" or "icmp") to dst from the
-// netns at nsPath and returns once it left (TCP: when the connect attempt
-// ended, at most timeout). The outcome of a connect is not an error: the
-// trace tells what happened to the packet.
+// Send sends one probe of proto ("tcp", "udp", "icmp" or "icmpv6") to dst
+// from the netns at nsPath and returns once it left (TCP: when the connect
+// attempt ended, at most timeout). The outcome of a connect is not an
+// error: the trace tells what happened to the packet. Every probe forbids
+// fragmentation (IPv4: DF set; IPv6: no fragmentation by the sender
+// either), so a probe too big for the path is refused, not fragmented.
 func Send(ctx context.Context, nsPath, proto string, dst netip.AddrPort, size int, timeout time.Duration) error {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	ver := "4"
+	if dst.Addr().Is6() {
+		ver = "6"
+	}
 	return netnsutil.Do(nsPath, func() error {
 		switch proto {
 		case "tcp", "":
 			d := net.Dialer{Timeout: timeout}
-			c, err := d.DialContext(ctx, "tcp4", dst.String())
+			c, err := d.DialContext(ctx, "tcp"+ver, dst.String())
 			if err == nil {
 				c.Close()
 			}
 			return nil
 		case "udp":
-			c, err := net.Dial("udp4", dst.String())
+			c, err := net.Dial("udp"+ver, dst.String())
 			if err != nil {
 				return fmt.Errorf("udp probe to %s: %w", dst, err)
 			}
@@ -46,10 +53,13 @@ func Send(ctx context.Context, nsPath, proto string, dst netip.AddrPort, size in
 			buf := make([]byte, 512)
 			_, _ = c.Read(buf)
 			return nil
-		case "icmp":
+		case "icmp", "icmpv6":
+			if dst.Addr().Is6() {
+				return echo6(dst.Addr(), size)
+			}
 			return echo(dst.Addr(), size)
 		}
-		return fmt.Errorf("unknown probe protocol %q (tcp, udp or icmp)", proto)
+		return fmt.Errorf("unknown probe protocol %q (tcp, udp, icmp or icmpv6)", proto)
 	})
 }
 
@@ -69,6 +79,25 @@ func echo(dst netip.Addr, size int) error {
 	sa := &unix.SockaddrInet4{Addr: dst.As4()}
 	if err := unix.Sendto(fd, msg, 0, sa); err != nil {
 		return fmt.Errorf("icmp probe to %s: %w", dst, err)
+	}
+	return nil
+}
+
+// echo6 sends one ICMPv6 echo request through a raw socket (the kernel
+// fills the ICMPv6 checksum).
+func echo6(dst netip.Addr, size int) error {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_ICMPV6)
+	if err != nil {
+		return fmt.Errorf("icmpv6 probe socket: %w", err)
+	}
+	defer unix.Close(fd)
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO); err != nil {
+		return fmt.Errorf("icmpv6 probe: forbid fragmentation: %w", err)
+	}
+	msg := append([]byte{128, 0, 0, 0, 0x53, 0x54, 0, 1}, payload(size)...)
+	sa := &unix.SockaddrInet6{Addr: dst.As16()}
+	if err := unix.Sendto(fd, msg, 0, sa); err != nil {
+		return fmt.Errorf("icmpv6 probe to %s: %w", dst, err)
 	}
 	return nil
 }
@@ -109,7 +138,12 @@ func setDF(c *net.UDPConn) error {
 		return fmt.Errorf("udp probe: %w", err)
 	}
 	var serr error
+	v6 := c.RemoteAddr().(*net.UDPAddr).IP.To4() == nil
 	if err := raw.Control(func(fd uintptr) {
+		if v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
+			return
+		}
 		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
 	}); err != nil {
 		return fmt.Errorf("udp probe: %w", err)

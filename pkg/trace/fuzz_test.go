@@ -40,18 +40,25 @@ func checkOptions(r Request, o Options) error {
 	f := o.Filter
 	bad := func(what string) error { return fmt.Errorf("request %+v: %s; options %+v", r, what, optionsOf(o)) }
 	for _, p := range []netip.Prefix{f.Src, f.Dst} {
-		if p.IsValid() && (!p.Addr().Is4() || p != p.Masked()) {
-			return bad("prefix " + p.String() + " is not a masked IPv4 prefix")
+		if p.IsValid() && (p.Addr().Is4In6() || p.Addr().Zone() != "" || p != p.Masked()) {
+			return bad("prefix " + p.String() + " is not a masked IPv4 or IPv6 prefix")
 		}
 	}
+	if f.Src.IsValid() && f.Dst.IsValid() && f.Src.Addr().Is4() != f.Dst.Addr().Is4() {
+		return bad("source and destination of different IP versions")
+	}
+	v6 := f.Src.Addr().Is6() || f.Dst.Addr().Is6()
 	switch {
 	case o.Timeout <= 0 || o.Count < 0 || o.ProbeSize < 0 || o.ProbeSize > 65000:
 		return bad("timeout, count or probe size out of range")
-	case f.Proto != 0 && f.Proto != journey.ProtoTCP && f.Proto != journey.ProtoUDP && f.Proto != journey.ProtoICMP:
+	case f.Proto != 0 && f.Proto != journey.ProtoTCP && f.Proto != journey.ProtoUDP && f.Proto != journey.ProtoICMP &&
+		f.Proto != journey.ProtoICMPv6:
 		return bad("protocol")
+	case (f.Proto == journey.ProtoICMP && v6) || (f.Proto == journey.ProtoICMPv6 && (f.Src.Addr().Is4() || f.Dst.Addr().Is4())):
+		return bad("ICMP of the other IP version")
 	case f.SYNOnly && f.Proto != journey.ProtoTCP:
 		return bad("SYN-only without tcp")
-	case f.Proto == journey.ProtoICMP && (f.Sport != 0 || f.Dport != 0):
+	case (f.Proto == journey.ProtoICMP || f.Proto == journey.ProtoICMPv6) && (f.Sport != 0 || f.Dport != 0):
 		return bad("ports on icmp")
 	case o.FromNetns != r.FromNetns:
 		return bad("netns")
@@ -62,9 +69,9 @@ func checkOptions(r Request, o Options) error {
 	}
 	if o.Probe {
 		switch {
-		case f.Dst.Bits() != 32 || o.ProbeDst.Addr() != f.Dst.Addr() || o.ProbeDst.Port() != f.Dport:
+		case !f.Dst.IsSingleIP() || o.ProbeDst.Addr() != f.Dst.Addr() || o.ProbeDst.Port() != f.Dport:
 			return bad("probe destination")
-		case o.ProbeProto != journey.ProtoName(f.Proto) || (o.ProbeProto != "icmp" && f.Dport == 0):
+		case o.ProbeProto != journey.ProtoName(f.Proto) || (o.ProbeProto != "icmp" && o.ProbeProto != "icmpv6" && f.Dport == 0):
 			return bad("probe protocol or port")
 		case o.ProbeProto == "tcp" && !f.SYNOnly:
 			return bad("tcp probe traces more than its SYN")
@@ -163,7 +170,7 @@ func FuzzRequest(f *testing.F) {
 // FuzzFilterFlags: skbtrail trace's filter flags --src, --dst, --to,
 // --proto, --sport, --dport, --syn, --probe and --netfilter. Beyond
 // checkValidate: --to HOST:PORT means --dst HOST --dport PORT, and an
-// address given alone is a /32 of itself.
+// address given alone is a /32 (IPv6: /128) of itself.
 func FuzzFilterFlags(f *testing.F) {
 	f.Add("", "", "10.96.0.100:80", "", uint16(0), uint16(0), false, true, "")
 	f.Add("10.244.0.5", "", "10.96.0.10:53", "udp", uint16(0), uint16(0), false, true, "reached")
@@ -173,6 +180,10 @@ func FuzzFilterFlags(f *testing.F) {
 	f.Add("", "", "10.0.0.1:0", "", uint16(0), uint16(0), false, false, "")
 	f.Add("", "", "10.0.0.1:80", "", uint16(0), uint16(81), false, false, "")
 	f.Add("::1", "fe80::1%eth0", "[::ffff:10.0.0.1]:80", "TCP", uint16(1), uint16(0), true, true, "everywhere")
+	f.Add("fd00:10:244::/48", "", "[fd00:10:96::1]:80", "tcp", uint16(0), uint16(0), true, true, "")
+	f.Add("fd00:10:244::5", "fd00:10:244:1::2", "", "icmp", uint16(0), uint16(0), false, true, "")
+	f.Add("", "2001:db8::/32", "", "icmpv6", uint16(0), uint16(0), false, false, "")
+	f.Add("10.244.0.5", "fd00::1", "", "udp", uint16(0), uint16(53), false, false, "")
 	f.Fuzz(func(t *testing.T, src, dst, to, proto string, sport, dport uint16, syn, probe bool, netfilter string) {
 		r := Request{Src: src, Dst: dst, To: to, Proto: proto, Sport: sport, Dport: dport, SYN: syn, Probe: probe,
 			Netfilter: netfilter, Timeout: time.Second, Count: 1}
@@ -192,7 +203,7 @@ func checkFilterFlags(r Request) error {
 		flag, s string
 		p       netip.Prefix
 	}{{"--src", r.Src, o.Filter.Src}, {"--dst", r.Dst, o.Filter.Dst}} {
-		if a, err := netip.ParseAddr(c.s); err == nil && (c.p.Bits() != 32 || c.p.Addr() != a) {
+		if a, err := netip.ParseAddr(c.s); err == nil && (!c.p.IsSingleIP() || c.p.Addr() != a.Unmap()) {
 			return fmt.Errorf("%s %q gave %v", c.flag, c.s, c.p)
 		}
 	}

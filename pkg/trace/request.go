@@ -19,14 +19,22 @@ import (
 // plugin shares without the tracer.
 type Request = wire.Request
 
+// parsePrefix reads an IPv4 or IPv6 address or prefix (an IPv4-mapped IPv6
+// address stands for its IPv4 address).
 func parsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return p, err
 		}
-		if !p.Addr().Is4() {
-			return p, fmt.Errorf("%s: only IPv4 is supported", s)
+		if p.Addr().Zone() != "" {
+			return p, fmt.Errorf("%s: zones are not traced", s)
+		}
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return p, fmt.Errorf("%s: an IPv4-mapped prefix needs at least 96 bits", s)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		return p.Masked(), nil
 	}
@@ -34,13 +42,15 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	if err != nil {
 		return netip.Prefix{}, err
 	}
-	if !a.Is4() {
-		return netip.Prefix{}, fmt.Errorf("%s: only IPv4 is supported", s)
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%s: zones are not traced", s)
 	}
-	return netip.PrefixFrom(a, 32), nil
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// ParseProto names tcp, udp or icmp as an IP protocol number.
+// ParseProto names tcp, udp, icmp or icmpv6 as an IP protocol number
+// (icmp to an IPv6 address is made icmpv6 by Validate).
 func ParseProto(s string) (uint8, error) {
 	switch strings.ToLower(s) {
 	case "":
@@ -51,9 +61,14 @@ func ParseProto(s string) (uint8, error) {
 		return journey.ProtoUDP, nil
 	case "icmp":
 		return journey.ProtoICMP, nil
+	case "icmpv6", "icmp6":
+		return journey.ProtoICMPv6, nil
 	}
-	return 0, fmt.Errorf("--proto %q: want tcp, udp or icmp", s)
+	return 0, fmt.Errorf("--proto %q: want tcp, udp, icmp or icmpv6", s)
 }
+
+// isICMP reports whether proto is ICMP of either IP version.
+func isICMP(proto uint8) bool { return proto == journey.ProtoICMP || proto == journey.ProtoICMPv6 }
 
 // MaxSnaplen is the most packet bytes a trace can keep per hop.
 const MaxSnaplen = tracer.MaxSnaplen
@@ -81,7 +96,7 @@ func options(r Request) (Options, error) {
 	if r.To != "" {
 		host, port, err := net.SplitHostPort(r.To)
 		if err != nil {
-			return o, fmt.Errorf("--to %q: want HOST:PORT", r.To)
+			return o, fmt.Errorf("--to %q: want HOST:PORT (IPv6 as [ADDR]:PORT)", r.To)
 		}
 		if dst != "" || dport != 0 {
 			return o, fmt.Errorf("--to cannot be combined with --dst or --dport")
@@ -94,16 +109,28 @@ func options(r Request) (Options, error) {
 	}
 	if r.Src != "" {
 		if o.Filter.Src, err = parsePrefix(r.Src); err != nil {
-			return o, fmt.Errorf("--src %q: want an IPv4 address or prefix", r.Src)
+			return o, fmt.Errorf("--src %q: want an IPv4 or IPv6 address or prefix", r.Src)
 		}
 	}
 	if dst != "" {
 		if o.Filter.Dst, err = parsePrefix(dst); err != nil {
-			return o, fmt.Errorf("--dst %q: want an IPv4 address or prefix", dst)
+			return o, fmt.Errorf("--dst %q: want an IPv4 or IPv6 address or prefix", dst)
 		}
+	}
+	src, dstP := o.Filter.Src, o.Filter.Dst
+	if src.IsValid() && dstP.IsValid() && src.Addr().Is4() != dstP.Addr().Is4() {
+		return o, fmt.Errorf("--src %s and --dst %s: one is IPv4, the other IPv6", src, dstP)
 	}
 	if o.Filter.Proto, err = ParseProto(r.Proto); err != nil {
 		return o, err
+	}
+	v6 := (src.IsValid() && src.Addr().Is6()) || (dstP.IsValid() && dstP.Addr().Is6())
+	v4 := (src.IsValid() && src.Addr().Is4()) || (dstP.IsValid() && dstP.Addr().Is4())
+	switch {
+	case o.Filter.Proto == journey.ProtoICMP && v6:
+		o.Filter.Proto = journey.ProtoICMPv6 // ping an IPv6 address: ICMPv6 echo
+	case o.Filter.Proto == journey.ProtoICMPv6 && v4:
+		return o, fmt.Errorf("--proto %s with an IPv4 address: want icmp", r.Proto)
 	}
 	if r.SYN {
 		if o.Filter.Proto != 0 && o.Filter.Proto != journey.ProtoTCP {
@@ -112,7 +139,7 @@ func options(r Request) (Options, error) {
 		o.Filter.Proto = journey.ProtoTCP
 		o.Filter.SYNOnly = true
 	}
-	if (r.Sport != 0 || dport != 0) && o.Filter.Proto == journey.ProtoICMP {
+	if (r.Sport != 0 || dport != 0) && isICMP(o.Filter.Proto) {
 		return o, fmt.Errorf("ports make no sense with --proto icmp")
 	}
 	o.Filter.Sport, o.Filter.Dport = r.Sport, dport
@@ -146,10 +173,10 @@ func options(r Request) (Options, error) {
 			o.ProbeProto = "tcp"
 			o.Filter.Proto = journey.ProtoTCP
 		}
-		if !o.Filter.Dst.IsValid() || o.Filter.Dst.Bits() != 32 {
+		if !o.Filter.Dst.IsValid() || !o.Filter.Dst.IsSingleIP() {
 			return o, fmt.Errorf("--probe needs a destination address (--to HOST:PORT or --dst IP)")
 		}
-		if o.ProbeProto != "icmp" && o.Filter.Dport == 0 {
+		if !isICMP(o.Filter.Proto) && o.Filter.Dport == 0 {
 			return o, fmt.Errorf("--probe needs a destination port (--to HOST:PORT or --dport)")
 		}
 		o.ProbeDst = netip.AddrPortFrom(o.Filter.Dst.Addr(), o.Filter.Dport)
@@ -176,11 +203,17 @@ func DiagnoseConfig(r Request) (diagnose.Config, error) {
 	if cidr == "" {
 		cidr = "10.96.0.0/12"
 	}
-	svc, err := netip.ParsePrefix(cidr)
-	if err != nil {
-		return c, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12", cidr)
+	for i, one := range strings.Split(cidr, ",") {
+		svc, err := netip.ParsePrefix(strings.TrimSpace(one))
+		if err != nil {
+			return c, fmt.Errorf("--service-cidr %q: want a prefix like 10.96.0.0/12, or one per IP version separated by a comma (10.96.0.0/12,fd00:10:96::/112)", cidr)
+		}
+		if i == 0 {
+			c.ServiceCIDR = svc.Masked()
+		} else {
+			c.ServiceCIDRs = append(c.ServiceCIDRs, svc.Masked())
+		}
 	}
-	c.ServiceCIDR = svc
 	for _, s := range r.NodeIPs {
 		a, err := netip.ParseAddr(s)
 		if err != nil {

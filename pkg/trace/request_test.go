@@ -1,6 +1,7 @@
 package trace
 
 import (
+	"github.com/skbtrail/skbtrail/pkg/journey"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,11 @@ func TestRequestErrors(t *testing.T) {
 		{Request{To: "10.0.0.1:80"}, "--timeout must be positive"},
 		{Request{Proto: "icmp", Dport: 1, Timeout: time.Second}, "ports make no sense"},
 		{Request{Probe: true, Dst: "10.0.0.0/24", Dport: 1, Timeout: time.Second}, "--probe needs a destination address"},
+		{Request{Probe: true, Dst: "fd00::/64", Dport: 1, Timeout: time.Second}, "--probe needs a destination address"},
+		{Request{To: "fd00::1:80", Timeout: time.Second}, "IPv6 as [ADDR]:PORT"},
+		{Request{Src: "10.244.0.5", Dst: "fd00::1", Timeout: time.Second}, "one is IPv4, the other IPv6"},
+		{Request{Dst: "fe80::1%eth0", Timeout: time.Second}, "want an IPv4 or IPv6 address"},
+		{Request{Dst: "10.0.0.1", Proto: "icmpv6", Timeout: time.Second}, "want icmp"},
 	} {
 		if _, err := Validate(c.r); err == nil || !strings.Contains(err.Error(), c.err) {
 			t.Errorf("%+v: error %v, want %q", c.r, err, c.err)
@@ -78,5 +84,27 @@ func TestDiagnoseConfigFlannel(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "--flannel-") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%+v: want a one-line error naming the flag, got %v", r, err)
 		}
+	}
+}
+
+func TestRequestIPv6(t *testing.T) {
+	o, err := Validate(Request{To: "[fd00:10:96::a]:80", Src: "fd00:10:244::/48", SYN: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Filter.Dst.String() != "fd00:10:96::a/128" || o.Filter.Dport != 80 || o.Filter.Src.String() != "fd00:10:244::/48" ||
+		o.Filter.Proto != journey.ProtoTCP {
+		t.Errorf("filter %+v", o.Filter)
+	}
+	o, err = Validate(Request{Dst: "fd00:10:244:1::2", Proto: "icmp", Probe: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Filter.Proto != journey.ProtoICMPv6 || o.ProbeProto != "icmpv6" || o.ProbeDst.Addr().String() != "fd00:10:244:1::2" {
+		t.Errorf("icmp probe to IPv6: %+v", o)
+	}
+	o, err = Validate(Request{Dst: "::ffff:10.0.0.1", Timeout: time.Second})
+	if err != nil || o.Filter.Dst.String() != "10.0.0.1/32" {
+		t.Errorf("IPv4-mapped --dst: %v, %v", o.Filter.Dst, err)
 	}
 }

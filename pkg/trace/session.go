@@ -60,6 +60,9 @@ func (e *Engine) TraceRequest(ctx context.Context, req Request, ready func(strin
 	dc.Registry, dc.Logger = e.Registry, e.log
 	mark := markMatch(o)
 	dc.NFTrace = &mark
+	// an IPv4 trace's packets (inner or outer) meet IPv4 rules only: the
+	// ip6tables snapshots of every namespace would only slow the start
+	dc.IPv4Only = o.Filter.Src.Addr().Is4() || o.Filter.Dst.Addr().Is4()
 	diag := diagnose.New(dc)
 	// the node state and the rule work run while the programs attach
 	prepared := make(chan struct{})

@@ -307,7 +307,11 @@ func (l *Lab) ApplyFault(name string) error {
 func (l *Lab) ApplyFaultContext(ctx context.Context, name string) error {
 	f, ok := faults[name]
 	if !ok {
-		return fmt.Errorf("lab: unknown fault %q (known: %s)", name, strings.Join(FaultNames(), ", "))
+		f, ok = ipv6Faults[name]
+	}
+	if !ok {
+		return fmt.Errorf("lab: unknown fault %q (known: %s; dual-stack labs: %s)", name,
+			strings.Join(FaultNames(), ", "), strings.Join(IPv6FaultNames(), ", "))
 	}
 	if err := f.apply(ctx, l); err != nil {
 		return fmt.Errorf("lab: fault %s: %w", name, err)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"net"
 	"strings"
 )
 
@@ -35,7 +36,7 @@ const clusterCIDR = "10.244.0.0/16"
 // serviceJump is the KUBE-SERVICES rule (without "-A KUBE-SERVICES") that
 // sends traffic for s to its KUBE-SVC chain.
 func serviceJump(s Service) []string {
-	return []string{"-d", s.ClusterIP + "/32", "-p", s.Protocol,
+	return []string{"-d", hostPrefix(s.ClusterIP), "-p", s.Protocol,
 		"-m", "comment", "--comment", s.Name + " cluster IP",
 		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", s.SvcChain}
 }
@@ -45,8 +46,22 @@ func dnatRule(s Service) []string {
 	return []string{"-p", s.Protocol, "-m", s.Protocol, "-j", "DNAT", "--to-destination", s.Endpoint}
 }
 
-// kubeProxyRules returns the nat table rules as (chain, rule args) pairs.
+// hostPrefix is ip as a one-address prefix: 10.96.0.100/32, fd00::1/128.
+func hostPrefix(ip string) string {
+	if strings.Contains(ip, ":") {
+		return ip + "/128"
+	}
+	return ip + "/32"
+}
+
+// kubeProxyRules returns the IPv4 nat table rules as (chain, rule args) pairs.
 func (l *Lab) kubeProxyRules() (chains []string, rules [][]string) {
+	return kubeProxyRulesFor(l.Services(), clusterCIDR)
+}
+
+// kubeProxyRulesFor returns the nat table rules of services of one IP
+// version, podCIDR being that version's pod network.
+func kubeProxyRulesFor(services []Service, podCIDR string) (chains []string, rules [][]string) {
 	chains = []string{"KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"}
 	portals := []string{"-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"}
 	rules = [][]string{
@@ -58,16 +73,16 @@ func (l *Lab) kubeProxyRules() (chains []string, rules [][]string) {
 		{"KUBE-POSTROUTING", "-j", "MARK", "--xor-mark", KubeMarkMasq},
 		{"KUBE-POSTROUTING", "-m", "comment", "--comment", "kubernetes service traffic requiring SNAT", "-j", "MASQUERADE"},
 	}
-	for _, s := range l.Services() {
+	for _, s := range services {
 		chains = append(chains, s.SvcChain, s.SepChain)
-		epIP, _, _ := strings.Cut(s.Endpoint, ":")
+		epIP, _, _ := net.SplitHostPort(s.Endpoint)
 		rules = append(rules,
 			append([]string{"KUBE-SERVICES"}, serviceJump(s)...),
-			[]string{s.SvcChain, "!", "-s", clusterCIDR, "-d", s.ClusterIP + "/32", "-p", s.Protocol,
+			[]string{s.SvcChain, "!", "-s", podCIDR, "-d", hostPrefix(s.ClusterIP), "-p", s.Protocol,
 				"-m", "comment", "--comment", s.Name + " cluster IP",
 				"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "KUBE-MARK-MASQ"},
 			[]string{s.SvcChain, "-m", "comment", "--comment", s.Name + " -> " + s.Endpoint, "-j", s.SepChain},
-			[]string{s.SepChain, "-s", epIP + "/32", "-m", "comment", "--comment", s.Name, "-j", "KUBE-MARK-MASQ"},
+			[]string{s.SepChain, "-s", hostPrefix(epIP), "-m", "comment", "--comment", s.Name, "-j", "KUBE-MARK-MASQ"},
 			append([]string{s.SepChain}, dnatRule(s)...),
 		)
 	}
@@ -76,13 +91,29 @@ func (l *Lab) kubeProxyRules() (chains []string, rules [][]string) {
 
 func (l *Lab) programKubeProxy(ctx context.Context) error {
 	chains, rules := l.kubeProxyRules()
+	if err := programNAT(ctx, l.ipt, l.NodeA, chains, rules); err != nil {
+		return err
+	}
+	if !l.DualStack {
+		return nil
+	}
+	// kube-proxy's IPv6 proxier: the same chains in ip6tables
+	chains, rules = kubeProxyRulesFor(l.Services6(), ClusterCIDR6)
+	if err := programNAT(ctx, l.ip6t, l.NodeA, chains, rules); err != nil {
+		return fmt.Errorf("%w (ip6tables)", err)
+	}
+	return nil
+}
+
+// programNAT creates chains and appends rules to the nat table with ipt.
+func programNAT(ctx context.Context, ipt func(context.Context, string, ...string) error, ns string, chains []string, rules [][]string) error {
 	for _, c := range chains {
-		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-N", c); err != nil {
+		if err := ipt(ctx, ns, "-t", "nat", "-N", c); err != nil {
 			return fmt.Errorf("lab: kube-proxy rules: %w", err)
 		}
 	}
 	for _, r := range rules {
-		if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-A"}, r...)...); err != nil {
+		if err := ipt(ctx, ns, append([]string{"-t", "nat", "-A"}, r...)...); err != nil {
 			return fmt.Errorf("lab: kube-proxy rules: %w", err)
 		}
 	}
@@ -98,7 +129,7 @@ func noEndpointsComment(s Service) string { return s.Name + " has no endpoints" 
 // whose Service has no ready endpoint: the packet is answered with ICMP
 // port unreachable instead of being DNAT'd.
 func noEndpointsRule(s Service) []string {
-	return []string{"-d", s.ClusterIP + "/32", "-p", s.Protocol,
+	return []string{"-d", hostPrefix(s.ClusterIP), "-p", s.Protocol,
 		"-m", "comment", "--comment", noEndpointsComment(s),
 		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "REJECT", "--reject-with", "icmp-port-unreachable"}
 }

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"regexp"
@@ -151,6 +152,11 @@ type Config struct {
 	// --iptables-forward-rules=false (as some distributions do): flanneld
 	// then adds no FLANNEL-FWD accept rules to FORWARD.
 	NoFlannelForwardRules bool
+	// DualStack gives the pods IPv6 addresses next to their IPv4 ones
+	// (PodAIP6, PodBIP6: IPv6 over the IPv4 VXLAN device, as flannel's
+	// dual-stack mode carries it) and node A an IPv6 web Service
+	// (ClusterIP6, through ip6tables DNAT). Flannel imitation only.
+	DualStack bool
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
 	Logf func(format string, args ...any)
@@ -171,7 +177,7 @@ type Service struct {
 }
 
 // Addr returns "ClusterIP:Port".
-func (s Service) Addr() string { return fmt.Sprintf("%s:%d", s.ClusterIP, s.Port) }
+func (s Service) Addr() string { return net.JoinHostPort(s.ClusterIP, fmt.Sprint(s.Port)) }
 
 // Lab is a running lab. Create it with Up (or NewForTest) and destroy it with
 // Down.
@@ -187,6 +193,13 @@ type Lab struct {
 
 	// Iptables is the iptables binary used in the lab.
 	Iptables string
+
+	// DualStack: the pods also have IPv6 addresses PodAIP6 and PodBIP6,
+	// and WebService6 (ClusterIP6:80 -> [PodBIP6]:80) is programmed on
+	// node A with ip6tables (Config.DualStack).
+	DualStack                    bool
+	PodAIP6, PodBIP6, ClusterIP6 string
+	WebService6                  Service
 
 	// Flavor is FlavorFlannel or FlavorCalico. VXLANDevice, VXLANPort and
 	// VNI are the overlay device's name, UDP port and VXLAN ID on both
@@ -326,6 +339,11 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, errors.New("lab: NodeBPublicIP needs the real flanneld (Flannel: FlannelReal)")
 	case (cfg.NodeASecondIP != "" || len(cfg.NodeAFlannelArgs) > 0 || cfg.NoFlannelForwardRules) && cfg.Flannel != FlannelReal:
 		return nil, errors.New("lab: NodeASecondIP, NodeAFlannelArgs and NoFlannelForwardRules need the real flanneld (Flannel: FlannelReal)")
+	case cfg.DualStack && cfg.Flannel == FlannelReal:
+		return nil, errors.New("lab: DualStack is built with the flannel imitation only")
+	}
+	if _, err := os.Stat("/proc/sys/net/ipv6"); cfg.DualStack && err != nil {
+		return nil, fmt.Errorf("lab: DualStack needs IPv6 in the kernel: %w", err)
 	}
 	if cfg.Flannel == FlannelReal {
 		if _, _, err := FlannelBinaries(); err != nil {
@@ -389,6 +407,11 @@ func newLab(cfg Config) *Lab {
 		l.nodeAFlannelArgs = cfg.NodeAFlannelArgs
 		l.noForwardRules = cfg.NoFlannelForwardRules
 	}
+	if cfg.DualStack {
+		l.DualStack = true
+		l.PodAIP6, l.PodBIP6, l.ClusterIP6 = PodAIP6, PodBIP6, ClusterIP6
+		l.WebService6 = newService("default/web:http", "tcp", ClusterIP6, 80, net.JoinHostPort(PodBIP6, "80"))
+	}
 	if cfg.Flavor == FlavorCalico {
 		l.Flavor = FlavorCalico
 		l.VXLANDevice = CalicoVXLANDevice
@@ -417,6 +440,15 @@ func (l *Lab) Netns(role string) string {
 
 // Services returns the services programmed on node A.
 func (l *Lab) Services() []Service { return []Service{l.WebService, l.DNSService} }
+
+// Services6 returns the IPv6 services programmed on node A (none unless
+// the lab is dual-stack).
+func (l *Lab) Services6() []Service {
+	if !l.DualStack {
+		return nil
+	}
+	return []Service{l.WebService6}
+}
 
 // resolveNetns maps a lab namespace name (or a bare role name) to the lab
 // namespace name, refusing anything that is not part of this lab.
@@ -539,7 +571,10 @@ func (l *Lab) build(ctx context.Context) error {
 			"net.ipv4.conf.all.rp_filter=0",
 			"net.ipv4.conf.default.rp_filter=0",
 		}
-		if haveIPv6 {
+		switch {
+		case l.DualStack:
+			sysctls = append(sysctls, l.ipv6Sysctls(name)...)
+		case haveIPv6:
 			sysctls = append(sysctls,
 				"net.ipv6.conf.all.disable_ipv6=1",
 				"net.ipv6.conf.default.disable_ipv6=1")
@@ -612,6 +647,12 @@ func (l *Lab) build(ctx context.Context) error {
 			if err := l.setupVTEP(ctx, v); err != nil {
 				return err
 			}
+		}
+	}
+
+	if l.DualStack {
+		if err := l.setupIPv6(ctx); err != nil {
+			return err
 		}
 	}
 

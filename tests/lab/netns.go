@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -82,10 +83,14 @@ func (l *Lab) addServer(key, ns string, s *server) error {
 	return nil
 }
 
-// StartTCPEcho starts a TCP echo server on PodBIP:port inside pod B. Each
-// connection echoes what it receives until the peer closes or 30s pass. Up
-// starts one on port 80.
+// StartTCPEcho starts a TCP echo server on PodBIP:port inside pod B (a
+// dual-stack lab: on [::]:port, taking IPv4 and IPv6). Each connection
+// echoes what it receives until the peer closes or 30s pass. Up starts one
+// on port 80.
 func (l *Lab) StartTCPEcho(port int) error {
+	if l.DualStack {
+		return l.startTCPEchoOn("::", port)
+	}
 	return l.startTCPEchoOn(l.PodBIP, port)
 }
 
@@ -96,7 +101,11 @@ func (l *Lab) startTCPEchoOn(ip string, port int) error {
 	var ln net.Listener
 	err := InNetns(l.PodB, func() error {
 		var err error
-		ln, err = net.Listen("tcp4", addr)
+		network := "tcp4"
+		if strings.Contains(ip, ":") {
+			network = "tcp" // an IPv6 address; [::] takes IPv4 too
+		}
+		ln, err = net.Listen(network, addr)
 		return err
 	})
 	if err != nil {
@@ -250,10 +259,14 @@ func (l *Lab) socketGone(ns string, proto int, addr net.Addr) func() (bool, erro
 		}
 		defer h.Close()
 		var socks []*netlink.Socket
+		family := uint8(unix.AF_INET)
+		if ap.Addr().Is6() {
+			family = unix.AF_INET6
+		}
 		if proto == unix.IPPROTO_TCP {
-			socks, err = h.SocketDiagTCP(unix.AF_INET)
+			socks, err = h.SocketDiagTCP(family)
 		} else {
-			socks, err = h.SocketDiagUDP(unix.AF_INET)
+			socks, err = h.SocketDiagUDP(family)
 		}
 		if errors.Is(err, netlink.ErrDumpInterrupted) {
 			return false, nil // sockets changed during the dump: ask again
@@ -295,7 +308,11 @@ func (l *Lab) DialConn(ctx context.Context, from string, addr string, timeout ti
 	err = InNetns(ns, func() error {
 		d := net.Dialer{Timeout: timeout}
 		var err error
-		c, err = d.DialContext(ctx, "tcp4", addr)
+		network := "tcp4"
+		if host, _, err := net.SplitHostPort(addr); err == nil && strings.Contains(host, ":") {
+			network = "tcp6"
+		}
+		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -51,10 +52,15 @@ func NewForTest(t testing.TB, cfg Config) *Lab {
 
 // Verify checks that the healthy data path works: TCP from pod A to the
 // ClusterIP 10.96.0.100:80 (DNAT + VXLAN + router) and directly to
-// 10.244.1.2:80. Call it before applying faults.
+// 10.244.1.2:80 (a dual-stack lab: the IPv6 Service and pod B's IPv6
+// address too). Call it before applying faults.
 func (l *Lab) Verify(ctx context.Context, timeout time.Duration) error {
 	var errs []error
-	for _, addr := range []string{l.WebService.Addr(), l.PodBIP + ":80"} {
+	addrs := []string{l.WebService.Addr(), l.PodBIP + ":80"}
+	if l.DualStack {
+		addrs = append(addrs, l.WebService6.Addr(), net.JoinHostPort(l.PodBIP6, "80"))
+	}
+	for _, addr := range addrs {
 		if err := l.Dial(ctx, l.PodA, addr, timeout); err != nil {
 			errs = append(errs, err)
 		}

@@ -38,17 +38,21 @@ const unrelatedTarget = "192.0.2.99:9"
 const iperfPort = 5201
 
 type tpConfig struct {
-	skbtrail string
-	source   string // the binary as given (skbtrail is its copy)
-	rounds   int
-	duration time.Duration
-	omit     time.Duration
-	profile  time.Duration
-	prefix   string
-	iptables string
-	quiet    time.Duration // total time to wait for foreign skbtrail programs to go away
-	modes    string
-	affinity string // iperf3 -A client,server
+	ipv6 bool // iperf3 over IPv6 (a dual-stack lab, pod B's IPv6 address)
+	// traceStart: how long a trace may take to say it is tracing (it reads
+	// every namespace's rules first: slow on a busy node with many)
+	traceStart time.Duration
+	skbtrail   string
+	source     string // the binary as given (skbtrail is its copy)
+	rounds     int
+	duration   time.Duration
+	omit       time.Duration
+	profile    time.Duration
+	prefix     string
+	iptables   string
+	quiet      time.Duration // total time to wait for foreign skbtrail programs to go away
+	modes      string
+	affinity   string // iperf3 -A client,server
 }
 
 // mode is one way of running the benchmark: attach sets it up before the
@@ -104,6 +108,8 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.DurationVar(&cfg.profile, "profile", 4*time.Second, "measured seconds of the per-program cost runs (0: skip them)")
 	fs.StringVar(&cfg.prefix, "prefix", "", "lab prefix (default: bench + 4 random hex digits)")
 	fs.StringVar(&cfg.iptables, "iptables", "", "iptables binary of the lab (default: the lab's default)")
+	fs.DurationVar(&cfg.traceStart, "trace-start", 30*time.Second, "how long a trace may take to start tracing (it first reads every namespace's rules)")
+	fs.BoolVar(&cfg.ipv6, "ipv6", false, "measure IPv6: a dual-stack lab, iperf3 to pod B's IPv6 address (inner IPv6 over the IPv4 VXLAN)")
 	fs.DurationVar(&cfg.quiet, "quiet-wait", 30*time.Second, "in all, how long to wait for other skbtrail instances' BPF programs to go away before runs")
 	defAffinity := ""
 	if runtime.NumCPU() >= 2 {
@@ -173,7 +179,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	start := time.Now()
 	b.logf("lab %s: up", cfg.prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	b.lab, err = lab.Up(upCtx, lab.Config{Prefix: cfg.prefix, Iptables: cfg.iptables, Logf: b.logf})
+	b.lab, err = lab.Up(upCtx, lab.Config{Prefix: cfg.prefix, Iptables: cfg.iptables, DualStack: cfg.ipv6, Logf: b.logf})
 	cancel()
 	if err != nil {
 		return err
@@ -193,7 +199,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return err
 	}
 
-	fmt.Fprintf(b.out, "\n== throughput: iperf3 %s (pod-a) -> %s:%d (pod-b), TCP, through veth + bridge + VXLAN + router\n", b.lab.PodA, b.lab.PodBIP, iperfPort)
+	fmt.Fprintf(b.out, "\n== throughput: iperf3 %s (pod-a) -> %s (pod-b), TCP, through veth + bridge + VXLAN + router\n", b.lab.PodA, net.JoinHostPort(b.target(), strconv.Itoa(iperfPort)))
 	b.printEnv()
 	b.logf("warm-up run (not counted)")
 	if _, err := b.iperf(ctx, 2*time.Second, 0); err != nil {
@@ -293,7 +299,7 @@ func cpuModel() string {
 // startServer runs iperf3 -s in pod-b for the whole benchmark.
 func (b *runner) startServer(ctx context.Context) error {
 	srv, err := b.kids.start("iperf3 server", "ip", "netns", "exec", b.lab.PodB,
-		"iperf3", "-s", "-B", b.lab.PodBIP, "-p", strconv.Itoa(iperfPort))
+		"iperf3", "-s", "-B", b.target(), "-p", strconv.Itoa(iperfPort))
 	if err != nil {
 		return err
 	}
@@ -305,10 +311,19 @@ func (b *runner) startServer(ctx context.Context) error {
 }
 
 // iperf runs the client in pod-a for omit + d seconds.
+// target is the address iperf3 measures to: pod B's IPv4 address, or its
+// IPv6 one (--ipv6).
+func (b *runner) target() string {
+	if b.cfg.ipv6 {
+		return b.lab.PodBIP6
+	}
+	return b.lab.PodBIP
+}
+
 func (b *runner) iperf(ctx context.Context, d, omit time.Duration) (iperfResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, d+omit+30*time.Second)
 	defer cancel()
-	args := []string{"netns", "exec", b.lab.PodA, "iperf3", "-c", b.lab.PodBIP, "-p", strconv.Itoa(iperfPort),
+	args := []string{"netns", "exec", b.lab.PodA, "iperf3", "-c", b.target(), "-p", strconv.Itoa(iperfPort),
 		"-t", strconv.Itoa(int(d.Seconds())), "-O", strconv.Itoa(int(omit.Seconds())), "-J"}
 	if b.cfg.affinity != "" {
 		args = append(args, "-A", b.cfg.affinity)
@@ -608,7 +623,7 @@ func (b *runner) attachTrace(ctx context.Context, extra []string) (*attachment, 
 	argv := append([]string{b.cfg.skbtrail, "trace", "--daemon-socket", d.socket, "--to", unrelatedTarget, "--timeout", timeout.String(), "--count", "0"}, extra...)
 	tr, err := b.kids.start(strings.TrimSpace("skbtrail trace "+strings.Join(extra, " ")), argv...)
 	if err == nil {
-		err = tr.waitOutput(ctx, 30*time.Second, "skbtrail: tracing")
+		err = tr.waitOutput(ctx, b.cfg.traceStart, "skbtrail: tracing")
 	}
 	if err != nil {
 		if tr != nil {

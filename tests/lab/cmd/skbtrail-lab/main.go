@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -112,7 +113,7 @@ func splitFaults(s string) []string {
 }
 
 func checkFaults(names []string) error {
-	known := lab.FaultNames()
+	known := append(lab.FaultNames(), lab.IPv6FaultNames()...)
 	for _, n := range names {
 		found := false
 		for _, k := range known {
@@ -189,6 +190,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ipt := fs.String("iptables", "iptables-nft", "iptables binary: iptables-nft or iptables-legacy")
 	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel (flannel.1, VNI 1, UDP 8472) or calico (vxlan.calico, VNI 4096, UDP 4789)")
 	flannel := flannelFlag(fs)
+	dual := fs.Bool("dual-stack", false, "also give the pods IPv6 addresses and node-a an IPv6 web Service (ip6tables DNAT); enables the -v6 faults")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -196,7 +198,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkFaults(faults); err != nil {
 		return err
 	}
-	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: *dual, Logf: logTo(stderr)}, *flannel, faults, stderr)
 	if err != nil {
 		return err
 	}
@@ -234,6 +236,9 @@ func cmdFaults(args []string, stdout, stderr io.Writer) error {
 	for _, f := range lab.Faults() {
 		fmt.Fprintf(tw, "%s\t%s\n", f.Name, f.Description)
 	}
+	for _, name := range lab.IPv6FaultNames() {
+		fmt.Fprintf(tw, "%s\t%s\n", name, lab.IPv6FaultDescription(name))
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -265,7 +270,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 
-	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	// an IPv6 fault needs a dual-stack lab, and its trace the IPv6 Service
+	v6 := slices.ContainsFunc(faults, func(f string) bool { return slices.Contains(lab.IPv6FaultNames(), f) })
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: v6, Logf: logTo(stderr)}, *flannel, faults, stderr)
 	if err != nil {
 		return err
 	}
@@ -284,6 +291,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		faultName = strings.Join(faults, ",")
 	}
 	svc := l.ProbeService(faults...)
+	if v6 {
+		svc = l.WebService6
+	}
 	// Header on stderr so that --json output on stdout stays parseable.
 	overlay := l.Flavor
 	if l.Flannel == lab.FlannelReal {
@@ -306,6 +316,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		targs = append(targs, "--proto", svc.Protocol)
 	}
 	targs = append(targs, "--to", to, "--probe", "--timeout", "5s")
+	if v6 {
+		targs = append(targs, "--service-cidr", "10.96.0.0/12,"+lab.ServiceCIDR6)
+	}
 	targs = append(targs, l.FlannelStateArgs()...)
 	if *jsonOut {
 		targs = append(targs, "--json")

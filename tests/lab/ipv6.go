@@ -1,0 +1,215 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Dual-stack addresses (Config.DualStack): unique local (fd00::/8) only.
+// Node A's pods are fd00:10:244::/64, node B's fd00:10:244:1::/64 (like
+// 10.244.0.0/24 and 10.244.1.0/24); Services take fd00:10:96::/112.
+const (
+	PodAIP6       = "fd00:10:244::5"
+	PodBIP6       = "fd00:10:244:1::2"
+	ClusterIP6    = "fd00:10:96::100"
+	ServiceCIDR6  = "fd00:10:96::/112"
+	ClusterCIDR6  = "fd00:10:244::/56"
+	podGatewayA6  = "fd00:10:244::1"
+	podGatewayB6  = "fd00:10:244:1::1"
+	podSubnetA6   = "fd00:10:244::/64"
+	podSubnetB6   = "fd00:10:244:1::/64"
+	vtepAddrA6    = "fd00:10:244::"   // node A's VXLAN device (flannel's x::/128)
+	vtepAddrB6    = "fd00:10:244:1::" // node B's VXLAN device
+	ipv6PrefixLen = "64"
+
+	// The nodes' IPv6 underlay addresses (documentation prefix) and the
+	// router's on each link: dual-stack nodes with an IPv6 default route.
+	NodeAIP6   = "2001:db8:a::10"
+	NodeBIP6   = "2001:db8:b::20"
+	RouterAIP6 = "2001:db8:a::1"
+	RouterBIP6 = "2001:db8:b::1"
+)
+
+// ip6tables is the IPv6 binary of the lab's iptables back end
+// (ip6tables-nft or ip6tables-legacy).
+func (l *Lab) ip6tablesBin() string {
+	return strings.Replace(l.Iptables, "iptables", "ip6tables", 1)
+}
+
+// ip6t runs the lab's ip6tables in ns.
+func (l *Lab) ip6t(ctx context.Context, ns string, args ...string) error {
+	_, err := l.nsExec(ctx, ns, nil, append([]string{l.ip6tablesBin(), "-w", "10"}, args...)...)
+	return err
+}
+
+// ipv6Sysctls are the IPv6 settings of a dual-stack lab namespace: IPv6
+// on, no duplicate address detection (addresses usable at once), and
+// forwarding on the nodes and the router.
+func (l *Lab) ipv6Sysctls(name string) []string {
+	s := []string{
+		"net.ipv6.conf.all.disable_ipv6=0",
+		"net.ipv6.conf.default.disable_ipv6=0",
+		"net.ipv6.conf.all.accept_dad=0",
+		"net.ipv6.conf.default.accept_dad=0",
+	}
+	if name == l.NodeA || name == l.NodeB || name == l.Router {
+		s = append(s, "net.ipv6.conf.all.forwarding=1")
+	}
+	return s
+}
+
+// setupIPv6 gives a dual-stack lab its IPv6 half: node underlay addresses
+// and default routes via the router, pod addresses and routes, the cni0
+// gateways, and IPv6 over the IPv4 VXLAN device (flannel
+// dual-stack: inner IPv6, outer IPv4), with the static state flanneld
+// would write.
+func (l *Lab) setupIPv6(ctx context.Context) error {
+	type step struct {
+		ns   string
+		args []string
+	}
+	steps := []step{
+		{l.Router, []string{"-6", "addr", "add", RouterAIP6 + "/" + ipv6PrefixLen, "dev", "ra", "nodad"}},
+		{l.Router, []string{"-6", "addr", "add", RouterBIP6 + "/" + ipv6PrefixLen, "dev", "rb", "nodad"}},
+		{l.NodeA, []string{"-6", "addr", "add", NodeAIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
+		{l.NodeA, []string{"-6", "route", "add", "default", "via", RouterAIP6, "dev", "eth0"}},
+		{l.NodeB, []string{"-6", "addr", "add", NodeBIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
+		{l.NodeB, []string{"-6", "route", "add", "default", "via", RouterBIP6, "dev", "eth0"}},
+		{l.NodeA, []string{"-6", "addr", "add", podGatewayA6 + "/" + ipv6PrefixLen, "dev", BridgeDevice, "nodad"}},
+		{l.PodA, []string{"-6", "addr", "add", PodAIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
+		{l.PodA, []string{"-6", "route", "add", "default", "via", podGatewayA6, "dev", "eth0"}},
+		{l.NodeB, []string{"-6", "addr", "add", podGatewayB6 + "/" + ipv6PrefixLen, "dev", BridgeDevice, "nodad"}},
+		{l.PodB, []string{"-6", "addr", "add", PodBIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
+		{l.PodB, []string{"-6", "route", "add", "default", "via", podGatewayB6, "dev", "eth0"}},
+	}
+	for _, v := range []struct{ ns, addr, peerCIDR, peerAddr, peerMAC string }{
+		{l.NodeA, vtepAddrA6, podSubnetB6, vtepAddrB6, FlannelMACB},
+		{l.NodeB, vtepAddrB6, podSubnetA6, vtepAddrA6, FlannelMACA},
+	} {
+		steps = append(steps,
+			step{v.ns, []string{"-6", "addr", "add", v.addr + "/128", "dev", l.VXLANDevice, "nodad"}},
+			step{v.ns, []string{"-6", "route", "add", v.peerCIDR, "via", v.peerAddr, "dev", l.VXLANDevice, "onlink"}},
+			step{v.ns, []string{"-6", "neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", l.VXLANDevice, "nud", "permanent"}},
+		)
+	}
+	for _, s := range steps {
+		if err := l.ip(ctx, s.ns, s.args...); err != nil {
+			return fmt.Errorf("lab: ipv6: %w", err)
+		}
+	}
+	return nil
+}
+
+// ipv6Faults are the IPv6 forms of the faults (name + "-v6"): the same
+// place and mechanism, on the IPv6 path of a dual-stack lab.
+var ipv6Faults = map[string]fault{
+	"forward-drop-v6": {
+		desc: "node-b: ip6tables FORWARD policy DROP (Docker-style), so IPv6 flannel.1 -> cni0 traffic is dropped (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip6t(ctx, l.NodeB, "-P", "FORWARD", "DROP")
+		},
+	},
+	"reject-rst-v6": {
+		desc: "node-b: ip6tables FORWARD rule rejects tcp to [" + PodBIP6 + "]:80 with a TCP reset (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip6t(ctx, l.NodeB, "-A", "FORWARD", "-d", PodBIP6+"/128", "-p", "tcp", "-m", "tcp", "--dport", "80",
+				"-j", "REJECT", "--reject-with", "tcp-reset")
+		},
+	},
+	"forward-drop-rule-nft-v6": {
+		desc: "node-b: native nftables table inet sbt_fault drops forwarded tcp to [" + PodBIP6 + "]:80 (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			_, jerr := l.nsExec(ctx, l.NodeB, strings.NewReader(nftFaultJSON6), "nft", "-j", "-f", "-")
+			if jerr == nil {
+				return nil
+			}
+			if _, err := l.nsExec(ctx, l.NodeB, strings.NewReader(nftFaultTable6), "nft", "-f", "-"); err != nil {
+				return errors.Join(jerr, err)
+			}
+			return nil
+		},
+	},
+	"no-dnat-v6": {
+		desc: "node-a: kube-proxy's ip6tables rules for [" + ClusterIP6 + "]:80 removed (KUBE-SERVICES jump deleted, KUBE-SEP flushed); packets leave unNATed and die at the router (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			s := l.WebService6
+			if err := l.ip6t(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
+				return err
+			}
+			return l.ip6t(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
+		},
+	},
+	"rp-filter-v6": {
+		desc: "node-b: reverse-path filtering for IPv6 as firewalld writes it (ip6tables -t raw PREROUTING -m rpfilter --invert -j DROP: IPv6 has no rp_filter sysctl) and the route to " + podSubnetA6 + " replaced by one via eth0 (" + RouterBIP6 + "), so IPv6 packets from pod-a arriving on flannel.1 fail the reverse path check (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.ip6t(ctx, l.NodeB, "-t", "raw", "-A", "PREROUTING", "-m", "rpfilter", "--invert", "-j", "DROP"); err != nil {
+				return err
+			}
+			return l.ip(ctx, l.NodeB, "-6", "route", "replace", podSubnetA6, "via", RouterBIP6, "dev", "eth0")
+		},
+	},
+	"neigh-missing-v6": {
+		desc: "node-a: the permanent neighbour entry for node-b's IPv6 VTEP address (" + vtepAddrB6 + " on the VXLAN device) is gone: neighbour discovery for it gets no answer and IPv6 packets to pod-b are dropped after about 3 s (NEIGH_FAILED) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "-6", "neigh", "del", vtepAddrB6, "dev", l.VXLANDevice)
+		},
+	},
+	"no-route-v6": {
+		desc: "node-a: route " + podSubnetB6 + " via flannel.1 deleted; IPv6 overlay packets follow the default route and die at the router (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ip(ctx, l.NodeA, "-6", "route", "del", podSubnetB6, "via", vtepAddrB6, "dev", l.VXLANDevice)
+		},
+	},
+}
+
+// nftFaultJSON6 is forward-drop-rule-nft's table for the IPv6 path (JSON,
+// for the reason nftFaultJSON is).
+const nftFaultJSON6 = `{"nftables": [
+  {"table": {"family": "inet", "name": "sbt_fault"}},
+  {"chain": {"family": "inet", "table": "sbt_fault", "name": "fwd",
+             "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}},
+  {"rule": {"family": "inet", "table": "sbt_fault", "chain": "fwd", "expr": [
+    {"match": {"op": "==", "left": {"payload": {"protocol": "ip6", "field": "daddr"}}, "right": "` + PodBIP6 + `"}},
+    {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+    {"drop": null}]}}
+]}
+`
+
+// nftFaultTable6 is the same in nft text syntax (nft without JSON).
+const nftFaultTable6 = `table inet sbt_fault {
+	chain fwd {
+		type filter hook forward priority 0; policy accept;
+		ip6 daddr ` + PodBIP6 + ` tcp dport 80 drop
+	}
+}
+`
+
+// IPv6FaultNames returns the names of the IPv6 forms of the faults
+// (dual-stack labs only), sorted. Faults and FaultNames list the others.
+func IPv6FaultNames() []string {
+	names := make([]string, 0, len(ipv6Faults))
+	for name := range ipv6Faults {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// IPv6FaultDescription describes one of IPv6FaultNames.
+func IPv6FaultDescription(name string) string { return ipv6Faults[name].desc }
+
+func init() {
+	for name, f := range ipv6Faults {
+		apply := f.apply
+		f.apply = func(ctx context.Context, l *Lab) error {
+			if !l.DualStack {
+				return fmt.Errorf("needs a dual-stack lab (Config.DualStack)")
+			}
+			return apply(ctx, l)
+		}
+		ipv6Faults[name] = f
+	}
+}
