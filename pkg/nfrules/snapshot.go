@@ -3,6 +3,7 @@ package nfrules
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/nftrace"
 )
 
 // Snapshot is a namespace's rules (and counters) at one moment.
@@ -101,7 +103,7 @@ func TakeKinds(ctx context.Context, nsPath string, kinds Kinds) (*Snapshot, erro
 		if kinds&KindNft == 0 {
 			return nil
 		}
-		js, err := output(ctx, "nft", "-j", "list", "ruleset")
+		js, err := nftJSON(ctx)
 		if err != nil {
 			s.Errs = append(s.Errs, err)
 			return nil
@@ -122,6 +124,41 @@ func TakeKinds(ctx context.Context, nsPath string, kinds Kinds) (*Snapshot, erro
 		return nil, fmt.Errorf("read netfilter rules in %s: %w", nsPath, err)
 	}
 	return s, errors.Join(s.Errs...)
+}
+
+// nftJSON is `nft -j list ruleset` without skbtrail's own marking tables
+// (nftrace.MarkerPrefix): nft 1.0.6 prints an owner-flagged table's flags
+// as garbage in JSON (seen: the table's name, or the output cut short in
+// the middle), so every other table is listed on its own and the lists
+// joined. "" when there is no table.
+func nftJSON(ctx context.Context) (string, error) {
+	tables, err := output(ctx, "nft", "list", "tables")
+	if err != nil {
+		return "", err
+	}
+	var items []json.RawMessage
+	for _, line := range strings.Split(tables, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "table" || strings.HasPrefix(f[2], nftrace.MarkerPrefix) {
+			continue
+		}
+		js, err := output(ctx, "nft", "-j", "list", "table", f[1], f[2])
+		if err != nil {
+			return "", err
+		}
+		var doc struct {
+			Nftables []json.RawMessage `json:"nftables"`
+		}
+		if err := json.Unmarshal([]byte(js), &doc); err != nil {
+			return "", fmt.Errorf("nft -j list table %s %s: %w", f[1], f[2], err)
+		}
+		items = append(items, doc.Nftables...)
+	}
+	if len(items) == 0 {
+		return "", nil
+	}
+	out, err := json.Marshal(map[string][]json.RawMessage{"nftables": items})
+	return string(out), err
 }
 
 // iptablesSave runs an iptables-save variant; nil when it has no tables.

@@ -53,7 +53,7 @@ func FromTrace(t TracedDrop, after *Snapshot) (d Decision, hook uint8, hookOK bo
 	}
 	ipt := iptTable(t, after)
 	if ipt != nil {
-		d.Family, d.Source = "ip", "iptables-nft"
+		d.Family, d.Source = t.Family, "iptables-nft" // ip: iptables, ip6: ip6tables
 		if !hookOK {
 			hook, hookOK = iptHook(base)
 		}
@@ -83,13 +83,24 @@ func FromTrace(t TracedDrop, after *Snapshot) (d Decision, hook uint8, hookOK bo
 	return d, hook, hookOK
 }
 
-// iptTable is the iptables-nft table the traced drop happened in, nil for
-// a native nftables table.
+// iptTable is the iptables-nft (family ip) or ip6tables-nft (family ip6)
+// table the traced drop happened in, nil for a native nftables table.
 func iptTable(t TracedDrop, after *Snapshot) *IptTable {
-	if t.Family != "ip" || !iptablesTables[t.Table] || after == nil || after.NFT == nil {
+	if !iptablesTables[t.Table] || after == nil {
 		return nil
 	}
-	return after.NFT.Tables[t.Table]
+	rs := after.NFT
+	switch t.Family {
+	case "ip":
+	case "ip6":
+		rs = after.NFT6
+	default:
+		return nil
+	}
+	if rs == nil {
+		return nil
+	}
+	return rs.Tables[t.Table]
 }
 
 // iptHook is the hook of an iptables built-in chain.

@@ -60,3 +60,26 @@ func TestFromTrace(t *testing.T) {
 		t.Error("a hook without rules to read")
 	}
 }
+
+// ip6tables-nft's tables (family ip6) are printed as ip6tables-save prints
+// them, even where iptables-nft translated the match into native
+// expressions (rpfilter -> fib).
+func TestFromTraceIP6tablesNFT(t *testing.T) {
+	ipt6, err := ParseIptablesSave("nft", "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -m rpfilter --invert -j DROP\nCOMMIT\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := &Snapshot{NFT6: ipt6, Nft: &NftRuleset{Chains: map[string]*NftChain{
+		chainKey("ip6", "raw", "PREROUTING"): {Hook: "prerouting", Rules: []NftRule{{Handle: 2, Text: "fib saddr . iif oif 0 counter packets 1 bytes 80 drop"}}},
+	}}}
+	d, hook, ok := FromTrace(TracedDrop{Family: "ip6", Table: "raw", Chain: "PREROUTING", Handle: 2}, after)
+	want := Decision{Family: "ip6", Source: "iptables-nft", Table: "raw", Chain: "PREROUTING", Handle: 2, Exact: true, Verdict: "DROP",
+		Rule: "-A PREROUTING -m rpfilter --invert -j DROP"}
+	if d != want || !ok || hook != journey.HookPreRouting {
+		t.Errorf("decision %+v (hook %d %v)\nwant     %+v", d, hook, ok, want)
+	}
+	// the same table name in an IPv4-only snapshot is native nft
+	if d, _, _ := FromTrace(TracedDrop{Family: "ip6", Table: "raw", Chain: "PREROUTING", Handle: 2}, &Snapshot{Nft: after.Nft}); d.Source != "nft" {
+		t.Errorf("without ip6tables-nft rules: source %q, want nft", d.Source)
+	}
+}
