@@ -103,7 +103,7 @@ func TakeKinds(ctx context.Context, nsPath string, kinds Kinds) (*Snapshot, erro
 		if kinds&KindNft == 0 {
 			return nil
 		}
-		js, err := nftJSON(ctx)
+		js, err := nftRulesetJSON(ctx)
 		if err != nil {
 			s.Errs = append(s.Errs, err)
 			return nil
@@ -126,12 +126,12 @@ func TakeKinds(ctx context.Context, nsPath string, kinds Kinds) (*Snapshot, erro
 	return s, errors.Join(s.Errs...)
 }
 
-// nftJSON is `nft -j list ruleset` without skbtrail's own marking tables
+// nftRulesetJSON is `nft -j list ruleset` without skbtrail's own marking tables
 // (nftrace.MarkerPrefix): nft 1.0.6 prints an owner-flagged table's flags
 // as garbage in JSON (seen: the table's name, or the output cut short in
 // the middle), so every other table is listed on its own and the lists
 // joined. "" when there is no table.
-func nftJSON(ctx context.Context) (string, error) {
+func nftRulesetJSON(ctx context.Context) (string, error) {
 	tables, err := output(ctx, "nft", "list", "tables")
 	if err != nil {
 		return "", err
