@@ -76,17 +76,11 @@ func cmdDaemon(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "skbtrail-bench: "+format+"\n", a...) }
 
 	logf("lab %s: up", cfg.prefix)
-	upCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	l, err := lab.Up(upCtx, lab.Config{Prefix: cfg.prefix, Logf: logf})
-	cancel()
+	_, down, err := upLab(ctx, cfg.prefix, logf)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := l.Down(); err != nil {
-			logf("lab down: %v", err)
-		}
-	}()
+	defer down()
 	tmp, err := os.MkdirTemp("", "skbtrail-bench-daemon-")
 	if err != nil {
 		return err
@@ -389,4 +383,19 @@ func kernelRelease() string {
 		return "?"
 	}
 	return unix.ByteSliceToString(u.Release[:])
+}
+
+// upLab brings up the lab (at most 2 minutes); down takes it away and logs
+// what it could not remove.
+func upLab(ctx context.Context, prefix string, logf func(string, ...any)) (l *lab.Lab, down func(), err error) {
+	upCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if l, err = lab.Up(upCtx, lab.Config{Prefix: prefix, Logf: logf}); err != nil {
+		return nil, nil, err
+	}
+	return l, func() {
+		if err := l.Down(); err != nil {
+			logf("lab down: %v", err)
+		}
+	}, nil
 }

@@ -64,17 +64,11 @@ func cmdDense(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		cfg.prefix = "dn" + hex.EncodeToString(r[:])
 	}
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, "skbtrail-bench: "+format+"\n", a...) }
-	upCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	l, err := lab.Up(upCtx, lab.Config{Prefix: cfg.prefix, Logf: logf})
-	cancel()
+	l, down, err := upLab(ctx, cfg.prefix, logf)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := l.Down(); err != nil {
-			logf("lab down: %v", err)
-		}
-	}()
+	defer down()
 	pods, err := addDensePods(ctx, cfg.prefix, cfg.pods)
 	defer deleteNetns(pods)
 	if err != nil {
