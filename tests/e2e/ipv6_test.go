@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"net"
+	"regexp"
 	"testing"
+	"time"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
 	"github.com/skbtrail/skbtrail/tests/lab"
@@ -217,5 +220,30 @@ func checkFamily(t *testing.T, l *lab.Lab, f family, args []string, w want) {
 	}
 	if len(j.Findings) == 0 || j.Findings[0].Code != w.code || j.Findings[0].Netns != w.findingNetns {
 		t.Errorf("%s: findings %+v, want first %s in %s", f.name, j.Findings, w.code, w.findingNetns)
+	}
+}
+
+// Issue 16 (daemon): an untraced IPv6 drop reaches the event stream with
+// its IPv6 addresses and the drop metrics, as an IPv4 drop does.
+func TestDaemonIPv6Drop(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{DualStack: true})
+	d := startDaemon(t)
+	if err := l.ApplyFault("forward-drop-v6"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Dial(ctx, l.PodA, l.WebService6.Addr(), time.Second); err == nil {
+		t.Fatal("connect through the IPv6 FORWARD drop succeeded")
+	}
+	ev := d.waitEvent(t, func(j journey.Journey) bool {
+		return j.Verdict.Kind == journey.Dropped && j.Verdict.Netns == l.NodeB && j.Verdict.Reason == "NETFILTER_DROP"
+	})
+	if ev.Packet.Proto != "tcp" || ev.Packet.Src != l.PodAIP6 || ev.Packet.Dst != lab.PodBIP6 || ev.Packet.Dport != 80 || ev.Packet.TCPFlags != "SYN" {
+		t.Errorf("stream event packet %+v, want tcp SYN %s -> [%s]:80 (after the DNAT)", ev.Packet, l.PodAIP6, lab.PodBIP6)
+	}
+	re := regexp.MustCompile(`^skbtrail_drops_total\{netns="` + regexp.QuoteMeta(l.NodeB) + `",reason="NETFILTER_DROP"\} `)
+	if v := d.metric(t, re); v < 1 {
+		t.Errorf("skbtrail_drops_total for %s NETFILTER_DROP = %v, want >= 1", l.NodeB, v)
 	}
 }
