@@ -372,7 +372,26 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 	}
 	msg += fmt.Sprintf("; %s in %s (%s)", j.Verdict.Kind, j.Verdict.Netns, orNone(j.Verdict.Reason))
 	d.add(j, journey.Finding{Code: CodeMTUExceeded, Severity: journey.SeverityError, Netns: limitNS, Message: msg,
-		Advice: fmt.Sprintf("make the overlay MTU at most %d (pod and %s MTU), or raise the underlay MTU to at least %d on every hop", limit-vxlanOverhead, orNone(overlayDev), size)})
+		Advice: mtuAdvice(limit, size, encapsulated, j.Packet.Src, overlayDev)})
+}
+
+// ipv6MinMTU is the smallest MTU an IPv6 link may have (RFC 8200): the
+// kernel disables IPv6 on a device set below it.
+const ipv6MinMTU = 1280
+
+// mtuAdvice is the fix for a size-byte packet over a path whose smallest
+// MTU is limit. An IPv6 packet (src) over an overlay that would have to go
+// below 1280 cannot be fixed on the overlay side: only the underlay can.
+func mtuAdvice(limit, size uint32, encapsulated bool, src, overlayDev string) string {
+	overhead := uint32(0)
+	if encapsulated {
+		overhead = vxlanOverhead
+	}
+	if a, err := netip.ParseAddr(src); err == nil && a.Unmap().Is6() && limit < ipv6MinMTU+overhead {
+		return fmt.Sprintf("raise the underlay MTU to at least %d on every hop: IPv6 needs an MTU of at least %d on every link, so the overlay (pod and %s MTU) cannot go below %d and the underlay must carry %d + %d bytes",
+			max(size, ipv6MinMTU+overhead), ipv6MinMTU, orNone(overlayDev), ipv6MinMTU, ipv6MinMTU, overhead)
+	}
+	return fmt.Sprintf("make the overlay MTU at most %d (pod and %s MTU), or raise the underlay MTU to at least %d on every hop", limit-overhead, orNone(overlayDev), size)
 }
 
 func lastEncap(j *journey.Journey) *journey.Event {
