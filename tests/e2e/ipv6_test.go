@@ -247,3 +247,26 @@ func TestDaemonIPv6Drop(t *testing.T) {
 		t.Errorf("skbtrail_drops_total for %s NETFILTER_DROP = %v, want >= 1", l.NodeB, v)
 	}
 }
+
+// Issue 16: NO_REPLY over IPv6: a UDP datagram to a pod socket that reads
+// and never answers is delivered, and the missing answer is the finding,
+// as in seed 003's IPv4 form.
+func TestIPv6NoReply(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{DualStack: true})
+	if err := l.StartSilentUDP6(5353); err != nil {
+		t.Fatal(err)
+	}
+	res := runTrace(t, "--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "udp",
+		"--to", net.JoinHostPort(lab.PodBIP6, "5353"))
+	if len(res.journeys) != 1 {
+		t.Fatalf("want 1 journey, got %d (exit %d)\nstderr: %s", len(res.journeys), res.exit, res.stderr)
+	}
+	j := res.journeys[0]
+	if res.exit != 1 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
+		t.Errorf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
+	}
+	if j.Packet.Proto != "udp" || j.Packet.Src != l.PodAIP6 || j.Packet.Dst != lab.PodBIP6 || j.Packet.Dport != 5353 {
+		t.Errorf("packet %+v", j.Packet)
+	}
+	primaryFinding(t, j, "NO_REPLY", l.PodB)
+}

@@ -146,6 +146,10 @@ func (l *Lab) startTCPEchoOn(ip string, port int) error {
 // backend when port is 53).
 func (l *Lab) StartSilentUDP(port int) error { return l.startSilentUDP(l.PodBIP, port) }
 
+// StartSilentUDP6 is StartSilentUDP on pod B's IPv6 address (a dual-stack
+// lab).
+func (l *Lab) StartSilentUDP6(port int) error { return l.startSilentUDP(PodBIP6, port) }
+
 // StartLoopbackUDP binds a UDP socket on 127.0.0.1:port inside pod B that
 // reads and discards what it gets: a server reachable from inside the pod
 // only.
@@ -158,7 +162,11 @@ func (l *Lab) startSilentUDP(ip string, port int) error {
 	var pc net.PacketConn
 	err := InNetns(l.PodB, func() error {
 		var err error
-		pc, err = net.ListenPacket("udp4", addr)
+		network := "udp4"
+		if strings.Contains(ip, ":") {
+			network = "udp6"
+		}
+		pc, err = net.ListenPacket(network, addr)
 		return err
 	})
 	if err != nil {
