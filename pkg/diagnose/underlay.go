@@ -185,6 +185,7 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 	d.missingPodRoute(j)
 	d.staleVTEPMAC(j)
 	d.mtu(j)
+	d.tooBig(j)
 }
 
 // announceAdvice: node announces bad as its VTEP address; alt is one its
@@ -373,6 +374,68 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 	msg += fmt.Sprintf("; %s in %s (%s)", j.Verdict.Kind, j.Verdict.Netns, orNone(j.Verdict.Reason))
 	d.add(j, journey.Finding{Code: CodeMTUExceeded, Severity: journey.SeverityError, Netns: limitNS, Message: msg,
 		Advice: mtuAdvice(limit, size, encapsulated, j.Packet.Src, overlayDev)})
+}
+
+// tooBig: a node forwarding the packet refused it for the MTU of its next
+// device (PKT_TOO_BIG: IPv6 routers never fragment, nor do IPv4 ones with
+// DF set) and told the sender with an ICMP error. mtu() explains the
+// encapsulated case; this one the plain next hop.
+func (d *Diagnoser) tooBig(j *journey.Journey) {
+	v := &j.Verdict
+	if v.Kind != journey.Dropped || v.Reason != "PKT_TOO_BIG" || hasCode(j, CodeMTUExceeded) || len(j.Events) == 0 {
+		return
+	}
+	var size uint32
+	for _, e := range j.Events {
+		size = max(size, uint32(e.Pkt.IPLen))
+	}
+	last := j.Events[len(j.Events)-1].Pkt
+	limit, dev := uint32(0), ""
+	if ns := d.state.Namespaces[v.NetnsInode]; ns != nil {
+		if l := routeDevice(ns, last.Dst); l != nil && l.MTU > 0 {
+			limit, dev = uint32(l.MTU), l.Name
+		}
+	}
+	var told uint32 // the MTU the ICMP error gave the sender
+	for _, e := range j.ErrorEvents {
+		if e.Pkt.ICMPMTU != 0 {
+			told = e.Pkt.ICMPMTU
+			break
+		}
+	}
+	if limit == 0 {
+		limit, dev = told, "the next hop"
+	}
+	if limit == 0 || size == 0 {
+		return
+	}
+	v6 := last.Dst.Unmap().Is6()
+	msg := fmt.Sprintf("a %d-byte packet does not fit the MTU %d of %s, its next device in %s: dropped there (PKT_TOO_BIG)", size, limit, dev, v.Netns)
+	icmp := "ICMP fragmentation needed"
+	if v6 {
+		msg += "; IPv6 routers never fragment"
+		icmp = "ICMPv6 Packet Too Big"
+	} else {
+		msg += "; the sender set DF (don't fragment)"
+	}
+	if told != 0 {
+		msg += fmt.Sprintf(", and the sender was sent an %s with MTU %d", icmp, told)
+	}
+	advice := fmt.Sprintf("make the pods' MTU (and the overlay's) at most %d, or raise the MTU of %s in %s to the pods' MTU; and let %s through every firewall on the way, so path MTU discovery can work", limit, dev, v.Netns, icmp)
+	if v6 && limit < ipv6MinMTU {
+		advice = fmt.Sprintf("raise the MTU of %s in %s to at least %d: IPv6 needs %d on every link; and let %s through every firewall on the way", dev, v.Netns, ipv6MinMTU, ipv6MinMTU, icmp)
+	}
+	d.add(j, journey.Finding{Code: CodeMTUExceeded, Severity: journey.SeverityError, Netns: v.Netns, Message: msg, Advice: advice})
+}
+
+// hasCode reports whether j has a finding with code.
+func hasCode(j *journey.Journey, code string) bool {
+	for _, f := range j.Findings {
+		if f.Code == code {
+			return true
+		}
+	}
+	return false
 }
 
 // ipv6MinMTU is the smallest MTU an IPv6 link may have (RFC 8200): the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,4 +270,44 @@ func TestIPv6NoReply(t *testing.T) {
 		t.Errorf("packet %+v", j.Packet)
 	}
 	primaryFinding(t, j, "NO_REPLY", l.PodB)
+}
+
+// Issue 16: a node that forwards a packet bigger than its next device's
+// MTU drops it (PKT_TOO_BIG) and sends the sender an ICMPv6 Packet Too Big
+// (IPv6 routers never fragment) or, with DF set, an ICMP fragmentation
+// needed: MTU_EXCEEDED names the device, its MTU and the ICMP error's MTU,
+// in both forms.
+func TestForwardTooBig(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{DualStack: true})
+	// node A's overlay device below the pods' MTU (1450)
+	if out, err := l.Run(l.NodeA, "ip", "link", "set", l.VXLANDevice, "mtu", "1300"); err != nil {
+		t.Fatalf("set %s mtu: %v %s", l.VXLANDevice, err, out)
+	}
+	for _, c := range []struct {
+		name, dst, icmp string
+	}{
+		{"ipv6", lab.PodBIP6, "ICMPv6 Packet Too Big with MTU 1300"},
+		{"ipv4", lab.PodBIP, "ICMP fragmentation needed with MTU 1300"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res := runTrace(t, "--from-netns", l.PodA, "--probe", "--probe-size", "1350", "--timeout", "5s", "--proto", "udp",
+				"--to", net.JoinHostPort(c.dst, "7777"))
+			if len(res.journeys) != 1 {
+				t.Fatalf("want 1 journey, got %d (exit %d)\nstderr: %s", len(res.journeys), res.exit, res.stderr)
+			}
+			j := res.journeys[0]
+			if j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.NodeA || j.Verdict.Reason != "PKT_TOO_BIG" {
+				t.Errorf("verdict %+v, want dropped in %s (PKT_TOO_BIG)", j.Verdict, l.NodeA)
+			}
+			f := primaryFinding(t, j, "MTU_EXCEEDED", l.NodeA)
+			for _, want := range []string{"MTU 1300 of " + l.VXLANDevice, c.icmp} {
+				if !strings.Contains(f.Message, want) {
+					t.Errorf("finding %q lacks %q", f.Message, want)
+				}
+			}
+			if !strings.Contains(f.Advice, "at most 1300") {
+				t.Errorf("advice %q", f.Advice)
+			}
+		})
+	}
 }
