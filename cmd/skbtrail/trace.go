@@ -147,9 +147,12 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	ready := func(desc string) { fmt.Fprintln(stderr, "skbtrail: "+desc) }
 
+	var probeErr string // why the probe was not sent, if it was not
 	err = errNoDaemonTried
 	if !f.noDaemon && !f.noNetfilter { // a daemon's observers are not ours to switch off
-		_, err = api.Trace(ctx, f.socket, f.req, ready, emit)
+		var done api.Done
+		done, err = api.Trace(ctx, f.socket, f.req, ready, emit)
+		probeErr = done.ProbeError
 		if err == nil {
 			log.Info("traced through the daemon", zap.String("socket", f.socket))
 		}
@@ -160,7 +163,9 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if f.debugEvents {
 			ec.OnEvent = func(e journey.Event) { fmt.Fprintf(stderr, "event %+v\n", e) }
 		}
-		_, err = trace.RunRequest(ctx, f.req, ec, ready, emit)
+		var res trace.Result
+		res, err = trace.RunRequest(ctx, f.req, ec, ready, emit)
+		probeErr = res.ProbeError
 	}
 	if summary, cerr := arts.close(); cerr != nil && err == nil {
 		err = cerr
@@ -178,7 +183,13 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return &exitcode.Error{Code: exitcode.Usage, Err: fmt.Errorf("trace: %w", err)}
 	}
 	if n == 0 {
+		if probeErr != "" {
+			return &exitcode.Error{Code: exitcode.NoPacket, Err: fmt.Errorf("no matching packet seen in %s: %s", f.req.Timeout, probeErr)}
+		}
 		return &exitcode.Error{Code: exitcode.NoPacket, Err: fmt.Errorf("no matching packet seen in %s", f.req.Timeout)}
+	}
+	if probeErr != "" {
+		fmt.Fprintln(stderr, "skbtrail: "+probeErr)
 	}
 	if bad {
 		return &exitcode.Error{Code: exitcode.Problem}

@@ -113,7 +113,7 @@ func Handler(t Tracer) http.Handler {
 			_ = send(Message{Error: err.Error()})
 			return
 		}
-		_ = send(Message{Done: &Done{Journeys: res.Journeys, Lost: res.Lost}})
+		_ = send(Message{Done: &Done{Journeys: res.Journeys, Lost: res.Lost, ProbeError: res.ProbeError}})
 	})
 	mux.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

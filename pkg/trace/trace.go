@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/skbtrail/skbtrail/netnsutil"
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -50,6 +51,9 @@ type Options struct {
 type Result struct {
 	Journeys int
 	Lost     uint64 // journeys that finished but could not be handed to this trace
+	// ProbeError says why the --probe packet could not be sent ("": it
+	// was, or no probe): with no journey, it is the answer.
+	ProbeError string
 }
 
 // ErrEnvironment marks errors of the machine (privilege, kernel feature).
@@ -95,13 +99,21 @@ func (e *Engine) Trace(ctx context.Context, o Options, emit func(*journey.Journe
 		}
 		o.Ready(describe(o) + e.attachedText(o.NetfilterAll) + note)
 	}
+	probeErr := make(chan string, 1)
 	if o.Probe {
 		go func() {
 			if err := probe.Send(ctx, fromPath, o.ProbeProto, o.ProbeDst, o.ProbeSize, o.Timeout); err != nil {
 				log.Warn("probe failed", zap.Error(err))
+				probeErr <- probeErrorText(err, fromPath, o.ProbeDst.Addr())
 			}
 		}()
 	}
+	defer func() {
+		select {
+		case res.ProbeError = <-probeErr:
+		default: // sent, or still trying when the trace ended
+		}
+	}()
 	return e.sess.wait(ctx, s, waitSpec{
 		Timeout: o.Timeout,
 		Count:   o.Count,
@@ -143,4 +155,35 @@ func describe(o Options) string {
 		s += fmt.Sprintf(" (probe %s to %s)", o.ProbeProto, o.ProbeDst)
 	}
 	return s + fmt.Sprintf(", timeout %s", o.Timeout)
+}
+
+// probeErrorText is why a probe was not sent; a probe bigger than the path
+// MTU the sender's kernel learned (from an ICMP error about an earlier
+// packet) is refused locally, before any packet exists to trace.
+func probeErrorText(err error, fromPath string, dst netip.Addr) string {
+	msg := "the probe was not sent: " + err.Error()
+	if errors.Is(err, unix.EMSGSIZE) {
+		if mtu := pathMTU(fromPath, dst); mtu > 0 {
+			msg += fmt.Sprintf(" (the sender's kernel knows a path MTU of %d toward %s, learned from an ICMP error about an earlier packet: the path does not carry this size; a smaller --probe-size fits)", mtu, dst)
+		}
+	}
+	return msg
+}
+
+// pathMTU is the MTU of the route (or its cached path MTU) from the
+// namespace at path toward dst; 0 when unknown.
+func pathMTU(path string, dst netip.Addr) int {
+	if path == "" {
+		path = "/proc/self/ns/net"
+	}
+	h, err := netnsutil.NewHandle(path)
+	if err != nil {
+		return 0
+	}
+	defer h.Close()
+	routes, err := h.RouteGet(dst.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return 0
+	}
+	return routes[0].MTU
 }

@@ -92,6 +92,8 @@ type Info struct {
 type Done struct {
 	Journeys int    `json:"journeys"`
 	Lost     uint64 `json:"lost"`
+	// ProbeError says why the probe was not sent (trace.Result.ProbeError).
+	ProbeError string `json:"probe_error,omitempty"`
 }
 
 // RemoteError is an error the daemon reported for the trace.

@@ -308,6 +308,15 @@ func TestForwardTooBig(t *testing.T) {
 			if !strings.Contains(f.Advice, "at most 1300") {
 				t.Errorf("advice %q", f.Advice)
 			}
+			// the sender learned the path MTU from that ICMP error: its
+			// kernel now refuses the same probe (EMSGSIZE) before any
+			// packet exists, and the trace says so instead of only
+			// "no matching packet"
+			res = runTrace(t, "--from-netns", l.PodA, "--probe", "--probe-size", "1350", "--timeout", "3s", "--proto", "udp",
+				"--to", net.JoinHostPort(c.dst, "7777"))
+			if res.exit != 3 || len(res.journeys) != 0 || !strings.Contains(res.stderr, "the probe was not sent") || !strings.Contains(res.stderr, "path MTU of 1300") {
+				t.Errorf("second probe: exit %d, %d journeys, stderr %q; want exit 3 naming the refused probe and the path MTU 1300", res.exit, len(res.journeys), res.stderr)
+			}
 		})
 	}
 }
