@@ -345,13 +345,9 @@ const (
 	TPDeliver = "sk_data_ready"
 )
 
-// AllTracepoints are every tracepoint; PathTracepoints those that run on
-// every packet and are only needed while a trace is active (the drop
-// monitor needs kfree_skb alone).
-var (
-	AllTracepoints  = []string{TPRx, TPTx, TPDrop, TPConsume}
-	PathTracepoints = []string{TPRx, TPTx, TPConsume}
-)
+// AllTracepoints are every tracepoint of the tp_btf backend (which of them
+// attach, and when, is the engine's plan: tracer.Execute).
+var AllTracepoints = []string{TPRx, TPTx, TPDrop, TPConsume}
 
 // Stats are the counters of events that never reached a journey.
 type Stats struct {

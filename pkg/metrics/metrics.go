@@ -102,9 +102,6 @@ func New() *Metrics {
 	return m
 }
 
-// Journey counts one finished journey (no pod is charged).
-func (m *Metrics) Journey(j *journey.Journey) { m.Observe(OutcomeOf(j)) }
-
 // Observe counts one finished journey.
 func (m *Metrics) Observe(o Outcome) {
 	m.journeys.WithLabelValues(o.Verdict).Inc()

@@ -20,7 +20,7 @@ func scrape(t *testing.T, m *Metrics) string {
 func TestForgetVanishedNamespaces(t *testing.T) {
 	m := New()
 	for _, ns := range []string{"pod-1", "pod-2", "host"} {
-		m.Journey(&journey.Journey{Verdict: journey.Verdict{Kind: journey.Dropped, Reason: "NETFILTER_DROP", Netns: ns}})
+		m.Observe(OutcomeOf(&journey.Journey{Verdict: journey.Verdict{Kind: journey.Dropped, Reason: "NETFILTER_DROP", Netns: ns}}))
 		m.Suppressed("NETFILTER_DROP", ns)
 	}
 	if out := scrape(t, m); strings.Count(out, `skbtrail_drops_total{netns=`) != 3 {

@@ -68,18 +68,6 @@ func (k Kinds) Families(ipv4, ipv6 bool) Kinds {
 // toolTimeout bounds the tools one snapshot runs.
 const toolTimeout = 5 * time.Second
 
-// Take reads all the rules of the namespace at nsPath.
-func Take(ctx context.Context, nsPath string) (*Snapshot, error) {
-	return TakeKinds(ctx, nsPath, KindAll)
-}
-
-// TakeFamilies is Take reading the iptables rules only when ipv4 is set
-// and the ip6tables rules only when ipv6 is set (nft's serve both): fewer
-// tools to run.
-func TakeFamilies(ctx context.Context, nsPath string, ipv4, ipv6 bool) (*Snapshot, error) {
-	return TakeKinds(ctx, nsPath, KindAll.Families(ipv4, ipv6))
-}
-
 // TakeKinds reads the rules of the namespace at nsPath that kinds selects.
 // The tools run inside the namespace (a locked thread in it forks them),
 // all of them within toolTimeout.

@@ -64,13 +64,7 @@ type Event struct {
 // Drops reports whether the event is a packet's final drop: a rule with the
 // verdict drop (REJECT and "reject" end that way too) or a policy drop.
 func (e Event) Drops() bool {
-	switch e.Kind {
-	case KindRule:
-		return e.Verdict == VerdictDrop
-	case KindPolicy:
-		return e.Verdict == VerdictDrop
-	}
-	return false
+	return (e.Kind == KindRule || e.Kind == KindPolicy) && e.Verdict == VerdictDrop
 }
 
 // nftMsgTrace is the netlink message type of a trace event.
