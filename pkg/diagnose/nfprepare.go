@@ -72,12 +72,13 @@ func (d *Diagnoser) prepareRules(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			for e := range work {
-				err := d.prepareNetns(ctx, e)
-				if err != nil {
+				if err := d.prepareNetns(ctx, e); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
-					d.ruleStats.Failed++
 					mu.Unlock()
+					d.mu.Lock() // ruleStats is d.mu's, as in prepareNetns
+					d.ruleStats.Failed++
+					d.mu.Unlock()
 				}
 			}
 		}()
