@@ -174,17 +174,14 @@ func (d *Diagnoser) Prepare(ctx context.Context) error {
 	return err
 }
 
+// flowText is "src:sport -> dst:dport" ("[a]:port" for IPv6, no port
+// when it is 0).
 func flowText(p journey.Packet) string {
-	s := p.Src
-	if p.Sport != 0 {
-		s += fmt.Sprintf(":%d", p.Sport)
-	}
-	s += " -> " + p.Dst
-	if p.Dport != 0 {
-		s += fmt.Sprintf(":%d", p.Dport)
-	}
-	return s
+	return journey.HostPort(p.Src, p.Sport) + " -> " + journey.HostPort(p.Dst, p.Dport)
 }
+
+// tupleFlow is flowText of a journey.Tuple.
+func tupleFlow(t journey.Tuple) string { return flowText(journey.PacketOf(t)) }
 
 // Diagnose adds the findings the journey supports, most specific first.
 func (d *Diagnoser) Diagnose(j *journey.Journey) {
@@ -273,7 +270,7 @@ const outerDstWhat = "the VXLAN outer destination"
 // a known one whose node holds a routed address).
 func wrongVTEPAnnounced(j *journey.Journey) bool {
 	for _, f := range j.Findings {
-		if f.Code == CodeVXLANDstUnknown && (strings.Contains(f.Advice, publicIPOverwrite) || strings.Contains(f.Advice, calicoAutodetect)) {
+		if f.Code == CodeVXLANDstUnknown && (strings.Contains(f.Advice, publicIPAnnotations) || strings.Contains(f.Advice, calicoAutodetect)) {
 			return true
 		}
 	}

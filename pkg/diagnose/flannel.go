@@ -239,14 +239,20 @@ func hasChain(s *nfrules.Snapshot, name string) bool {
 // it as known. flanneld takes the device's local address from the interface
 // it picks (--iface, --iface-regex; default the default route's interface),
 // while --public-ip and the public-ip-overwrite annotation change only what
-// its lease announces.
+// its lease announces. Over an IPv6 underlay it takes the first global
+// IPv6 address of that interface, so --iface cannot name the address.
 func srcMismatchAdvice(src netip.Addr, known string, dev string) string {
 	if isCalicoDevice(dev) {
-		return fmt.Sprintf("the node has several addresses and Calico sends VXLAN from the wrong one (%s local %s): calico-node picks the node address by %s (first-found by default) — set it so it picks %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
-			dev, src, calicoAutodetect, known, known, src)
+		return fmt.Sprintf("the node has several addresses and Calico sends VXLAN from the wrong one (%s local %s): calico-node picks the node address by %s (first-found by default) — set it so it picks %s (e.g. cidr=%s/%d, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
+			dev, src, calicoAutodetect, known, known, src.BitLen(), src)
 	}
-	return fmt.Sprintf("the node has several addresses and flannel sends VXLAN from the wrong one (%s local %s): flanneld takes the VXLAN source from the interface address it picks, while --public-ip and the %s annotation change only what its lease announces — start flanneld with --iface=%s (an address is accepted; or an --iface-regex that matches it) and restart it, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
-		dev, src, publicIPOverwrite, known, src)
+	flag, annotation := flannelPublic(src)
+	if src.Unmap().Is6() {
+		return fmt.Sprintf("the node has several IPv6 addresses and flannel sends VXLAN from the wrong one (%s local %s): flanneld takes the IPv6 VXLAN source from the interface it picks (--iface, --iface-regex; its first global IPv6 address), while %s and the %s annotation change only what its lease announces — remove the extra address %s from the node (e.g. SLAAC or DHCPv6 next to a static address), or move it to another interface, so flanneld picks %s, and restart flanneld",
+			dev, src, flag, annotation, src, known)
+	}
+	return fmt.Sprintf("the node has several addresses and flannel sends VXLAN from the wrong one (%s local %s): flanneld takes the VXLAN source from the interface address it picks, while %s and the %s annotation change only what its lease announces — start flanneld with --iface=%s (an address is accepted; or an --iface-regex that matches it) and restart it, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
+		dev, src, flag, annotation, known, src)
 }
 
 // demoteUnderlayRuleDrop: the underlay refused the VXLAN packet by its outer
@@ -292,7 +298,7 @@ func (d *Diagnoser) underlaySourceAdvice(j *journey.Journey, dec nfrules.Decisio
 			}
 			for _, p := range l.Addrs {
 				a := p.Addr()
-				if a == outerSrc || !a.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+				if a == outerSrc || !sameFamily(a, outerSrc) || a.IsLoopback() || a.IsLinkLocalUnicast() {
 					continue
 				}
 				if _, _, inPods := d.state.PodCIDROf(a); !inPods {
@@ -311,8 +317,14 @@ func (d *Diagnoser) underlaySourceAdvice(j *journey.Journey, dec nfrules.Decisio
 		}
 		msg += fmt.Sprintf(", while %s also holds %s", enc.Netns, strings.Join(alts, ", "))
 		if isCalicoDevice(enc.Device) {
-			return msg, fmt.Sprintf("the underlay refuses VXLAN from %s, the address calico-node on %s picked: make it pick %s — set %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node — or remove %s from the node; change the underlay's rule only if it should accept %s",
-				outerSrc, enc.Netns, alts[0], calicoAutodetect, alts[0], outerSrc, outerSrc)
+			return msg, fmt.Sprintf("the underlay refuses VXLAN from %s, the address calico-node on %s picked: make it pick %s — set %s (e.g. cidr=%s/%d, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node — or remove %s from the node; change the underlay's rule only if it should accept %s",
+				outerSrc, enc.Netns, alts[0], calicoAutodetect, alts[0], outerSrc.BitLen(), outerSrc, outerSrc)
+		}
+		if outerSrc.Unmap().Is6() {
+			// flanneld picks an interface's first global IPv6 address:
+			// no flag names the address
+			return msg, fmt.Sprintf("the underlay refuses VXLAN from %s, the IPv6 address flannel on %s picked (its interface's first global IPv6 address): remove %s from the node (e.g. SLAAC or DHCPv6 next to a static address) or move it to another interface so flanneld picks %s, and restart flanneld; in Kubernetes mode the node's %s annotation (=%s) tells peers where to send; change the underlay's rule only if it should accept %s",
+				outerSrc, enc.Netns, outerSrc, alts[0], publicIPv6Overwrite, alts[0], outerSrc)
 		}
 		advice := fmt.Sprintf("the underlay refuses VXLAN from %s, the address flannel on %s picked: make flannel use %s — start flanneld there with --iface=%s (an address is accepted; or an --iface-regex that matches it; in Kubernetes mode also annotate the node with %s=%s so peers send to it) and restart it — or remove %s from the node (e.g. DHCP next to a static address); change the underlay's rule only if it should accept %s",
 			outerSrc, enc.Netns, alts[0], alts[0], publicIPOverwrite, alts[0], outerSrc, outerSrc)
@@ -322,12 +334,13 @@ func (d *Diagnoser) underlaySourceAdvice(j *journey.Journey, dec nfrules.Decisio
 }
 
 // ruleMatchesSource: the rule text matches on exactly this source address
-// (iptables "-s A/32", nft "ip saddr A").
+// (iptables "-s A/32", ip6tables "-s A/128", nft "ip saddr A" or "ip6
+// saddr A").
 func ruleMatchesSource(rule string, src netip.Addr) bool {
 	f := strings.Fields(rule)
 	for i := 0; i+1 < len(f); i++ {
 		negated := i > 0 && f[i-1] == "!" || f[i+1] == "!="
-		if !negated && (f[i] == "-s" || f[i] == "--source" || f[i] == "saddr") && (f[i+1] == src.String() || f[i+1] == src.String()+"/32") {
+		if !negated && (f[i] == "-s" || f[i] == "--source" || f[i] == "saddr") && (f[i+1] == src.String() || f[i+1] == fmt.Sprintf("%s/%d", src, src.BitLen())) {
 			return true
 		}
 	}

@@ -12,12 +12,41 @@ import (
 )
 
 // publicIPOverwrite is flannel's node annotation that overrides the
-// address a node announces as its VTEP.
-const publicIPOverwrite = "flannel.alpha.coreos.com/public-ip-overwrite"
+// address a node announces as its VTEP (publicIPv6Overwrite: its IPv6 VTEP
+// on an IPv6 underlay). Both start with publicIPAnnotations.
+const (
+	publicIPAnnotations = "flannel.alpha.coreos.com/public-ip"
+	publicIPOverwrite   = publicIPAnnotations + "-overwrite"
+	publicIPv6Overwrite = publicIPAnnotations + "v6-overwrite"
+)
+
+// flannelPublic is flanneld's flag and the node annotation that set the
+// VTEP address it announces on a's underlay (IPv4 or IPv6).
+func flannelPublic(a netip.Addr) (flag, annotation string) {
+	if a.Unmap().Is6() {
+		return "--public-ipv6", publicIPv6Overwrite
+	}
+	return "--public-ip", publicIPOverwrite
+}
 
 // vxlanOverhead is what VXLAN adds in front of the inner IP packet: outer
-// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-const vxlanOverhead = 50
+// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14); over an IPv6
+// underlay the outer header is 40 bytes (vxlanOverhead6).
+const (
+	vxlanOverhead  = 50
+	vxlanOverhead6 = 70
+)
+
+// overheadFor is VXLAN's overhead with outer destination outer.
+func overheadFor(outer netip.Addr) uint32 {
+	if outer.Unmap().Is6() {
+		return vxlanOverhead6
+	}
+	return vxlanOverhead
+}
+
+// sameFamily: a and b are both IPv4 or both IPv6.
+func sameFamily(a, b netip.Addr) bool { return a.Unmap().Is4() == b.Unmap().Is4() }
 
 func knownVTEPs(st *nodestate.State, except uint32) (map[netip.Addr]string, string) {
 	m := map[netip.Addr]string{}
@@ -109,7 +138,8 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 			if died {
 				msg += "; " + fate(j)
 			}
-			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + publicIPOverwrite + "=<reachable IP> (or start flanneld with --public-ip / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
+			flag, annotation := flannelPublic(dst)
+			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + annotation + "=<reachable IP> (or start flanneld with " + flag + " / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
 			if isCalicoDevice(enc.Device) {
 				advice = "the peer's VTEP address is one this node cannot reach (often its private IP): make calico-node on the peer pick the reachable address — set its " + calicoAutodetect + " (e.g. interface=NAME, can-reach=<a peer's IP>, cidr=<underlay CIDR>, kubernetes-internal-ip) — and restart it; check with `bridge fdb show dev " + enc.Device + "`"
 			}
@@ -194,7 +224,8 @@ func announceAdvice(node string, bad, alt netip.Addr, dev string) string {
 	if isCalicoDevice(dev) {
 		return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make calico-node there pick %s — set %s so it picks %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, calicoAutodetect, alt, alt, dev)
 	}
-	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with --public-ip=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, alt, publicIPOverwrite, alt, dev)
+	flag, annotation := flannelPublic(alt)
+	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with %s=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, flag, alt, annotation, alt, dev)
 }
 
 // vtepNetns is the namespace (other than except) whose VXLAN device uses
@@ -222,7 +253,7 @@ func (d *Diagnoser) reachableAlternative(j *journey.Journey, owner *nodestate.Ne
 		}
 		for _, p := range l.Addrs {
 			a := p.Addr()
-			if a == dst || !a.Is4() || a.IsLoopback() || a.IsLinkLocalUnicast() {
+			if a == dst || !sameFamily(a, dst) || a.IsLoopback() || a.IsLinkLocalUnicast() {
 				continue
 			}
 			if _, _, inPods := d.state.PodCIDROf(a); inPods {
@@ -282,13 +313,11 @@ func (d *Diagnoser) missingPodRoute(j *journey.Journey) {
 		if ns == nil || !ok || owner.Inode == e.Netns {
 			continue
 		}
-		overlay := ""
-		for _, l := range ns.Links {
-			if l.VXLAN != nil {
-				overlay = l.Name
-			}
+		if l, ok := ns.Link(e.Ifname); ok && l.VXLAN != nil {
+			return // it left through an overlay device
 		}
-		if overlay == "" || e.Ifname == overlay {
+		overlay := overlayFor(ns, e.Pkt.Dst)
+		if overlay == "" {
 			return
 		}
 		msg := fmt.Sprintf("%s has no route for %s (%s's pod CIDR) via %s: %s -> %s left through %s unencapsulated", ns.Name, cidr, owner.Name, overlay, j.Packet.Src, e.Pkt.Dst, e.Ifname)
@@ -328,8 +357,10 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 	}
 	encapsulated := len(j.Encaps) > 0 || overlayDev != ""
 	size := uint32(inner)
+	var overhead uint32
 	if encapsulated {
-		size += vxlanOverhead
+		overhead = d.encapOverhead(j, overlayDev)
+		size += overhead
 	}
 	// the smallest MTU of the underlay devices the journey touched, and of
 	// the device the drop point would have sent it through
@@ -365,15 +396,34 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 	}
 	msg := fmt.Sprintf("a %d-byte packet", inner)
 	if encapsulated {
-		msg += fmt.Sprintf(" + %d bytes of VXLAN = %d bytes", vxlanOverhead, size)
+		msg += fmt.Sprintf(" + %d bytes of VXLAN = %d bytes", overhead, size)
 	}
 	msg += fmt.Sprintf(" does not fit the MTU %d of %s in %s", limit, limitDev, limitNS)
 	if overlayMTU != 0 {
-		msg += fmt.Sprintf(" (the overlay %s allows %d, so the underlay needs %d)", overlayDev, overlayMTU, overlayMTU+vxlanOverhead)
+		msg += fmt.Sprintf(" (the overlay %s allows %d, so the underlay needs %d)", overlayDev, overlayMTU, overlayMTU+overhead)
 	}
 	msg += fmt.Sprintf("; %s in %s (%s)", j.Verdict.Kind, j.Verdict.Netns, orNone(j.Verdict.Reason))
 	d.add(j, journey.Finding{Code: CodeMTUExceeded, Severity: journey.SeverityError, Netns: limitNS, Message: msg,
-		Advice: mtuAdvice(limit, size, encapsulated, j.Packet.Src, overlayDev)})
+		Advice: mtuAdvice(limit, size, overhead, j.Packet.Src, overlayDev)})
+}
+
+// encapOverhead is what the journey's VXLAN adds: by the outer header
+// seen, else by the family of the overlay device's local address.
+func (d *Diagnoser) encapOverhead(j *journey.Journey, overlayDev string) uint32 {
+	if enc := lastEncap(j); enc != nil && enc.Outer.Dst.IsValid() {
+		return overheadFor(enc.Outer.Dst)
+	}
+	for _, e := range j.Events {
+		if e.Ifname != overlayDev {
+			continue
+		}
+		if ns := d.state.Namespaces[e.Netns]; ns != nil {
+			if l, ok := ns.Link(overlayDev); ok && l.VXLAN != nil && l.VXLAN.Local.IsValid() {
+				return overheadFor(l.VXLAN.Local)
+			}
+		}
+	}
+	return vxlanOverhead
 }
 
 // tooBig: a node forwarding the packet refused it for the MTU of its next
@@ -443,13 +493,9 @@ func hasCode(j *journey.Journey, code string) bool {
 const ipv6MinMTU = 1280
 
 // mtuAdvice is the fix for a size-byte packet over a path whose smallest
-// MTU is limit. An IPv6 packet (src) over an overlay that would have to go
+// MTU is limit, overhead the bytes of encapsulation (0: none). An IPv6 packet (src) over an overlay that would have to go
 // below 1280 cannot be fixed on the overlay side: only the underlay can.
-func mtuAdvice(limit, size uint32, encapsulated bool, src, overlayDev string) string {
-	overhead := uint32(0)
-	if encapsulated {
-		overhead = vxlanOverhead
-	}
+func mtuAdvice(limit, size, overhead uint32, src, overlayDev string) string {
 	if a, err := netip.ParseAddr(src); err == nil && a.Unmap().Is6() && limit < ipv6MinMTU+overhead {
 		return fmt.Sprintf("raise the underlay MTU to at least %d on every hop: IPv6 needs an MTU of at least %d on every link, so the overlay (pod and %s MTU) cannot go below %d and the underlay must carry %d + %d bytes",
 			max(size, ipv6MinMTU+overhead), ipv6MinMTU, orNone(overlayDev), ipv6MinMTU, ipv6MinMTU, overhead)
@@ -464,6 +510,28 @@ func lastEncap(j *journey.Journey) *journey.Event {
 		}
 	}
 	return nil
+}
+
+// overlayFor is the VXLAN device of ns that carries dst's IP version: the
+// one with an address of that version (flannel gives flannel.1 the IPv4
+// one and flannel-v6.1 the IPv6 one on a node with an IPv6 underlay, and
+// flannel.1 both over an IPv4 underlay), else the first; "" without one.
+func overlayFor(ns *nodestate.Netns, dst netip.Addr) string {
+	first := ""
+	for _, l := range ns.Links {
+		if l.VXLAN == nil {
+			continue
+		}
+		if first == "" {
+			first = l.Name
+		}
+		for _, p := range l.Addrs {
+			if sameFamily(p.Addr(), dst) {
+				return l.Name
+			}
+		}
+	}
+	return first
 }
 
 func isOverlay(st *nodestate.State, ino uint32, dev string) bool {

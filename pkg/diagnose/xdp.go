@@ -68,7 +68,7 @@ func xdpFinding(j *journey.Journey, tx journey.Event, ns *nodestate.Netns, dev *
 	peerNs *nodestate.Netns, peer *nodestate.Link, p devprogs.Program, stats bool) journey.Finding {
 	what := flowText(journey.PacketOf(tx.Pkt))
 	if tx.Encap {
-		what = fmt.Sprintf("the VXLAN packet %s -> %s:%d carrying %s", tx.Outer.Src, tx.Outer.Dst, tx.Outer.Dport, what)
+		what = fmt.Sprintf("the VXLAN packet %s -> %s carrying %s", tx.Outer.Src, journey.HostPort(tx.Outer.Dst.String(), tx.Outer.Dport), what)
 	}
 	since := ""
 	if n := len(j.Events); n > 0 && j.Events[n-1].TimeNs >= tx.TimeNs && j.Events[0].TimeNs <= tx.TimeNs {

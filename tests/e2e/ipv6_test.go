@@ -25,11 +25,19 @@ func probeService6(t *testing.T, l *lab.Lab, extra ...string) (journey.Journey, 
 
 // Issue 16: the healthy dual-stack lab's IPv6 Service: the SYN to the IPv6
 // ClusterIP is DNAT'd by ip6tables on node A, carried as inner IPv6 over
-// the IPv4 VXLAN device and delivered in pod B, as its IPv4 twin is.
+// the IPv4 VXLAN device (or over an IPv6 underlay by flannel-v6.1) and
+// delivered in pod B, as its IPv4 twin is.
 func TestIPv6ServiceDelivered(t *testing.T) {
-	for _, ipt := range iptablesVariants {
-		t.Run(ipt, func(t *testing.T) {
-			l := lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: true})
+	for _, c := range []struct {
+		ipt       string
+		underlay6 bool
+	}{{"iptables-nft", false}, {"iptables-legacy", false}, {"iptables-nft", true}} {
+		name := c.ipt
+		if c.underlay6 {
+			name += "/ipv6-underlay"
+		}
+		t.Run(name, func(t *testing.T) {
+			l := lab.NewForTest(t, lab.Config{Iptables: c.ipt, DualStack: true, IPv6Underlay: c.underlay6})
 			j, res := probeService6(t, l)
 			if res.exit != 0 {
 				t.Errorf("exit status %d, want 0\nstderr: %s", res.exit, res.stderr)
@@ -51,13 +59,19 @@ func TestIPv6ServiceDelivered(t *testing.T) {
 			if len(j.Encaps) != 1 {
 				t.Fatalf("encaps %+v, want one vxlan", j.Encaps)
 			}
+			// IPv6 inside IPv4 (flannel.1), or over the IPv6 underlay
+			// (flannel-v6.1)
+			outerSrc, outerDst := l.NodeAIP, l.NodeBIP
+			if c.underlay6 {
+				outerSrc, outerDst = lab.NodeAIP6, lab.NodeBIP6
+			}
 			e := j.Encaps[0]
-			if e.Kind != "vxlan" || e.Netns != l.NodeA || e.Device != l.VXLANDevice || e.OuterSrc != l.NodeAIP || e.OuterDst != l.NodeBIP || e.OuterDport != 8472 {
-				t.Errorf("encap %+v, want vxlan %s -> %s:8472 (IPv6 inside IPv4) in %s", e, l.NodeAIP, l.NodeBIP, l.NodeA)
+			if e.Kind != "vxlan" || e.Netns != l.NodeA || e.Device != l.VXLANDevice6 || e.OuterSrc != outerSrc || e.OuterDst != outerDst || e.OuterDport != 8472 {
+				t.Errorf("encap %+v, want vxlan on %s %s -> %s:8472 in %s", e, l.VXLANDevice6, outerSrc, outerDst, l.NodeA)
 			}
 			requireOrderedHops(t, j,
-				[2]string{l.PodA, "eth0"}, [2]string{l.NodeA, "cni0"}, [2]string{l.NodeA, l.VXLANDevice},
-				[2]string{l.Router, ""}, [2]string{l.NodeB, l.VXLANDevice}, [2]string{l.NodeB, "cni0"}, [2]string{l.PodB, "eth0"})
+				[2]string{l.PodA, "eth0"}, [2]string{l.NodeA, "cni0"}, [2]string{l.NodeA, l.VXLANDevice6},
+				[2]string{l.Router, ""}, [2]string{l.NodeB, l.VXLANDevice6}, [2]string{l.NodeB, "cni0"}, [2]string{l.PodB, "eth0"})
 			if errs := errorFindings(j); len(errs) != 0 {
 				t.Errorf("healthy journey has error findings %v", errs)
 			}
@@ -92,17 +106,7 @@ func families(l *lab.Lab) []family {
 // where it points), on iptables-legacy and iptables-nft where the fault is
 // made with iptables.
 func TestFaultsIPv4AndIPv6(t *testing.T) {
-	cases := []struct {
-		fault    string
-		iptables bool // made with iptables: run on both back ends
-		// shared: one fault breaks both versions (no IPv6 form of its own);
-		// each version then gets a lab of its own (the first packet too big
-		// teaches node A the path MTU, which changes the next one's fate)
-		shared bool
-		// args: the trace's target (default: --to the family's web Service)
-		args func(l *lab.Lab, f family) []string
-		want func(l *lab.Lab, f family) want
-	}{
+	cases := []familyCase{
 		{"forward-drop", true, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Dropped, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD", "policy DROP", "NF_POLICY_DROP", l.NodeB}
 		}},
@@ -149,12 +153,32 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 			return want{journey.Dropped, l.Router, "PKT_TOO_BIG", "", "", "", "", "MTU_EXCEEDED", l.Router}
 		}},
 	}
+	runFamilyCases(t, cases, false)
+}
+
+// familyCase is a fault scenario run in its IPv4 and IPv6 form.
+type familyCase struct {
+	fault    string
+	iptables bool // made with iptables: run on both back ends
+	// shared: one fault breaks both versions (no IPv6 form of its own);
+	// each version then gets a lab of its own (the first packet too big
+	// teaches node A the path MTU, which changes the next one's fate)
+	shared bool
+	// args: the trace's target (default: --to the family's web Service)
+	args func(l *lab.Lab, f family) []string
+	want func(l *lab.Lab, f family) want
+}
+
+// runFamilyCases runs each case in both forms on a dual-stack lab
+// (underlay6: with an IPv6 underlay, whose faults these cases are), and
+// fails for an IPv6 fault of that kind without a case.
+func runFamilyCases(t *testing.T, cases []familyCase, underlay6 bool) {
 	covered := map[string]bool{}
 	for _, c := range cases {
 		covered[c.fault+"-v6"] = true
 	}
 	for _, f := range lab.IPv6FaultNames() {
-		if !covered[f] {
+		if !covered[f] && lab.IPv6UnderlayFault(f) == underlay6 {
 			t.Errorf("IPv6 fault %s has no case here", f)
 		}
 	}
@@ -168,16 +192,14 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 				var l *lab.Lab
 				for i := range 2 {
 					if l == nil || c.shared {
-						l = lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: true})
+						l = lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: true, IPv6Underlay: underlay6})
+						faults := []string{c.fault, c.fault + "-v6"}
 						if c.shared {
-							if err := l.ApplyFault(c.fault); err != nil {
-								t.Fatalf("%s: %v", c.fault, err)
-							}
-						} else {
-							for _, f := range families(l) {
-								if err := l.ApplyFault(c.fault + f.suffix); err != nil {
-									t.Fatalf("%s: %v", c.fault+f.suffix, err)
-								}
+							faults = faults[:1]
+						}
+						for _, name := range faults {
+							if err := l.ApplyFault(name); err != nil {
+								t.Fatalf("%s: %v", name, err)
 							}
 						}
 					}
@@ -186,11 +208,63 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 					if c.args != nil {
 						args = c.args(l, f)
 					}
-					checkFamily(t, l, f, args, c.want(l, f))
+					j := checkFamily(t, l, f, args, c.want(l, f))
+					if underlay6 {
+						checkUnderlay(t, l, f, c.fault, j)
+					}
 				}
 			})
 		}
 	}
+}
+
+// checkUnderlay: the journey of version f was encapsulated by that
+// version's VXLAN device, with the outer source fault left it.
+func checkUnderlay(t *testing.T, l *lab.Lab, f family, fault string, j journey.Journey) {
+	t.Helper()
+	dev, src := l.VXLANDevice, lab.NodeAIP
+	if f.suffix != "" {
+		dev, src = l.VXLANDevice6, lab.NodeAIP6
+	}
+	if fault == "wrong-src" {
+		src = lab.WrongSrcIP
+		if f.suffix != "" {
+			src = lab.WrongSrcIP6
+		}
+	}
+	if len(j.Encaps) == 0 || j.Encaps[0].Device != dev || j.Encaps[0].OuterSrc != src {
+		t.Errorf("%s: encaps %+v, want %s with outer source %s", f.name, j.Encaps, dev, src)
+	}
+}
+
+// Issue 16: the underlay faults in IPv4 and IPv6 form, the IPv6 one over
+// an IPv6 underlay (flannel-v6.1, outer IPv6): the same verdict, place and
+// finding as over IPv4.
+func TestUnderlayFaultsIPv4AndIPv6(t *testing.T) {
+	cases := []familyCase{
+		{"wrong-vtep", false, false, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.Router, "IP_INNOROUTES", "", "", "", "", "VXLAN_DST_UNKNOWN", l.NodeA}
+		}},
+		{"wrong-src", true, false, nil, func(l *lab.Lab, f family) want {
+			src := lab.WrongSrcIP + "/32"
+			if f.suffix != "" {
+				src = lab.WrongSrcIP6 + "/128"
+			}
+			return want{journey.Dropped, l.Router, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD",
+				"-A FORWARD -s " + src + " -j DROP", "VXLAN_SRC_MISMATCH", l.NodeA}
+		}},
+		// a router with a small MTU refuses the outer packet: IPv4 with DF
+		// set on flannel.1, IPv6 because IPv6 routers never fragment. The
+		// pods' MTU is 1430 here: 1350 bytes of UDP payload fit it in both
+		// versions (1378 and 1398 bytes), not the router's 1400 with VXLAN
+		// (1428 and 1468).
+		{"small-mtu", false, true, func(l *lab.Lab, f family) []string {
+			return []string{"--proto", "udp", "--to", net.JoinHostPort(f.podB, "53"), "--probe-size", "1350"}
+		}, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.Router, "PKT_TOO_BIG", "", "", "", "", "MTU_EXCEEDED", l.Router}
+		}},
+	}
+	runFamilyCases(t, cases, true)
 }
 
 // want is what a fault scenario's journey must show.
@@ -198,9 +272,9 @@ type want struct {
 	kind, netns, reason, hook, table, chain, rule, code, findingNetns string
 }
 
-// checkFamily probes one IP version's target from pod A and checks the
-// journey against w.
-func checkFamily(t *testing.T, l *lab.Lab, f family, args []string, w want) {
+// checkFamily probes one IP version's target from pod A, checks the
+// journey against w and returns it.
+func checkFamily(t *testing.T, l *lab.Lab, f family, args []string, w want) journey.Journey {
 	t.Helper()
 	res := runTrace(t, append([]string{"--from-netns", l.PodA, "--probe", "--timeout", "5s",
 		"--service-cidr", "10.96.0.0/12," + lab.ServiceCIDR6}, args...)...)
@@ -222,6 +296,7 @@ func checkFamily(t *testing.T, l *lab.Lab, f family, args []string, w want) {
 	if len(j.Findings) == 0 || j.Findings[0].Code != w.code || j.Findings[0].Netns != w.findingNetns {
 		t.Errorf("%s: findings %+v, want first %s in %s", f.name, j.Findings, w.code, w.findingNetns)
 	}
+	return j
 }
 
 // Issue 16 (daemon): an untraced IPv6 drop reaches the event stream with

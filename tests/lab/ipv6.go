@@ -31,6 +31,23 @@ const (
 	NodeBIP6   = "2001:db8:b::20"
 	RouterAIP6 = "2001:db8:a::1"
 	RouterBIP6 = "2001:db8:b::1"
+
+	// VXLANDevice6 is flannel's VXLAN device for an IPv6 underlay
+	// (Config.IPv6Underlay), and FlannelMAC6A/B its MACs on the nodes.
+	VXLANDevice6 = "flannel-v6.1"
+	FlannelMAC6A = "0a:58:fd:0a:00:00"
+	FlannelMAC6B = "0a:58:fd:0a:01:00"
+	// PodMTU6Underlay is the pods' MTU with an IPv6 underlay: flannel
+	// gives the pods the smaller of its devices' MTUs, and VXLAN over IPv6
+	// takes 70 bytes of the underlay's 1500 (IPv6 40 + UDP 8 + VXLAN 8 +
+	// Ethernet 14).
+	PodMTU6Underlay = 1430
+	// BogusVTEP6 is the IPv6 underlay address the "wrong-vtep-v6" fault
+	// points node B's MAC at: documentation space the router does not route.
+	BogusVTEP6 = "2001:db8:ff::20"
+	// WrongSrcIP6 is node A's second IPv6 underlay address in the
+	// "wrong-src-v6" fault.
+	WrongSrcIP6 = "2001:db8:a::11"
 )
 
 // ip6tables is the IPv6 binary of the lab's iptables back end
@@ -85,22 +102,53 @@ func (l *Lab) setupIPv6(ctx context.Context) error {
 		{l.PodB, []string{"-6", "addr", "add", PodBIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
 		{l.PodB, []string{"-6", "route", "add", "default", "via", podGatewayB6, "dev", "eth0"}},
 	}
-	for _, v := range []struct{ ns, addr, peerCIDR, peerAddr, peerMAC string }{
-		{l.NodeA, vtepAddrA6, podSubnetB6, vtepAddrB6, FlannelMACB},
-		{l.NodeB, vtepAddrB6, podSubnetA6, vtepAddrA6, FlannelMACA},
-	} {
-		steps = append(steps,
-			step{v.ns, []string{"-6", "addr", "add", v.addr + "/128", "dev", l.VXLANDevice, "nodad"}},
-			step{v.ns, []string{"-6", "route", "add", v.peerCIDR, "via", v.peerAddr, "dev", l.VXLANDevice, "onlink"}},
-			step{v.ns, []string{"-6", "neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", l.VXLANDevice, "nud", "permanent"}},
-		)
+	if !l.IPv6Underlay {
+		// flannel dual-stack over the IPv4 underlay: flannel.1 also
+		// carries IPv6
+		for _, v := range []struct{ ns, addr, peerCIDR, peerAddr, peerMAC string }{
+			{l.NodeA, vtepAddrA6, podSubnetB6, vtepAddrB6, FlannelMACB},
+			{l.NodeB, vtepAddrB6, podSubnetA6, vtepAddrA6, FlannelMACA},
+		} {
+			steps = append(steps,
+				step{v.ns, []string{"-6", "addr", "add", v.addr + "/128", "dev", l.VXLANDevice, "nodad"}},
+				step{v.ns, []string{"-6", "route", "add", v.peerCIDR, "via", v.peerAddr, "dev", l.VXLANDevice, "onlink"}},
+				step{v.ns, []string{"-6", "neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", l.VXLANDevice, "nud", "permanent"}},
+			)
+		}
+	} else {
+		// flannel's smallest MTU for every pod device (both families)
+		mtu := fmt.Sprint(PodMTU6Underlay)
+		for _, d := range []struct{ ns, dev string }{
+			{l.PodA, "eth0"}, {l.NodeA, "vethpoda"}, {l.PodB, "eth0"}, {l.NodeB, "vethpodb"},
+		} {
+			steps = append(steps, step{d.ns, []string{"link", "set", d.dev, "mtu", mtu}})
+		}
 	}
 	for _, s := range steps {
 		if err := l.ip(ctx, s.ns, s.args...); err != nil {
 			return fmt.Errorf("lab: ipv6: %w", err)
 		}
 	}
+	if l.IPv6Underlay {
+		for _, v := range []vtep{l.vtep6A(NodeAIP6), l.vtep6B()} {
+			if err := l.setupVTEP(ctx, v); err != nil {
+				return fmt.Errorf("lab: ipv6 underlay: %w", err)
+			}
+		}
+	}
 	return nil
+}
+
+// vtep6A is node A's flannel-v6.1 endpoint with outer source local
+// (NodeAIP6, or WrongSrcIP6 for "wrong-src-v6").
+func (l *Lab) vtep6A(local string) vtep {
+	return vtep{ns: l.NodeA, dev: VXLANDevice6, mtu: PodMTU6Underlay, mac: FlannelMAC6A, local: local, addr: vtepAddrA6,
+		peerCIDR: podSubnetB6, peerAddr: vtepAddrB6, peerMAC: FlannelMAC6B, peerVTEP: NodeBIP6}
+}
+
+func (l *Lab) vtep6B() vtep {
+	return vtep{ns: l.NodeB, dev: VXLANDevice6, mtu: PodMTU6Underlay, mac: FlannelMAC6B, local: NodeBIP6, addr: vtepAddrB6,
+		peerCIDR: podSubnetA6, peerAddr: vtepAddrA6, peerMAC: FlannelMAC6A, peerVTEP: NodeAIP6}
 }
 
 // ipv6Faults are the IPv6 forms of the faults (name + "-v6"): the same
@@ -154,13 +202,42 @@ var ipv6Faults = map[string]fault{
 	"neigh-missing-v6": {
 		desc: "node-a: the permanent neighbour entry for node-b's IPv6 VTEP address (" + vtepAddrB6 + " on the VXLAN device) is gone: neighbour discovery for it gets no answer and IPv6 packets to pod-b are dropped after about 3 s (NEIGH_FAILED) (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.ip(ctx, l.NodeA, "-6", "neigh", "del", vtepAddrB6, "dev", l.VXLANDevice)
+			return l.ip(ctx, l.NodeA, "-6", "neigh", "del", vtepAddrB6, "dev", l.VXLANDevice6)
 		},
 	},
 	"no-route-v6": {
 		desc: "node-a: route " + podSubnetB6 + " via flannel.1 deleted; IPv6 overlay packets follow the default route and die at the router (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.ip(ctx, l.NodeA, "-6", "route", "del", podSubnetB6, "via", vtepAddrB6, "dev", l.VXLANDevice)
+			return l.ip(ctx, l.NodeA, "-6", "route", "del", podSubnetB6, "via", vtepAddrB6, "dev", l.VXLANDevice6)
+		},
+	},
+}
+
+// ipv6UnderlayFaults are the faults of an IPv6 underlay
+// (Config.IPv6Underlay): the IPv4 underlay faults in IPv6 form.
+var ipv6UnderlayFaults = map[string]fault{
+	"wrong-vtep-v6": {
+		desc: "node-a: " + VXLANDevice6 + " fdb entry for node-b's MAC points at " + BogusVTEP6 + ", which the router cannot route (IPv6 underlay lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "del", FlannelMAC6B, "dev", VXLANDevice6, "dst", NodeBIP6); err != nil {
+				return err
+			}
+			return l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMAC6B, "dev", VXLANDevice6, "dst", BogusVTEP6)
+		},
+	},
+	"wrong-src-v6": {
+		desc: "node-a: second eth0 address " + WrongSrcIP6 + "/64 and " + VXLANDevice6 + " re-created with local " + WrongSrcIP6 + "; the router's anti-spoofing rule (ip6tables FORWARD -s " + WrongSrcIP6 + " DROP) drops the outer packet (IPv6 underlay lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.ip6t(ctx, l.Router, "-A", "FORWARD", "-s", WrongSrcIP6+"/128", "-j", "DROP"); err != nil {
+				return err
+			}
+			if err := l.ip(ctx, l.NodeA, "-6", "addr", "add", WrongSrcIP6+"/"+ipv6PrefixLen, "dev", "eth0", "nodad"); err != nil {
+				return err
+			}
+			if err := l.ip(ctx, l.NodeA, "link", "del", "dev", VXLANDevice6); err != nil {
+				return err
+			}
+			return l.setupVTEP(ctx, l.vtep6A(WrongSrcIP6))
 		},
 	},
 }
@@ -188,7 +265,8 @@ const nftFaultTable6 = `table inet sbt_fault {
 `
 
 // IPv6FaultNames returns the names of the IPv6 forms of the faults
-// (dual-stack labs only), sorted. Faults and FaultNames list the others.
+// (dual-stack labs only; the underlay ones need Config.IPv6Underlay),
+// sorted. Faults and FaultNames list the others.
 func IPv6FaultNames() []string {
 	names := make([]string, 0, len(ipv6Faults))
 	for name := range ipv6Faults {
@@ -198,10 +276,27 @@ func IPv6FaultNames() []string {
 	return names
 }
 
+// IPv6UnderlayFault reports whether the named fault needs a lab with an
+// IPv6 underlay (Config.IPv6Underlay).
+func IPv6UnderlayFault(name string) bool {
+	_, ok := ipv6UnderlayFaults[name]
+	return ok
+}
+
 // IPv6FaultDescription describes one of IPv6FaultNames.
 func IPv6FaultDescription(name string) string { return ipv6Faults[name].desc }
 
 func init() {
+	for name, f := range ipv6UnderlayFaults {
+		apply := f.apply
+		f.apply = func(ctx context.Context, l *Lab) error {
+			if !l.IPv6Underlay {
+				return fmt.Errorf("needs a lab with an IPv6 underlay (Config.IPv6Underlay)")
+			}
+			return apply(ctx, l)
+		}
+		ipv6Faults[name] = f
+	}
 	for name, f := range ipv6Faults {
 		apply := f.apply
 		f.apply = func(ctx context.Context, l *Lab) error {

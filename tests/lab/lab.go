@@ -24,6 +24,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -157,6 +158,14 @@ type Config struct {
 	// dual-stack mode carries it) and node A an IPv6 web Service
 	// (ClusterIP6, through ip6tables DNAT). Flannel imitation only.
 	DualStack bool
+	// IPv6Underlay (implies DualStack) carries the pods' IPv6 traffic over
+	// an IPv6 underlay instead: a second VXLAN device VXLANDevice6
+	// ("flannel-v6.1", outer IPv6 NodeAIP6 <-> NodeBIP6), as flannel does
+	// with EnableIPv6 and an IPv6 public address. The pods' MTU is then
+	// flannel's smallest, PodMTU6Underlay (1500 - 70 bytes of VXLAN over
+	// IPv6). IPv4 stays on flannel.1 over the IPv4 underlay. Flannel flavor
+	// and imitation only.
+	IPv6Underlay bool
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
 	Logf func(format string, args ...any)
@@ -200,6 +209,12 @@ type Lab struct {
 	DualStack                    bool
 	PodAIP6, PodBIP6, ClusterIP6 string
 	WebService6                  Service
+	// IPv6Underlay: the pods' IPv6 traffic crosses the IPv6 underlay
+	// (NodeAIP6 <-> NodeBIP6) through VXLANDevice6 (Config.IPv6Underlay).
+	// VXLANDevice6 is the device that carries IPv6 pod traffic: VXLANDevice
+	// unless IPv6Underlay.
+	IPv6Underlay bool
+	VXLANDevice6 string
 
 	// Flavor is FlavorFlannel or FlavorCalico. VXLANDevice, VXLANPort and
 	// VNI are the overlay device's name, UDP port and VXLAN ID on both
@@ -339,10 +354,12 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, errors.New("lab: NodeBPublicIP needs the real flanneld (Flannel: FlannelReal)")
 	case (cfg.NodeASecondIP != "" || len(cfg.NodeAFlannelArgs) > 0 || cfg.NoFlannelForwardRules) && cfg.Flannel != FlannelReal:
 		return nil, errors.New("lab: NodeASecondIP, NodeAFlannelArgs and NoFlannelForwardRules need the real flanneld (Flannel: FlannelReal)")
-	case cfg.DualStack && cfg.Flannel == FlannelReal:
-		return nil, errors.New("lab: DualStack is built with the flannel imitation only")
+	case (cfg.DualStack || cfg.IPv6Underlay) && cfg.Flannel == FlannelReal:
+		return nil, errors.New("lab: DualStack and IPv6Underlay are built with the flannel imitation only")
+	case cfg.IPv6Underlay && cfg.Flavor == FlavorCalico:
+		return nil, errors.New("lab: IPv6Underlay is built with the flannel flavor only (flannel-v6.1)")
 	}
-	if _, err := os.Stat("/proc/sys/net/ipv6"); cfg.DualStack && err != nil {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); (cfg.DualStack || cfg.IPv6Underlay) && err != nil {
 		return nil, fmt.Errorf("lab: DualStack needs IPv6 in the kernel: %w", err)
 	}
 	if cfg.Flannel == FlannelReal {
@@ -407,21 +424,35 @@ func newLab(cfg Config) *Lab {
 		l.nodeAFlannelArgs = cfg.NodeAFlannelArgs
 		l.noForwardRules = cfg.NoFlannelForwardRules
 	}
-	if cfg.DualStack {
+	if cfg.DualStack || cfg.IPv6Underlay {
 		l.DualStack = true
 		l.PodAIP6, l.PodBIP6, l.ClusterIP6 = PodAIP6, PodBIP6, ClusterIP6
 		l.WebService6 = newService("default/web:http", "tcp", ClusterIP6, 80, net.JoinHostPort(PodBIP6, "80"))
 	}
+	l.IPv6Underlay = cfg.IPv6Underlay
 	if cfg.Flavor == FlavorCalico {
 		l.Flavor = FlavorCalico
 		l.VXLANDevice = CalicoVXLANDevice
 		l.VXLANPort = CalicoVXLANPort
 		l.VNI = CalicoVNI
 	}
+	l.VXLANDevice6 = l.VXLANDevice
+	if l.IPv6Underlay {
+		l.VXLANDevice6 = VXLANDevice6
+	}
 	if l.logf == nil {
 		l.logf = func(string, ...any) {}
 	}
 	return l
+}
+
+// PodMTU is the MTU of the pods' eth0: PodMTU, or PodMTU6Underlay with
+// an IPv6 underlay.
+func (l *Lab) PodMTU() int {
+	if l.IPv6Underlay {
+		return PodMTU6Underlay
+	}
+	return PodMTU
 }
 
 // Namespaces returns the lab's namespace names in path order
@@ -486,15 +517,22 @@ func (l *Lab) flavorSuffix() string {
 func (l *Lab) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "lab prefix: %s (iptables: %s)\n", l.Prefix, l.Iptables)
-	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.0.1\n", l.PodA, l.PodAIP, PodMTU)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.0.1\n", l.PodA, l.PodAIP, l.PodMTU())
 	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.0.1/24, %s 10.244.0.0/32 (%s)\n", l.NodeA, l.NodeAIP, l.VXLANDevice, FlannelMACA)
 	fmt.Fprintf(&b, "  %-16s ra %s/24, rb %s/24\n", l.Router, RouterAIP, RouterBIP)
 	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.1.1/24, %s 10.244.1.0/32 (%s)\n", l.NodeB, l.NodeBIP, l.VXLANDevice, FlannelMACB)
-	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.1.1, tcp/80 echo server\n", l.PodB, l.PodBIP, PodMTU)
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.1.1, tcp/80 echo server\n", l.PodB, l.PodBIP, l.PodMTU())
 	for _, s := range l.Services() {
 		fmt.Fprintf(&b, "  service %-24s %s/%s -> %s (%s, %s) on %s\n", s.Name, s.Addr(), s.Protocol, s.Endpoint, s.SvcChain, s.SepChain, l.NodeA)
 	}
 	fmt.Fprintf(&b, "  overlay (%s): %s VXLAN VNI %d, UDP %d, nolearning, static neigh + fdb\n", l.Flavor, l.VXLANDevice, l.VNI, l.VXLANPort)
+	switch {
+	case l.IPv6Underlay:
+		fmt.Fprintf(&b, "  IPv6: pods %s, %s (mtu %d); nodes %s, %s; over an IPv6 underlay: %s VXLAN (outer IPv6)\n",
+			l.PodAIP6, l.PodBIP6, l.PodMTU(), NodeAIP6, NodeBIP6, l.VXLANDevice6)
+	case l.DualStack:
+		fmt.Fprintf(&b, "  IPv6: pods %s, %s; nodes %s, %s; inside %s (outer IPv4)\n", l.PodAIP6, l.PodBIP6, NodeAIP6, NodeBIP6, l.VXLANDevice)
+	}
 	return b.String()
 }
 
@@ -702,8 +740,10 @@ type vtep struct {
 	ns    string // node namespace
 	mac   string // MAC of the local VXLAN device
 	local string // underlay address used as outer source ("local")
-	addr  string // address of the local VXLAN device (x.x.x.0/32)
+	addr  string // address of the local VXLAN device (x.x.x.0/32, or x::/128)
 	under string // underlay device the VXLAN device is bound to ("": eth0)
+	dev   string // the VXLAN device ("": the lab's VXLANDevice)
+	mtu   int    // its MTU (0: PodMTU)
 
 	peerCIDR string // pod network of the other node
 	peerAddr string // VXLAN device address of the other node (gateway, onlink)
@@ -728,16 +768,17 @@ func (l *Lab) vtepB() vtep {
 // remote device address onlink, a permanent neighbour entry for that
 // address and an fdb entry sending its MAC to the remote VTEP.
 func (l *Lab) setupVTEP(ctx context.Context, v vtep) error {
-	dev := l.VXLANDevice
-	under := v.under
-	if under == "" {
-		under = "eth0"
+	dev := cmp.Or(v.dev, l.VXLANDevice)
+	under := cmp.Or(v.under, "eth0")
+	addr := v.addr + "/32"
+	if strings.Contains(v.addr, ":") {
+		addr = v.addr + "/128"
 	}
 	steps := [][]string{
-		{"link", "add", dev, "address", v.mac, "mtu", fmt.Sprint(PodMTU),
+		{"link", "add", dev, "address", v.mac, "mtu", fmt.Sprint(cmp.Or(v.mtu, PodMTU)),
 			"type", "vxlan", "id", fmt.Sprint(l.VNI), "local", v.local, "dev", under,
 			"dstport", fmt.Sprint(l.VXLANPort), "nolearning"},
-		{"addr", "add", v.addr + "/32", "dev", dev},
+		{"addr", "add", addr, "dev", dev},
 		{"link", "set", dev, "up"},
 		{"route", "add", v.peerCIDR, "via", v.peerAddr, "dev", dev, "onlink"},
 		{"neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", dev, "nud", "permanent"},

@@ -191,6 +191,7 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flavor := fs.String("flavor", lab.FlavorFlannel, "overlay flavour: flannel (flannel.1, VNI 1, UDP 8472) or calico (vxlan.calico, VNI 4096, UDP 4789)")
 	flannel := flannelFlag(fs)
 	dual := fs.Bool("dual-stack", false, "also give the pods IPv6 addresses and node-a an IPv6 web Service (ip6tables DNAT); enables the -v6 faults")
+	underlay6 := fs.Bool("ipv6-underlay", false, "dual-stack, with the pods' IPv6 traffic over an IPv6 underlay (flannel-v6.1, outer IPv6); enables wrong-vtep-v6 and wrong-src-v6")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -198,7 +199,8 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := checkFaults(faults); err != nil {
 		return err
 	}
-	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: *dual, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: *dual,
+		IPv6Underlay: *underlay6 || slices.ContainsFunc(faults, lab.IPv6UnderlayFault), Logf: logTo(stderr)}, *flannel, faults, stderr)
 	if err != nil {
 		return err
 	}
@@ -272,7 +274,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	// an IPv6 fault needs a dual-stack lab, and its trace the IPv6 Service
 	v6 := slices.ContainsFunc(faults, func(f string) bool { return slices.Contains(lab.IPv6FaultNames(), f) })
-	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: v6, Logf: logTo(stderr)}, *flannel, faults, stderr)
+	cfg, faults, err := labConfig(lab.Config{Prefix: *prefix, Iptables: *ipt, Flavor: *flavor, DualStack: v6,
+		IPv6Underlay: slices.ContainsFunc(faults, lab.IPv6UnderlayFault), Logf: logTo(stderr)}, *flannel, faults, stderr)
 	if err != nil {
 		return err
 	}
