@@ -133,12 +133,23 @@ func (d *Diagnoser) leaseOf(subnet netip.Prefix, mac string) (flannelstate.Lease
 	if d.flannel == nil {
 		return flannelstate.Lease{}, false
 	}
+	mac = strings.ToLower(mac)
 	for _, l := range d.flannel.leases {
-		if subnet.IsValid() && l.Subnet.Masked() == subnet.Masked() || mac != "" && l.VtepMAC == strings.ToLower(mac) {
+		if subnet.IsValid() && l.Subnet.Masked() == subnet.Masked() || mac != "" && l.VtepMAC == mac {
 			return l, true
+		}
+		if subnet.IsValid() && l.IPv6Subnet.IsValid() && l.IPv6Subnet.Masked() == subnet.Masked() || mac != "" && l.VtepMACv6 == mac {
+			return ipv6Half(l), true
 		}
 	}
 	return flannelstate.Lease{}, false
+}
+
+// ipv6Half is a dual-stack lease as its IPv6 half: the IPv6 subnet,
+// PublicIPv6 and the MAC of flannel-v6.1 in the IPv4 fields.
+func ipv6Half(l flannelstate.Lease) flannelstate.Lease {
+	l.Subnet, l.PublicIP, l.VtepMAC = l.IPv6Subnet, l.PublicIPv6, l.VtepMACv6
+	return l
 }
 
 // leaseOfFDBDst: the flannel lease of the VTEP the device's FDB sends to
@@ -158,7 +169,11 @@ func (d *Diagnoser) leaseOfFDBDst(dev *nodestate.Link, dst netip.Addr) (flannels
 }
 
 func leaseText(l flannelstate.Lease) string {
-	s := fmt.Sprintf("flannel's lease %s (%s) announces PublicIP %s", l.Subnet, l.Key, l.PublicIP)
+	field := "PublicIP"
+	if l.Subnet.Addr().Is6() {
+		field = "PublicIPv6"
+	}
+	s := fmt.Sprintf("flannel's lease %s (%s) announces %s %s", l.Subnet, l.Key, field, l.PublicIP)
 	if l.VtepMAC != "" {
 		s += ", VtepMAC " + l.VtepMAC
 	}
@@ -178,13 +193,26 @@ func (d *Diagnoser) flanneldRuns(ns *nodestate.Netns) (runs, known bool) {
 	return false, d.isFlannelNode(ns)
 }
 
-// flannelNetwork is the flannel network of the namespace (its subnet
-// file's FLANNEL_NETWORK).
-func (d *Diagnoser) flannelNetwork(ino uint32) (netip.Prefix, bool) {
-	if d.flannel == nil || d.flannel.subnets[ino] == nil || !d.flannel.subnets[ino].Network.IsValid() {
+// flannelMTU is the FLANNEL_MTU of the namespace's flannel subnet file (0:
+// none read).
+func (d *Diagnoser) flannelMTU(ino uint32) int {
+	if d.flannel == nil || d.flannel.subnets[ino] == nil {
+		return 0
+	}
+	return d.flannel.subnets[ino].MTU
+}
+
+// flannelNetwork is the flannel network of the namespace for a's IP
+// version (its subnet file's FLANNEL_NETWORK or FLANNEL_IPV6_NETWORK).
+func (d *Diagnoser) flannelNetwork(ino uint32, a netip.Addr) (netip.Prefix, bool) {
+	if d.flannel == nil || d.flannel.subnets[ino] == nil {
 		return netip.Prefix{}, false
 	}
-	return d.flannel.subnets[ino].Network, true
+	n := d.flannel.subnets[ino].Network
+	if a.Unmap().Is6() {
+		n = d.flannel.subnets[ino].IPv6Network
+	}
+	return n, n.IsValid()
 }
 
 // flannelForwardAdvice: a FORWARD policy DROP of pod traffic on a flannel
@@ -199,7 +227,7 @@ func (d *Diagnoser) flannelForwardAdvice(v *journey.Verdict, dec nfrules.Decisio
 	if !d.flannelEvidence(ns) || hasChain(after, "FLANNEL-FWD") {
 		return ""
 	}
-	network, ok := d.flannelNetwork(ns.Inode)
+	network, ok := d.flannelNetwork(ns.Inode, pkt.Tuple.Dst)
 	pod := func(a netip.Addr) bool {
 		if ok {
 			return network.Contains(a)
@@ -210,12 +238,15 @@ func (d *Diagnoser) flannelForwardAdvice(v *journey.Verdict, dec nfrules.Decisio
 	if !pod(pkt.Tuple.Src) && !pod(pkt.Tuple.Dst) {
 		return ""
 	}
-	net := "<FLANNEL_NETWORK>"
+	net, ipt := "<FLANNEL_NETWORK>", "iptables"
+	if pkt.Tuple.Dst.Unmap().Is6() {
+		net, ipt = "<FLANNEL_IPV6_NETWORK>", "ip6tables"
+	}
 	if ok {
 		net = network.String()
 	}
-	return fmt.Sprintf("flanneld accepts the pod network in FORWARD itself (chain FLANNEL-FWD: -s %s and -d %s -j ACCEPT) unless it runs with --iptables-forward-rules=false, and %s has no such rule: start flanneld with --iptables-forward-rules=true (the default) and restart it, or accept the pod network yourself (iptables -I FORWARD -s %s -j ACCEPT; iptables -I FORWARD -d %s -j ACCEPT; with Docker's policy DROP put them in DOCKER-USER so they survive Docker restarts)",
-		net, net, v.Netns, net, net)
+	return fmt.Sprintf("flanneld accepts the pod network in FORWARD itself (chain FLANNEL-FWD: -s %s and -d %s -j ACCEPT) unless it runs with --iptables-forward-rules=false, and %s has no such rule: start flanneld with --iptables-forward-rules=true (the default) and restart it, or accept the pod network yourself (%s -I FORWARD -s %s -j ACCEPT; %s -I FORWARD -d %s -j ACCEPT; with Docker's policy DROP put them in DOCKER-USER so they survive Docker restarts)",
+		net, net, v.Netns, ipt, net, ipt, net)
 }
 
 func hasChain(s *nfrules.Snapshot, name string) bool {

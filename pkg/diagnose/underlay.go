@@ -472,6 +472,12 @@ func (d *Diagnoser) tooBig(j *journey.Journey) {
 		msg += fmt.Sprintf(", and the sender was sent an %s with MTU %d", icmp, told)
 	}
 	advice := fmt.Sprintf("make the pods' MTU (and the overlay's) at most %d, or raise the MTU of %s in %s to the pods' MTU; and let %s through every firewall on the way, so path MTU discovery can work", limit, dev, v.Netns, icmp)
+	if fm := d.flannelMTU(v.NetnsInode); fm > int(limit) && isOverlay(d.state, v.NetnsInode, dev) {
+		// flanneld's FLANNEL_MTU is the underlay's minus IPv4 VXLAN's 50
+		// bytes, also on a dual-stack node whose IPv6 device takes 70
+		msg += fmt.Sprintf("; flannel's subnet file gives the pods FLANNEL_MTU=%d, %d bytes more than %s carries (flanneld takes IPv4 VXLAN's 50 bytes off the underlay MTU even where its IPv6 device needs 70)", fm, fm-int(limit), dev)
+		advice = fmt.Sprintf("give the pods an MTU of at most %d: set \"mtu\": %d in the delegate of flannel's CNI config (kube-flannel's cni-conf.json), which flannel's CNI plugin then uses instead of FLANNEL_MTU, and recreate the pods; raising the underlay MTU moves FLANNEL_MTU and %s's MTU together and does not close the gap", limit, limit, dev)
+	}
 	if v6 && limit < ipv6MinMTU {
 		advice = fmt.Sprintf("raise the MTU of %s in %s to at least %d: IPv6 needs %d on every link; and let %s through every firewall on the way", dev, v.Netns, ipv6MinMTU, ipv6MinMTU, icmp)
 	}

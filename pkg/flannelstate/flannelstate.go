@@ -37,8 +37,12 @@ type SubnetFile struct {
 	Path    string
 	Network netip.Prefix // FLANNEL_NETWORK
 	Subnet  netip.Prefix // FLANNEL_SUBNET (this node's lease, as the bridge address/len)
-	MTU     int          // FLANNEL_MTU
-	IPMasq  bool         // FLANNEL_IPMASQ
+	// IPv6Network and IPv6Subnet are FLANNEL_IPV6_NETWORK and
+	// FLANNEL_IPV6_SUBNET (dual-stack: EnableIPv6 in flannel's config).
+	IPv6Network netip.Prefix
+	IPv6Subnet  netip.Prefix
+	MTU         int  // FLANNEL_MTU
+	IPMasq      bool // FLANNEL_IPMASQ
 }
 
 // ReadSubnetFile reads and parses a subnet file.
@@ -74,6 +78,10 @@ func ParseSubnetFile(data []byte) (*SubnetFile, error) {
 			sf.Network, err = netip.ParsePrefix(v)
 		case "FLANNEL_SUBNET":
 			sf.Subnet, err = netip.ParsePrefix(v)
+		case "FLANNEL_IPV6_NETWORK":
+			sf.IPv6Network, err = netip.ParsePrefix(v)
+		case "FLANNEL_IPV6_SUBNET":
+			sf.IPv6Subnet, err = netip.ParsePrefix(v)
 		case "FLANNEL_MTU":
 			sf.MTU, err = strconv.Atoi(v)
 		case "FLANNEL_IPMASQ":
@@ -83,25 +91,33 @@ func ParseSubnetFile(data []byte) (*SubnetFile, error) {
 			return nil, fmt.Errorf("line %d: %s: %w", n, k, err)
 		}
 	}
-	if !sf.Network.IsValid() && !sf.Subnet.IsValid() {
-		return nil, errors.New("no FLANNEL_NETWORK or FLANNEL_SUBNET")
+	if !sf.Network.IsValid() && !sf.Subnet.IsValid() && !sf.IPv6Network.IsValid() && !sf.IPv6Subnet.IsValid() {
+		return nil, errors.New("no FLANNEL_NETWORK, FLANNEL_SUBNET, FLANNEL_IPV6_NETWORK or FLANNEL_IPV6_SUBNET")
 	}
 	return sf, nil
 }
 
-// Lease is one node's subnet lease as flannel keeps it in etcd.
+// Lease is one node's subnet lease as flannel keeps it in etcd. A
+// dual-stack lease (EnableIPv6) also has the node's IPv6 subnet, the IPv6
+// address it announces and the MAC of its IPv6 VXLAN device (flannel-v6.1).
 type Lease struct {
 	Key         string
 	Subnet      netip.Prefix
 	PublicIP    netip.Addr
 	BackendType string
 	VtepMAC     string // vxlan backend
+
+	IPv6Subnet netip.Prefix
+	PublicIPv6 netip.Addr
+	VtepMACv6  string // vxlan backend, IPv6 device
 }
 
 type leaseValue struct {
-	PublicIP    string
-	BackendType string
-	BackendData json.RawMessage
+	PublicIP      string
+	PublicIPv6    *string
+	BackendType   string
+	BackendData   json.RawMessage
+	BackendV6Data json.RawMessage
 }
 
 type vxlanData struct {
@@ -109,15 +125,21 @@ type vxlanData struct {
 }
 
 // ParseLease parses one lease: the key's last element is the subnet
-// ("10.244.1.0-24"), the value flannel's JSON.
+// ("10.244.1.0-24", dual-stack "10.244.1.0-24&fd00:10:244:1::-64"), the
+// value flannel's JSON.
 func ParseLease(key string, value []byte) (Lease, error) {
 	l := Lease{Key: key}
 	base := key[strings.LastIndex(key, "/")+1:]
-	p, err := netip.ParsePrefix(strings.Replace(base, "-", "/", 1))
-	if err != nil {
-		return l, fmt.Errorf("lease key %q: want .../subnets/A.B.C.D-LEN", key)
+	v4, v6, dual := strings.Cut(base, "&")
+	var err error
+	if l.Subnet, err = keyPrefix(v4); err != nil || !l.Subnet.Addr().Is4() {
+		return l, fmt.Errorf("lease key %q: want .../subnets/A.B.C.D-LEN or .../subnets/A.B.C.D-LEN&IPV6-LEN", key)
 	}
-	l.Subnet = p
+	if dual {
+		if l.IPv6Subnet, err = keyPrefix(v6); err != nil || !l.IPv6Subnet.Addr().Is6() {
+			return l, fmt.Errorf("lease key %q: IPv6 subnet %q: want IPV6-LEN", key, v6)
+		}
+	}
 	var v leaseValue
 	if err := json.Unmarshal(value, &v); err != nil {
 		return l, fmt.Errorf("lease %s: %w", key, err)
@@ -127,14 +149,36 @@ func ParseLease(key string, value []byte) (Lease, error) {
 			return l, fmt.Errorf("lease %s: PublicIP: %w", key, err)
 		}
 	}
-	l.BackendType = v.BackendType
-	if len(v.BackendData) > 0 && string(v.BackendData) != "null" {
-		var d vxlanData
-		if json.Unmarshal(v.BackendData, &d) == nil {
-			l.VtepMAC = strings.ToLower(d.VtepMAC)
+	if v.PublicIPv6 != nil && *v.PublicIPv6 != "" {
+		if l.PublicIPv6, err = netip.ParseAddr(*v.PublicIPv6); err != nil {
+			return l, fmt.Errorf("lease %s: PublicIPv6: %w", key, err)
 		}
 	}
+	l.BackendType = v.BackendType
+	l.VtepMAC = vtepMAC(v.BackendData)
+	l.VtepMACv6 = vtepMAC(v.BackendV6Data)
 	return l, nil
+}
+
+// keyPrefix parses a subnet as a lease key spells it: ADDR-LEN.
+func keyPrefix(s string) (netip.Prefix, error) {
+	i := strings.LastIndex(s, "-")
+	if i < 0 {
+		return netip.Prefix{}, errors.New("no -LEN")
+	}
+	return netip.ParsePrefix(s[:i] + "/" + s[i+1:])
+}
+
+// vtepMAC is the VtepMAC of a vxlan backend's data ("" without one).
+func vtepMAC(data json.RawMessage) string {
+	if len(data) == 0 || string(data) == "null" {
+		return ""
+	}
+	var d vxlanData
+	if json.Unmarshal(data, &d) != nil {
+		return ""
+	}
+	return strings.ToLower(d.VtepMAC)
 }
 
 // DialFunc opens a connection (e.g. from inside a network namespace).

@@ -48,6 +48,71 @@ func TestParseLease(t *testing.T) {
 	}
 }
 
+// A dual-stack lease as flanneld (EnableIPv6) writes it: both subnets in
+// the key, the IPv6 address it announces and its flannel-v6.1 MAC.
+func TestParseLeaseDualStack(t *testing.T) {
+	l, err := ParseLease("/coreos.com/network/subnets/10.244.1.0-24&fd00:10:244:1::-64",
+		[]byte(`{"PublicIP":"198.51.100.20","PublicIPv6":"2001:db8:b::20","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"EE:A5:65:27:59:4E"},"BackendV6Data":{"VNI":1,"VtepMAC":"6A:0B:1C:2D:3E:4F"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet != netip.MustParsePrefix("10.244.1.0/24") || l.IPv6Subnet != netip.MustParsePrefix("fd00:10:244:1::/64") ||
+		l.PublicIPv6 != netip.MustParseAddr("2001:db8:b::20") || l.VtepMACv6 != "6a:0b:1c:2d:3e:4f" || l.VtepMAC != "ee:a5:65:27:59:4e" {
+		t.Errorf("got %+v", l)
+	}
+	for _, key := range []string{
+		"/coreos.com/network/subnets/10.244.1.0-24&",
+		"/coreos.com/network/subnets/10.244.1.0-24&10.1.0.0-16",
+		"/coreos.com/network/subnets/fd00::-64",
+		"/coreos.com/network/subnets/10.244.1.0-24&fd00::",
+	} {
+		if _, err := ParseLease(key, []byte(`{}`)); err == nil {
+			t.Errorf("%s: want an error", key)
+		}
+	}
+	if _, err := ParseLease("/coreos.com/network/subnets/10.244.1.0-24", []byte(`{"PublicIPv6":"nonsense"}`)); err == nil {
+		t.Error("bad PublicIPv6: want an error")
+	}
+	sf, err := ParseSubnetFile([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sf.IPv6Network != netip.MustParsePrefix("fd00:10:244::/56") || sf.IPv6Subnet != netip.MustParsePrefix("fd00:10:244:1::1/64") || sf.MTU != 1430 {
+		t.Errorf("subnet file %+v", sf)
+	}
+}
+
+// Flannel's subnet file and its etcd leases come from outside: neither
+// parser may panic, and what parses is consistent.
+func FuzzParseLease(f *testing.F) {
+	f.Add("/coreos.com/network/subnets/10.244.1.0-24", []byte(`{"PublicIP":"198.51.100.20","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VtepMAC":"ee:a5:65:27:59:4e"}}`))
+	f.Add("/coreos.com/network/subnets/10.244.1.0-24&fd00:10:244:1::-64", []byte(`{"PublicIPv6":"2001:db8:b::20","BackendV6Data":{"VtepMAC":"6a:0b:1c:2d:3e:4f"}}`))
+	f.Add("/x/10.0.0.0-8&::-0", []byte(`null`))
+	f.Fuzz(func(t *testing.T, key string, value []byte) {
+		l, err := ParseLease(key, value)
+		if err != nil {
+			return
+		}
+		if !l.Subnet.Addr().Is4() || l.IPv6Subnet.IsValid() && !l.IPv6Subnet.Addr().Is6() {
+			t.Errorf("%q: subnets %s %s", key, l.Subnet, l.IPv6Subnet)
+		}
+	})
+}
+
+func FuzzParseSubnetFile(f *testing.F) {
+	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"))
+	f.Add([]byte("FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:1::1/64\n# comment\n\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sf, err := ParseSubnetFile(data)
+		if err != nil {
+			return
+		}
+		if !sf.Network.IsValid() && !sf.Subnet.IsValid() && !sf.IPv6Network.IsValid() && !sf.IPv6Subnet.IsValid() {
+			t.Errorf("%q parsed without any network or subnet", data)
+		}
+	})
+}
+
 func TestReadLeases(t *testing.T) {
 	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"strings"
 	"testing"
 
@@ -73,6 +74,70 @@ func TestRealFlannel(t *testing.T) {
 		if !strings.Contains(f.Message, "lease 10.244.1.0/24") || !strings.Contains(f.Message, "announces PublicIP "+lab.UnroutedPublicIP) ||
 			!strings.Contains(f.Advice, "--public-ip="+l.NodeBIP) {
 			t.Errorf("finding %+v must quote node B's lease (PublicIP %s) and advise --public-ip=%s", f, lab.UnroutedPublicIP, l.NodeBIP)
+		}
+		noWrongFix(t, j, "add a route", "fix the underlay route")
+	})
+
+	// Issue 16: the real flanneld dual-stack (EnableIPv6, --public-ipv6):
+	// its flannel-v6.1 carries the pods' IPv6 over the IPv6 underlay, with
+	// the lease's IPv6 half in etcd (key "10.244.1.0-24&fd00:10:244:1::-64").
+	t.Run("ipv6-underlay", func(t *testing.T) {
+		l := lab.NewForTest(t, lab.Config{Flannel: lab.FlannelReal, IPv6Underlay: true})
+		j, res := probeService6(t, l, l.FlannelStateArgs()...)
+		if res.exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
+			t.Fatalf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
+		}
+		if len(j.Encaps) != 1 || j.Encaps[0].Device != lab.VXLANDevice6 || j.Encaps[0].OuterSrc != lab.NodeAIP6 || j.Encaps[0].OuterDst != lab.NodeBIP6 {
+			t.Errorf("encaps %+v, want %s %s -> %s", j.Encaps, lab.VXLANDevice6, lab.NodeAIP6, lab.NodeBIP6)
+		}
+		if errs := errorFindings(j); len(errs) != 0 {
+			t.Errorf("error findings %v", errs)
+		}
+
+		// flanneld gives the pods FLANNEL_MTU=1450 (the underlay minus
+		// IPv4's 50 bytes) while its flannel-v6.1 carries 1430: a
+		// full-sized IPv6 packet from a pod is refused by node A itself
+		res = runTrace(t, append([]string{"--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "udp",
+			"--to", net.JoinHostPort(l.PodBIP6, "53"), "--probe-size", "1400"}, l.FlannelStateArgs()...)...)
+		if len(res.journeys) != 1 {
+			t.Fatalf("want 1 journey, got %d (exit %d)\n%s", len(res.journeys), res.exit, res.stderr)
+		}
+		j = res.journeys[0]
+		if j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.NodeA || j.Verdict.Reason != "PKT_TOO_BIG" {
+			t.Errorf("verdict %+v, want dropped in %s (PKT_TOO_BIG)", j.Verdict, l.NodeA)
+		}
+		f := primaryFinding(t, j, "MTU_EXCEEDED", l.NodeA)
+		for _, w := range []string{"1448-byte", "MTU 1430 of " + lab.VXLANDevice6, "FLANNEL_MTU=1450", "ICMPv6 Packet Too Big with MTU 1430"} {
+			if !strings.Contains(f.Message, w) {
+				t.Errorf("message %q must say %q", f.Message, w)
+			}
+		}
+		if !strings.Contains(f.Advice, `"mtu": 1430`) {
+			t.Errorf("advice %q must give the pods flannel-v6.1's MTU through the CNI config", f.Advice)
+		}
+	})
+
+	// Seed 000 over the IPv6 underlay: node B's flanneld announces a
+	// --public-ipv6 the underlay does not route; the fix names flannel's
+	// IPv6 knobs (--public-ipv6, public-ipv6-overwrite) and node B's
+	// reachable IPv6 address.
+	t.Run("seed000-unreachable-public-ipv6", func(t *testing.T) {
+		l := lab.NewForTest(t, lab.Config{Flannel: lab.FlannelReal, IPv6Underlay: true, NodeBPublicIPv6: lab.UnroutedPublicIPv6})
+		j, res := probeService6(t, l, l.FlannelStateArgs()...)
+		if res.exit != 1 || j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.Router || j.Verdict.Reason != "IP_INNOROUTES" {
+			t.Errorf("exit %d verdict %+v, want dropped in %s (IP_INNOROUTES)", res.exit, j.Verdict, l.Router)
+		}
+		if len(j.Encaps) != 1 || j.Encaps[0].OuterDst != lab.UnroutedPublicIPv6 {
+			t.Errorf("encaps %+v, want outer dst %s (node B's announced public IPv6)", j.Encaps, lab.UnroutedPublicIPv6)
+		}
+		f := primaryFinding(t, j, "VXLAN_DST_UNKNOWN", l.NodeA)
+		for _, w := range []string{lab.UnroutedPublicIPv6, lab.NodeBIP6, "lease fd00:10:244:1::/64", "announces PublicIPv6 " + lab.UnroutedPublicIPv6} {
+			if !strings.Contains(f.Message, w) {
+				t.Errorf("message %q must say %q", f.Message, w)
+			}
+		}
+		if !strings.Contains(f.Advice, "--public-ipv6="+lab.NodeBIP6) || !strings.Contains(f.Advice, "public-ipv6-overwrite="+lab.NodeBIP6) {
+			t.Errorf("advice %q must name --public-ipv6 and public-ipv6-overwrite with node B's reachable %s", f.Advice, lab.NodeBIP6)
 		}
 		noWrongFix(t, j, "add a route", "fix the underlay route")
 	})

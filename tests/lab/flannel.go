@@ -44,12 +44,18 @@ const (
 	// for seed 000: node B holds it (eth0, /32) but the router does not
 	// route it.
 	UnroutedPublicIP = "203.0.113.21"
+	// UnroutedPublicIPv6 is the same for Config.NodeBPublicIPv6: an
+	// address of node B (/128) outside the router's IPv6 links.
+	UnroutedPublicIPv6 = "2001:db8:ff::21"
 
 	// FlannelNetConf is the flannel network config written to etcd.
 	// SubnetMin: by default flannel never leases the network's first /24
 	// (SubnetMin is the network plus one subnet), and node A's pods live
 	// in 10.244.0.0/24.
 	FlannelNetConf = `{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMin":"10.244.0.0","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
+	// FlannelNetConf6 is the dual-stack config (Config.IPv6Underlay):
+	// EnableIPv6 with the lab's IPv6 pod network, one /64 per node.
+	FlannelNetConf6 = `{"Network":"10.244.0.0/16","SubnetLen":24,"SubnetMin":"10.244.0.0","EnableIPv6":true,"IPv6Network":"` + ClusterCIDR6 + `","IPv6SubnetLen":64,"IPv6SubnetMin":"fd00:10:244::","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`
 	// FlannelEtcdPrefix is flanneld's default --etcd-prefix.
 	FlannelEtcdPrefix = "/coreos.com/network"
 
@@ -109,6 +115,9 @@ type flannelNode struct {
 	subnet   string // pinned lease: FLANNEL_SUBNET written before the start
 	publicIP string
 	peerCIDR string
+	// dual-stack (IPv6Underlay): the pinned FLANNEL_IPV6_SUBNET, the
+	// --public-ipv6 and the other node's IPv6 pod CIDR
+	subnet6, publicIP6, peerCIDR6 string
 }
 
 // startRealFlannel brings up etcd in Prefix-etcd, writes the flannel
@@ -181,9 +190,13 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 	}); err != nil {
 		return p.Failure(fmt.Errorf("lab: etcd not healthy: %w", err))
 	}
+	netConf := FlannelNetConf
+	if l.IPv6Underlay {
+		netConf = FlannelNetConf6
+	}
 	put, _ := json.Marshal(map[string]string{
 		"key":   base64.StdEncoding.EncodeToString([]byte(FlannelEtcdPrefix + "/config")),
-		"value": base64.StdEncoding.EncodeToString([]byte(FlannelNetConf)),
+		"value": base64.StdEncoding.EncodeToString([]byte(netConf)),
 	})
 	resp, err := hc.Post(url+"/v3/kv/put", "application/json", bytes.NewReader(put))
 	if err != nil {
@@ -199,10 +212,22 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 		{ns: l.NodeA, name: "flanneld-node-a", subnet: "10.244.0.1/24", publicIP: NodeAIP, peerCIDR: "10.244.1.0/24"},
 		{ns: l.NodeB, name: "flanneld-node-b", subnet: "10.244.1.1/24", publicIP: NodeBIP, peerCIDR: "10.244.0.0/24"},
 	}
+	if l.IPv6Underlay {
+		nodes[0].subnet6, nodes[0].publicIP6, nodes[0].peerCIDR6 = podGatewayA6+"/64", NodeAIP6, podSubnetB6
+		nodes[1].subnet6, nodes[1].publicIP6, nodes[1].peerCIDR6 = podGatewayB6+"/64", NodeBIP6, podSubnetA6
+	}
 	if l.nodeBPublicIP != "" {
 		nodes[1].publicIP = l.nodeBPublicIP
 		if l.nodeBPublicIP != NodeBIP {
 			if err := l.ip(ctx, l.NodeB, "addr", "add", l.nodeBPublicIP+"/32", "dev", "eth0"); err != nil {
+				return fmt.Errorf("lab: %w", err)
+			}
+		}
+	}
+	if l.nodeBPublicIPv6 != "" {
+		nodes[1].publicIP6 = l.nodeBPublicIPv6
+		if l.nodeBPublicIPv6 != NodeBIP6 {
+			if err := l.ip(ctx, l.NodeB, "-6", "addr", "add", l.nodeBPublicIPv6+"/128", "dev", "eth0", "nodad"); err != nil {
 				return fmt.Errorf("lab: %w", err)
 			}
 		}
@@ -219,10 +244,17 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 	var nodeProcs []*proc
 	for i, n := range nodes {
 		subnetFile := l.FlannelSubnetFile(n.ns)
-		if err := os.WriteFile(subnetFile, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET="+n.subnet+"\n"), 0o600); err != nil {
+		pin := "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=" + n.subnet + "\n"
+		if n.subnet6 != "" {
+			pin += "FLANNEL_IPV6_NETWORK=" + ClusterCIDR6 + "\nFLANNEL_IPV6_SUBNET=" + n.subnet6 + "\n"
+		}
+		if err := os.WriteFile(subnetFile, []byte(pin), 0o600); err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
 		addrArgs := []string{"--iface=eth0", "--public-ip=" + n.publicIP}
+		if n.publicIP6 != "" {
+			addrArgs = append(addrArgs, "--public-ipv6="+n.publicIP6)
+		}
 		if i == 0 && len(l.nodeAFlannelArgs) > 0 {
 			addrArgs = l.nodeAFlannelArgs
 		}
@@ -244,18 +276,24 @@ func (l *Lab) startRealFlannel(ctx context.Context) error {
 				return false, errors.New("exited")
 			}
 			out, err := runCmd(ctx, nil, "ip", "-n", n.ns, "route", "show", n.peerCIDR)
-			if err != nil {
-				return false, err
+			if err != nil || !strings.Contains(out, "dev "+VXLANDevice) || n.peerCIDR6 == "" {
+				return err == nil && strings.Contains(out, "dev "+VXLANDevice), err
 			}
-			return strings.Contains(out, "dev "+VXLANDevice), nil
+			out, err = runCmd(ctx, nil, "ip", "-n", n.ns, "-6", "route", "show", n.peerCIDR6)
+			return err == nil && strings.Contains(out, "dev "+VXLANDevice6), err
 		}); err != nil {
-			return p.Failure(fmt.Errorf("lab: %s: no route to %s on %s: %w", n.ns, n.peerCIDR, VXLANDevice, err))
+			what := fmt.Sprintf("%s on %s", n.peerCIDR, VXLANDevice)
+			if n.peerCIDR6 != "" {
+				what += fmt.Sprintf(" and %s on %s", n.peerCIDR6, VXLANDevice6)
+			}
+			return p.Failure(fmt.Errorf("lab: %s: no route to %s: %w", n.ns, what, err))
 		}
 		data, err := os.ReadFile(l.FlannelSubnetFile(n.ns))
 		if err != nil {
 			return fmt.Errorf("lab: %w", err)
 		}
-		if !strings.Contains(string(data), "FLANNEL_SUBNET="+n.subnet+"\n") {
+		if !strings.Contains(string(data), "FLANNEL_SUBNET="+n.subnet+"\n") ||
+			n.subnet6 != "" && !strings.Contains(string(data), "FLANNEL_IPV6_SUBNET="+n.subnet6+"\n") {
 			return p.Failure(fmt.Errorf("lab: %s: flanneld did not keep the pinned lease %s; subnet file:\n%s", n.ns, n.subnet, data))
 		}
 	}

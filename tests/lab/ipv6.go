@@ -37,11 +37,12 @@ const (
 	VXLANDevice6 = "flannel-v6.1"
 	FlannelMAC6A = "0a:58:fd:0a:00:00"
 	FlannelMAC6B = "0a:58:fd:0a:01:00"
-	// PodMTU6Underlay is the pods' MTU with an IPv6 underlay: flannel
-	// gives the pods the smaller of its devices' MTUs, and VXLAN over IPv6
-	// takes 70 bytes of the underlay's 1500 (IPv6 40 + UDP 8 + VXLAN 8 +
-	// Ethernet 14).
-	PodMTU6Underlay = 1430
+	// VXLAN6MTU is flannel-v6.1's MTU: VXLAN over IPv6 takes 70 bytes of
+	// the underlay's 1500 (IPv6 40 + UDP 8 + VXLAN 8 + Ethernet 14). The
+	// pods keep PodMTU: flanneld (v0.26) writes FLANNEL_MTU as the
+	// underlay's MTU minus IPv4's 50 bytes, dual-stack or not, so a
+	// full-sized IPv6 pod packet does not fit flannel-v6.1.
+	VXLAN6MTU = 1430
 	// BogusVTEP6 is the IPv6 underlay address the "wrong-vtep-v6" fault
 	// points node B's MAC at: documentation space the router does not route.
 	BogusVTEP6 = "2001:db8:ff::20"
@@ -79,10 +80,8 @@ func (l *Lab) ipv6Sysctls(name string) []string {
 }
 
 // setupIPv6 gives a dual-stack lab its IPv6 half: node underlay addresses
-// and default routes via the router, pod addresses and routes, the cni0
-// gateways, and IPv6 over the IPv4 VXLAN device (flannel
-// dual-stack: inner IPv6, outer IPv4), with the static state flanneld
-// would write.
+// and default routes via the router, pod addresses and routes and the cni0
+// gateways (setupIPv6Overlay adds the VXLAN side).
 func (l *Lab) setupIPv6(ctx context.Context) error {
 	type step struct {
 		ns   string
@@ -102,37 +101,37 @@ func (l *Lab) setupIPv6(ctx context.Context) error {
 		{l.PodB, []string{"-6", "addr", "add", PodBIP6 + "/" + ipv6PrefixLen, "dev", "eth0", "nodad"}},
 		{l.PodB, []string{"-6", "route", "add", "default", "via", podGatewayB6, "dev", "eth0"}},
 	}
-	if !l.IPv6Underlay {
-		// flannel dual-stack over the IPv4 underlay: flannel.1 also
-		// carries IPv6
-		for _, v := range []struct{ ns, addr, peerCIDR, peerAddr, peerMAC string }{
-			{l.NodeA, vtepAddrA6, podSubnetB6, vtepAddrB6, FlannelMACB},
-			{l.NodeB, vtepAddrB6, podSubnetA6, vtepAddrA6, FlannelMACA},
-		} {
-			steps = append(steps,
-				step{v.ns, []string{"-6", "addr", "add", v.addr + "/128", "dev", l.VXLANDevice, "nodad"}},
-				step{v.ns, []string{"-6", "route", "add", v.peerCIDR, "via", v.peerAddr, "dev", l.VXLANDevice, "onlink"}},
-				step{v.ns, []string{"-6", "neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", l.VXLANDevice, "nud", "permanent"}},
-			)
-		}
-	} else {
-		// flannel's smallest MTU for every pod device (both families)
-		mtu := fmt.Sprint(PodMTU6Underlay)
-		for _, d := range []struct{ ns, dev string }{
-			{l.PodA, "eth0"}, {l.NodeA, "vethpoda"}, {l.PodB, "eth0"}, {l.NodeB, "vethpodb"},
-		} {
-			steps = append(steps, step{d.ns, []string{"link", "set", d.dev, "mtu", mtu}})
-		}
-	}
 	for _, s := range steps {
 		if err := l.ip(ctx, s.ns, s.args...); err != nil {
 			return fmt.Errorf("lab: ipv6: %w", err)
 		}
 	}
+	return nil
+}
+
+// setupIPv6Overlay writes what the flannel imitation's dual-stack needs
+// on the VXLAN side: IPv6 on flannel.1 (over the IPv4 underlay), or
+// flannel-v6.1 devices over the IPv6 underlay.
+func (l *Lab) setupIPv6Overlay(ctx context.Context) error {
 	if l.IPv6Underlay {
 		for _, v := range []vtep{l.vtep6A(NodeAIP6), l.vtep6B()} {
 			if err := l.setupVTEP(ctx, v); err != nil {
 				return fmt.Errorf("lab: ipv6 underlay: %w", err)
+			}
+		}
+		return nil
+	}
+	for _, v := range []struct{ ns, addr, peerCIDR, peerAddr, peerMAC string }{
+		{l.NodeA, vtepAddrA6, podSubnetB6, vtepAddrB6, FlannelMACB},
+		{l.NodeB, vtepAddrB6, podSubnetA6, vtepAddrA6, FlannelMACA},
+	} {
+		for _, args := range [][]string{
+			{"-6", "addr", "add", v.addr + "/128", "dev", l.VXLANDevice, "nodad"},
+			{"-6", "route", "add", v.peerCIDR, "via", v.peerAddr, "dev", l.VXLANDevice, "onlink"},
+			{"-6", "neigh", "add", v.peerAddr, "lladdr", v.peerMAC, "dev", l.VXLANDevice, "nud", "permanent"},
+		} {
+			if err := l.ip(ctx, v.ns, args...); err != nil {
+				return fmt.Errorf("lab: ipv6: %w", err)
 			}
 		}
 	}
@@ -142,12 +141,12 @@ func (l *Lab) setupIPv6(ctx context.Context) error {
 // vtep6A is node A's flannel-v6.1 endpoint with outer source local
 // (NodeAIP6, or WrongSrcIP6 for "wrong-src-v6").
 func (l *Lab) vtep6A(local string) vtep {
-	return vtep{ns: l.NodeA, dev: VXLANDevice6, mtu: PodMTU6Underlay, mac: FlannelMAC6A, local: local, addr: vtepAddrA6,
+	return vtep{ns: l.NodeA, dev: VXLANDevice6, mtu: VXLAN6MTU, mac: FlannelMAC6A, local: local, addr: vtepAddrA6,
 		peerCIDR: podSubnetB6, peerAddr: vtepAddrB6, peerMAC: FlannelMAC6B, peerVTEP: NodeBIP6}
 }
 
 func (l *Lab) vtep6B() vtep {
-	return vtep{ns: l.NodeB, dev: VXLANDevice6, mtu: PodMTU6Underlay, mac: FlannelMAC6B, local: NodeBIP6, addr: vtepAddrB6,
+	return vtep{ns: l.NodeB, dev: VXLANDevice6, mtu: VXLAN6MTU, mac: FlannelMAC6B, local: NodeBIP6, addr: vtepAddrB6,
 		peerCIDR: podSubnetA6, peerAddr: vtepAddrA6, peerMAC: FlannelMAC6A, peerVTEP: NodeAIP6}
 }
 

@@ -139,6 +139,11 @@ type Config struct {
 	// /32 first, as a second address of the node (seed 000 uses
 	// UnroutedPublicIP, which the router does not route).
 	NodeBPublicIP string
+	// NodeBPublicIPv6, with FlannelReal and IPv6Underlay, is node B's
+	// flanneld --public-ipv6 (default NodeBIP6); another address is added
+	// to node B's eth0 as a /128 first (UnroutedPublicIPv6: seed 000 over
+	// the IPv6 underlay).
+	NodeBPublicIPv6 string
 	// NodeASecondIP, with FlannelReal, is added to node A's eth0 (/24)
 	// before flanneld starts, as a second address of the node (DHCP next to
 	// a static address, seed 001), and the router drops forwarded packets
@@ -156,15 +161,18 @@ type Config struct {
 	// DualStack gives the pods IPv6 addresses next to their IPv4 ones
 	// (PodAIP6, PodBIP6: IPv6 over the IPv4 VXLAN device, as flannel's
 	// dual-stack mode carries it) and node A an IPv6 web Service
-	// (ClusterIP6, through ip6tables DNAT). Flannel imitation only.
+	// (ClusterIP6, through ip6tables DNAT). Flannel imitation only (the
+	// real flanneld carries IPv6 over an IPv6 underlay: IPv6Underlay).
 	DualStack bool
 	// IPv6Underlay (implies DualStack) carries the pods' IPv6 traffic over
 	// an IPv6 underlay instead: a second VXLAN device VXLANDevice6
 	// ("flannel-v6.1", outer IPv6 NodeAIP6 <-> NodeBIP6), as flannel does
-	// with EnableIPv6 and an IPv6 public address. The pods' MTU is then
-	// flannel's smallest, PodMTU6Underlay (1500 - 70 bytes of VXLAN over
-	// IPv6). IPv4 stays on flannel.1 over the IPv4 underlay. Flannel flavor
-	// and imitation only.
+	// with EnableIPv6 and an IPv6 public address. The pods' MTU is
+	// still PodMTU, as flanneld writes it, and flannel-v6.1's VXLAN6MTU
+	// (1500 - 70 bytes of VXLAN over IPv6). IPv4 stays on flannel.1 over
+	// the IPv4 underlay. Flannel flavor
+	// only; with FlannelReal the real flanneld runs dual-stack (EnableIPv6,
+	// --public-ipv6) and creates flannel-v6.1 itself.
 	IPv6Underlay bool
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
@@ -236,6 +244,7 @@ type Lab struct {
 	testHook func(stage string) error
 
 	nodeBPublicIP    string
+	nodeBPublicIPv6  string
 	nodeASecondIP    string
 	nodeAFlannelArgs []string
 	noForwardRules   bool
@@ -352,10 +361,12 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, errors.New("lab: the real flanneld needs the flannel flavor")
 	case cfg.NodeBPublicIP != "" && cfg.Flannel != FlannelReal:
 		return nil, errors.New("lab: NodeBPublicIP needs the real flanneld (Flannel: FlannelReal)")
+	case cfg.NodeBPublicIPv6 != "" && (cfg.Flannel != FlannelReal || !cfg.IPv6Underlay):
+		return nil, errors.New("lab: NodeBPublicIPv6 needs the real flanneld over an IPv6 underlay (Flannel: FlannelReal, IPv6Underlay)")
 	case (cfg.NodeASecondIP != "" || len(cfg.NodeAFlannelArgs) > 0 || cfg.NoFlannelForwardRules) && cfg.Flannel != FlannelReal:
 		return nil, errors.New("lab: NodeASecondIP, NodeAFlannelArgs and NoFlannelForwardRules need the real flanneld (Flannel: FlannelReal)")
-	case (cfg.DualStack || cfg.IPv6Underlay) && cfg.Flannel == FlannelReal:
-		return nil, errors.New("lab: DualStack and IPv6Underlay are built with the flannel imitation only")
+	case cfg.DualStack && !cfg.IPv6Underlay && cfg.Flannel == FlannelReal:
+		return nil, errors.New("lab: the real flanneld carries IPv6 over an IPv6 underlay only (flannel-v6.1): set IPv6Underlay, not just DualStack")
 	case cfg.IPv6Underlay && cfg.Flavor == FlavorCalico:
 		return nil, errors.New("lab: IPv6Underlay is built with the flannel flavor only (flannel-v6.1)")
 	}
@@ -420,6 +431,7 @@ func newLab(cfg Config) *Lab {
 	if cfg.Flannel == FlannelReal {
 		l.Etcd = NetnsName(cfg.Prefix, RoleEtcd)
 		l.nodeBPublicIP = cfg.NodeBPublicIP
+		l.nodeBPublicIPv6 = cfg.NodeBPublicIPv6
 		l.nodeASecondIP = cfg.NodeASecondIP
 		l.nodeAFlannelArgs = cfg.NodeAFlannelArgs
 		l.noForwardRules = cfg.NoFlannelForwardRules
@@ -444,15 +456,6 @@ func newLab(cfg Config) *Lab {
 		l.logf = func(string, ...any) {}
 	}
 	return l
-}
-
-// PodMTU is the MTU of the pods' eth0: PodMTU, or PodMTU6Underlay with
-// an IPv6 underlay.
-func (l *Lab) PodMTU() int {
-	if l.IPv6Underlay {
-		return PodMTU6Underlay
-	}
-	return PodMTU
 }
 
 // Namespaces returns the lab's namespace names in path order
@@ -517,19 +520,19 @@ func (l *Lab) flavorSuffix() string {
 func (l *Lab) Describe() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "lab prefix: %s (iptables: %s)\n", l.Prefix, l.Iptables)
-	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.0.1\n", l.PodA, l.PodAIP, l.PodMTU())
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.0.1\n", l.PodA, l.PodAIP, PodMTU)
 	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.0.1/24, %s 10.244.0.0/32 (%s)\n", l.NodeA, l.NodeAIP, l.VXLANDevice, FlannelMACA)
 	fmt.Fprintf(&b, "  %-16s ra %s/24, rb %s/24\n", l.Router, RouterAIP, RouterBIP)
 	fmt.Fprintf(&b, "  %-16s eth0 %s/24, cni0 10.244.1.1/24, %s 10.244.1.0/32 (%s)\n", l.NodeB, l.NodeBIP, l.VXLANDevice, FlannelMACB)
-	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.1.1, tcp/80 echo server\n", l.PodB, l.PodBIP, l.PodMTU())
+	fmt.Fprintf(&b, "  %-16s eth0 %s/24 (mtu %d), default via 10.244.1.1, tcp/80 echo server\n", l.PodB, l.PodBIP, PodMTU)
 	for _, s := range l.Services() {
 		fmt.Fprintf(&b, "  service %-24s %s/%s -> %s (%s, %s) on %s\n", s.Name, s.Addr(), s.Protocol, s.Endpoint, s.SvcChain, s.SepChain, l.NodeA)
 	}
 	fmt.Fprintf(&b, "  overlay (%s): %s VXLAN VNI %d, UDP %d, nolearning, static neigh + fdb\n", l.Flavor, l.VXLANDevice, l.VNI, l.VXLANPort)
 	switch {
 	case l.IPv6Underlay:
-		fmt.Fprintf(&b, "  IPv6: pods %s, %s (mtu %d); nodes %s, %s; over an IPv6 underlay: %s VXLAN (outer IPv6)\n",
-			l.PodAIP6, l.PodBIP6, l.PodMTU(), NodeAIP6, NodeBIP6, l.VXLANDevice6)
+		fmt.Fprintf(&b, "  IPv6: pods %s, %s; nodes %s, %s; over an IPv6 underlay: %s VXLAN (outer IPv6, mtu %d)\n",
+			l.PodAIP6, l.PodBIP6, NodeAIP6, NodeBIP6, l.VXLANDevice6, VXLAN6MTU)
 	case l.DualStack:
 		fmt.Fprintf(&b, "  IPv6: pods %s, %s; nodes %s, %s; inside %s (outer IPv4)\n", l.PodAIP6, l.PodBIP6, NodeAIP6, NodeBIP6, l.VXLANDevice)
 	}
@@ -674,6 +677,13 @@ func (l *Lab) build(ctx context.Context) error {
 			return fmt.Errorf("lab: %w", err)
 		}
 	}
+	// IPv6 addresses and routes first: flanneld picks its IPv6 underlay
+	// address when it starts.
+	if l.DualStack {
+		if err := l.setupIPv6(ctx); err != nil {
+			return err
+		}
+	}
 	// Overlay: VXLAN devices (flannel.1 or vxlan.calico) with the static
 	// state flanneld / calico-node would program, or the real flanneld.
 	if l.Flannel == FlannelReal {
@@ -686,11 +696,10 @@ func (l *Lab) build(ctx context.Context) error {
 				return err
 			}
 		}
-	}
-
-	if l.DualStack {
-		if err := l.setupIPv6(ctx); err != nil {
-			return err
+		if l.DualStack {
+			if err := l.setupIPv6Overlay(ctx); err != nil {
+				return err
+			}
 		}
 	}
 
