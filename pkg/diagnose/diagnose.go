@@ -270,7 +270,7 @@ const outerDstWhat = "the VXLAN outer destination"
 // a known one whose node holds a routed address).
 func wrongVTEPAnnounced(j *journey.Journey) bool {
 	for _, f := range j.Findings {
-		if f.Code == CodeVXLANDstUnknown && (strings.Contains(f.Advice, publicIPAnnotations) || strings.Contains(f.Advice, calicoAutodetect)) {
+		if f.Code == CodeVXLANDstUnknown && (strings.Contains(f.Advice, publicIPAnnotations) || strings.Contains(f.Advice, calicoAutodetectSuffix)) {
 			return true
 		}
 	}

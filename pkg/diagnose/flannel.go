@@ -38,11 +38,26 @@ type FlannelConfig struct {
 }
 
 // calicoAutodetect is calico-node's setting that picks the node's address
-// (and so its VXLAN source and the address peers send to).
-const calicoAutodetect = "IP_AUTODETECTION_METHOD"
+// (and so its VXLAN source and the address peers send to);
+// calicoAutodetect6 picks its IPv6 address (vxlan-v6.calico). Both end in
+// calicoAutodetectSuffix.
+const (
+	calicoAutodetect       = "IP_AUTODETECTION_METHOD"
+	calicoAutodetect6      = "IP6_AUTODETECTION_METHOD"
+	calicoAutodetectSuffix = "_AUTODETECTION_METHOD"
+)
 
-// isCalicoDevice: Calico's VXLAN device, whose advice names Calico's knobs.
-func isCalicoDevice(dev string) bool { return dev == "vxlan.calico" }
+// calicoAutodetectFor is calico-node's address setting for a's IP version.
+func calicoAutodetectFor(a netip.Addr) string {
+	if a.Unmap().Is6() {
+		return calicoAutodetect6
+	}
+	return calicoAutodetect
+}
+
+// isCalicoDevice: Calico's VXLAN device (IPv4 or IPv6), whose advice names
+// Calico's knobs.
+func isCalicoDevice(dev string) bool { return dev == "vxlan.calico" || dev == "vxlan-v6.calico" }
 
 // flannelView is what was read of flannel's state.
 type flannelView struct {
@@ -275,7 +290,7 @@ func hasChain(s *nfrules.Snapshot, name string) bool {
 func srcMismatchAdvice(src netip.Addr, known string, dev string) string {
 	if isCalicoDevice(dev) {
 		return fmt.Sprintf("the node has several addresses and Calico sends VXLAN from the wrong one (%s local %s): calico-node picks the node address by %s (first-found by default) — set it so it picks %s (e.g. cidr=%s/%d, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node, or remove the extra address %s from the node (e.g. DHCP next to a static address)",
-			dev, src, calicoAutodetect, known, known, src.BitLen(), src)
+			dev, src, calicoAutodetectFor(src), known, known, src.BitLen(), src)
 	}
 	flag, annotation := flannelPublic(src)
 	if src.Unmap().Is6() {
@@ -349,7 +364,7 @@ func (d *Diagnoser) underlaySourceAdvice(j *journey.Journey, dec nfrules.Decisio
 		msg += fmt.Sprintf(", while %s also holds %s", enc.Netns, strings.Join(alts, ", "))
 		if isCalicoDevice(enc.Device) {
 			return msg, fmt.Sprintf("the underlay refuses VXLAN from %s, the address calico-node on %s picked: make it pick %s — set %s (e.g. cidr=%s/%d, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node — or remove %s from the node; change the underlay's rule only if it should accept %s",
-				outerSrc, enc.Netns, alts[0], calicoAutodetect, alts[0], outerSrc.BitLen(), outerSrc, outerSrc)
+				outerSrc, enc.Netns, alts[0], calicoAutodetectFor(outerSrc), alts[0], outerSrc.BitLen(), outerSrc, outerSrc)
 		}
 		if outerSrc.Unmap().Is6() {
 			// flanneld picks an interface's first global IPv6 address:

@@ -141,7 +141,7 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 			flag, annotation := flannelPublic(dst)
 			advice := "the peer's VTEP address is one this node cannot reach (often its private IP): make flannel announce the reachable address — annotate the peer node with " + annotation + "=<reachable IP> (or start flanneld with " + flag + " / --iface) and restart flannel there; check with `bridge fdb show dev " + enc.Device + "`"
 			if isCalicoDevice(enc.Device) {
-				advice = "the peer's VTEP address is one this node cannot reach (often its private IP): make calico-node on the peer pick the reachable address — set its " + calicoAutodetect + " (e.g. interface=NAME, can-reach=<a peer's IP>, cidr=<underlay CIDR>, kubernetes-internal-ip) — and restart it; check with `bridge fdb show dev " + enc.Device + "`"
+				advice = "the peer's VTEP address is one this node cannot reach (often its private IP): make calico-node on the peer pick the reachable address — set its " + calicoAutodetectFor(dst) + " (e.g. interface=NAME, can-reach=<a peer's IP>, cidr=<underlay CIDR>, kubernetes-internal-ip) — and restart it; check with `bridge fdb show dev " + enc.Device + "`"
 			}
 			// the address is one a node holds (a second address flanneld
 			// was told to announce): say which of its addresses works
@@ -222,7 +222,7 @@ func (d *Diagnoser) underlay(j *journey.Journey) {
 // peers reach.
 func announceAdvice(node string, bad, alt netip.Addr, dev string) string {
 	if isCalicoDevice(dev) {
-		return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make calico-node there pick %s — set %s so it picks %s (e.g. cidr=%s/32, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, calicoAutodetect, alt, alt, dev)
+		return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make calico-node there pick %s — set %s so it picks %s (e.g. cidr=%s/%d, interface=<the device holding it>, can-reach=<a peer's IP>, kubernetes-internal-ip) and restart calico-node; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, calicoAutodetectFor(alt), alt, alt, alt.BitLen(), dev)
 	}
 	flag, annotation := flannelPublic(alt)
 	return fmt.Sprintf("%s announces VTEP address %s, which its peers cannot reach: make flannel there announce %s — start flanneld with %s=%s (or --iface naming the interface that holds it), or annotate the node with %s=%s — and restart flannel; the peers' FDB entries (`bridge fdb show dev %s`) follow", node, bad, alt, flag, alt, annotation, alt, dev)

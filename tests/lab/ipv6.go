@@ -35,8 +35,11 @@ const (
 	// VXLANDevice6 is flannel's VXLAN device for an IPv6 underlay
 	// (Config.IPv6Underlay), and FlannelMAC6A/B its MACs on the nodes.
 	VXLANDevice6 = "flannel-v6.1"
-	FlannelMAC6A = "0a:58:fd:0a:00:00"
-	FlannelMAC6B = "0a:58:fd:0a:01:00"
+	// CalicoVXLANDevice6 is Calico's VXLAN device for IPv6 (always over an
+	// IPv6 underlay; the calico flavour with Config.IPv6Underlay).
+	CalicoVXLANDevice6 = "vxlan-v6.calico"
+	FlannelMAC6A       = "0a:58:fd:0a:00:00"
+	FlannelMAC6B       = "0a:58:fd:0a:01:00"
 	// VXLAN6MTU is flannel-v6.1's MTU: VXLAN over IPv6 takes 70 bytes of
 	// the underlay's 1500 (IPv6 40 + UDP 8 + VXLAN 8 + Ethernet 14). The
 	// pods keep PodMTU: flanneld (v0.26) writes FLANNEL_MTU as the
@@ -141,12 +144,12 @@ func (l *Lab) setupIPv6Overlay(ctx context.Context) error {
 // vtep6A is node A's flannel-v6.1 endpoint with outer source local
 // (NodeAIP6, or WrongSrcIP6 for "wrong-src-v6").
 func (l *Lab) vtep6A(local string) vtep {
-	return vtep{ns: l.NodeA, dev: VXLANDevice6, mtu: VXLAN6MTU, mac: FlannelMAC6A, local: local, addr: vtepAddrA6,
+	return vtep{ns: l.NodeA, dev: l.VXLANDevice6, mtu: VXLAN6MTU, mac: FlannelMAC6A, local: local, addr: vtepAddrA6,
 		peerCIDR: podSubnetB6, peerAddr: vtepAddrB6, peerMAC: FlannelMAC6B, peerVTEP: NodeBIP6}
 }
 
 func (l *Lab) vtep6B() vtep {
-	return vtep{ns: l.NodeB, dev: VXLANDevice6, mtu: VXLAN6MTU, mac: FlannelMAC6B, local: NodeBIP6, addr: vtepAddrB6,
+	return vtep{ns: l.NodeB, dev: l.VXLANDevice6, mtu: VXLAN6MTU, mac: FlannelMAC6B, local: NodeBIP6, addr: vtepAddrB6,
 		peerCIDR: podSubnetA6, peerAddr: vtepAddrA6, peerMAC: FlannelMAC6A, peerVTEP: NodeAIP6}
 }
 
@@ -216,16 +219,16 @@ var ipv6Faults = map[string]fault{
 // (Config.IPv6Underlay): the IPv4 underlay faults in IPv6 form.
 var ipv6UnderlayFaults = map[string]fault{
 	"wrong-vtep-v6": {
-		desc: "node-a: " + VXLANDevice6 + " fdb entry for node-b's MAC points at " + BogusVTEP6 + ", which the router cannot route (IPv6 underlay lab)",
+		desc: "node-a: the IPv6 VXLAN device's (" + VXLANDevice6 + ", " + CalicoVXLANDevice6 + ") fdb entry for node-b's MAC points at " + BogusVTEP6 + ", which the router cannot route (IPv6 underlay lab)",
 		apply: func(ctx context.Context, l *Lab) error {
-			if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "del", FlannelMAC6B, "dev", VXLANDevice6, "dst", NodeBIP6); err != nil {
+			if err := l.bridgeCmd(ctx, l.NodeA, "fdb", "del", FlannelMAC6B, "dev", l.VXLANDevice6, "dst", NodeBIP6); err != nil {
 				return err
 			}
-			return l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMAC6B, "dev", VXLANDevice6, "dst", BogusVTEP6)
+			return l.bridgeCmd(ctx, l.NodeA, "fdb", "append", FlannelMAC6B, "dev", l.VXLANDevice6, "dst", BogusVTEP6)
 		},
 	},
 	"wrong-src-v6": {
-		desc: "node-a: second eth0 address " + WrongSrcIP6 + "/64 and " + VXLANDevice6 + " re-created with local " + WrongSrcIP6 + "; the router's anti-spoofing rule (ip6tables FORWARD -s " + WrongSrcIP6 + " DROP) drops the outer packet (IPv6 underlay lab)",
+		desc: "node-a: second eth0 address " + WrongSrcIP6 + "/64 and the IPv6 VXLAN device re-created with local " + WrongSrcIP6 + "; the router's anti-spoofing rule (ip6tables FORWARD -s " + WrongSrcIP6 + " DROP) drops the outer packet (IPv6 underlay lab)",
 		apply: func(ctx context.Context, l *Lab) error {
 			if err := l.ip6t(ctx, l.Router, "-A", "FORWARD", "-s", WrongSrcIP6+"/128", "-j", "DROP"); err != nil {
 				return err
@@ -233,7 +236,7 @@ var ipv6UnderlayFaults = map[string]fault{
 			if err := l.ip(ctx, l.NodeA, "-6", "addr", "add", WrongSrcIP6+"/"+ipv6PrefixLen, "dev", "eth0", "nodad"); err != nil {
 				return err
 			}
-			if err := l.ip(ctx, l.NodeA, "link", "del", "dev", VXLANDevice6); err != nil {
+			if err := l.ip(ctx, l.NodeA, "link", "del", "dev", l.VXLANDevice6); err != nil {
 				return err
 			}
 			return l.setupVTEP(ctx, l.vtep6A(WrongSrcIP6))

@@ -170,9 +170,10 @@ type Config struct {
 	// with EnableIPv6 and an IPv6 public address. The pods' MTU is
 	// still PodMTU, as flanneld writes it, and flannel-v6.1's VXLAN6MTU
 	// (1500 - 70 bytes of VXLAN over IPv6). IPv4 stays on flannel.1 over
-	// the IPv4 underlay. Flannel flavor
-	// only; with FlannelReal the real flanneld runs dual-stack (EnableIPv6,
-	// --public-ipv6) and creates flannel-v6.1 itself.
+	// the IPv4 underlay. The calico flavour's device is CalicoVXLANDevice6
+	// ("vxlan-v6.calico"); with FlannelReal the real flanneld runs
+	// dual-stack (EnableIPv6, --public-ipv6) and creates flannel-v6.1
+	// itself.
 	IPv6Underlay bool
 	// Logf, if set, receives notes (e.g. optional features that were not
 	// available). It is not used for a per-command trace.
@@ -367,8 +368,6 @@ func Up(ctx context.Context, cfg Config) (*Lab, error) {
 		return nil, errors.New("lab: NodeASecondIP, NodeAFlannelArgs and NoFlannelForwardRules need the real flanneld (Flannel: FlannelReal)")
 	case cfg.DualStack && !cfg.IPv6Underlay && cfg.Flannel == FlannelReal:
 		return nil, errors.New("lab: the real flanneld carries IPv6 over an IPv6 underlay only (flannel-v6.1): set IPv6Underlay, not just DualStack")
-	case cfg.IPv6Underlay && cfg.Flavor == FlavorCalico:
-		return nil, errors.New("lab: IPv6Underlay is built with the flannel flavor only (flannel-v6.1)")
 	}
 	if _, err := os.Stat("/proc/sys/net/ipv6"); (cfg.DualStack || cfg.IPv6Underlay) && err != nil {
 		return nil, fmt.Errorf("lab: DualStack needs IPv6 in the kernel: %w", err)
@@ -449,7 +448,10 @@ func newLab(cfg Config) *Lab {
 		l.VNI = CalicoVNI
 	}
 	l.VXLANDevice6 = l.VXLANDevice
-	if l.IPv6Underlay {
+	switch {
+	case l.IPv6Underlay && l.Flavor == FlavorCalico:
+		l.VXLANDevice6 = CalicoVXLANDevice6
+	case l.IPv6Underlay:
 		l.VXLANDevice6 = VXLANDevice6
 	}
 	if l.logf == nil {
