@@ -142,6 +142,18 @@ var ipv6Faults = map[string]fault{
 			return l.ip6t(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
 		},
 	},
+	"service-no-endpoints-v6": {
+		desc: "node-a: the IPv6 web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's IPv6 iptables proxier does: no ip6tables DNAT, and ip6tables filter KUBE-SERVICES rejects tcp to [" + ClusterIP6 + "]:80 (comment \"default/web:http has no endpoints\", ICMPv6 port unreachable) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsIptables(ctx, l.WebService6)
+		},
+	},
+	"service-no-endpoints-nft-v6": {
+		desc: "node-a: the IPv6 web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's nftables mode does for IPv6: no ip6tables DNAT, and table ip6 kube-proxy's no-endpoint-services verdict map sends new connections to [" + ClusterIP6 + "]:80/tcp to reject-chain (ICMPv6 port unreachable) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsNft(ctx, l.WebService6)
+		},
+	},
 	"rp-filter-v6": {
 		desc: "node-b: reverse-path filtering for IPv6 as firewalld writes it (ip6tables -t raw PREROUTING -m rpfilter --invert -j DROP: IPv6 has no rp_filter sysctl) and the route to " + podSubnetA6 + " replaced by one via eth0 (" + RouterBIP6 + "), so IPv6 packets from pod-a arriving on flannel.1 fail the reverse path check (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {
