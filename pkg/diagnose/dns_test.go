@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
+	"github.com/skbtrail/skbtrail/pkg/nfrules"
 	"github.com/skbtrail/skbtrail/pkg/resolvconf"
 )
 
@@ -23,7 +24,7 @@ func nodeASnapshot(t *testing.T) string {
 
 func TestKubeServices(t *testing.T) {
 	s := snapshot(t, nodeASnapshot(t))
-	svcs := kubeServices(s)
+	svcs := kubeServices(s, false)
 	if len(svcs) != 2 {
 		t.Fatalf("services %+v, want web and kube-dns", svcs)
 	}
@@ -33,6 +34,45 @@ func TestKubeServices(t *testing.T) {
 	}
 	if dns.Name != "kube-system/kube-dns:dns" || dns.IP != netip.MustParseAddr("10.96.0.10") || dns.Proto != "udp" || dns.Port != 53 ||
 		len(dns.Endpoints) != 1 || dns.Endpoints[0] != "10.244.1.2:53" {
+		t.Errorf("kube-dns %+v", dns)
+	}
+}
+
+// kube-proxy's IPv6 proxier programs the IPv6 ClusterIPs with ip6tables
+// (/128 destinations, [addr]:port endpoints): they are read from the
+// snapshot's IPv6 rules, and only when IPv6 ones are asked for.
+const nodeAIP6Nat = `*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SEP-ABC [0:0]
+:KUBE-SERVICES [0:0]
+:KUBE-SVC-XYZ [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A KUBE-SEP-ABC -s fd00:10:244:1::2/128 -m comment --comment "kube-system/kube-dns:dns" -j KUBE-MARK-MASQ
+-A KUBE-SEP-ABC -p udp -m comment --comment "kube-system/kube-dns:dns" -m udp -j DNAT --to-destination [fd00:10:244:1::2]:53
+-A KUBE-SERVICES -d fd00:10:96::a/128 -p udp -m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp --dport 53 -j KUBE-SVC-XYZ
+-A KUBE-SVC-XYZ -m comment --comment "kube-system/kube-dns:dns -> [fd00:10:244:1::2]:53" -j KUBE-SEP-ABC
+COMMIT
+`
+
+func TestKubeServicesIPv6(t *testing.T) {
+	rs, err := nfrules.ParseIptablesSave("legacy", nodeAIP6Nat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &nfrules.Snapshot{Legacy6: rs}
+	if svcs := kubeServices(s, false); len(svcs) != 0 {
+		t.Errorf("IPv4 services %+v from ip6tables rules", svcs)
+	}
+	svcs := kubeServices(s, true)
+	if len(svcs) != 1 {
+		t.Fatalf("IPv6 services %+v, want kube-dns", svcs)
+	}
+	dns := svcs[0]
+	if dns.Name != "kube-system/kube-dns:dns" || dns.IP != netip.MustParseAddr("fd00:10:96::a") || dns.Proto != "udp" || dns.Port != 53 ||
+		len(dns.Endpoints) != 1 || dns.Endpoints[0] != "[fd00:10:244:1::2]:53" {
 		t.Errorf("kube-dns %+v", dns)
 	}
 }

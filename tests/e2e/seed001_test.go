@@ -26,21 +26,30 @@ func mustFinding(t *testing.T, j journey.Journey, code string) journey.Finding {
 // Issue 19 (seed 001, "the Service's pods are gone"): kube-proxy refuses a
 // ClusterIP port without ready endpoints. skbtrail names the Service and
 // the endpoints to fix, and never advises deleting kube-proxy's rule.
+// Issue 16: the same for the IPv6 ClusterIP of a dual-stack lab
+// (ip6tables, table ip6 kube-proxy).
 func TestServiceNoEndpoints(t *testing.T) {
 	cases := []struct {
 		mode, fault, table, chain, rule string
+		ipv6                            bool
 	}{
-		{"iptables", "service-no-endpoints", "filter", "KUBE-SERVICES", "default/web:http has no endpoints"},
-		{"nftables", "service-no-endpoints-nft", "ip kube-proxy", "reject-chain", "reject"},
+		{"iptables", "service-no-endpoints", "filter", "KUBE-SERVICES", "default/web:http has no endpoints", false},
+		{"nftables", "service-no-endpoints-nft", "ip kube-proxy", "reject-chain", "reject", false},
+		{"iptables-v6", "service-no-endpoints-v6", "filter", "KUBE-SERVICES", "default/web:http has no endpoints", true},
+		{"nftables-v6", "service-no-endpoints-nft-v6", "ip6 kube-proxy", "reject-chain", "reject", true},
 	}
 	for _, c := range cases {
 		for _, ipt := range iptablesVariants {
 			t.Run(c.mode+"/"+ipt, func(t *testing.T) {
-				l := lab.NewForTest(t, lab.Config{Iptables: ipt})
+				l := lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: c.ipv6})
 				if err := l.ApplyFault(c.fault); err != nil {
 					t.Fatal(err)
 				}
-				j, res := probeService(t, l)
+				probe, svcAddr := probeService, "10.96.0.100:80"
+				if c.ipv6 {
+					probe, svcAddr = probeService6, "["+lab.ClusterIP6+"]:80"
+				}
+				j, res := probe(t, l)
 				if res.exit != 1 {
 					t.Errorf("exit %d, want 1", res.exit)
 				}
@@ -53,7 +62,7 @@ func TestServiceNoEndpoints(t *testing.T) {
 				if j.Findings[0].Code != "SERVICE_NO_ENDPOINTS" || f.Severity != journey.SeverityError || f.Netns != l.NodeA {
 					t.Errorf("findings %+v, want SERVICE_NO_ENDPOINTS first, an error in %s", j.Findings, l.NodeA)
 				}
-				requireMentions(t, "message", f.Message, "default/web:http", "10.96.0.100:80", "no ready endpoints")
+				requireMentions(t, "message", f.Message, "default/web:http", svcAddr, "no ready endpoints")
 				requireMentions(t, "advice", f.Advice, "kubectl get endpointslices -n default -l kubernetes.io/service-name=web",
 					"selector", "Ready", "Do not delete")
 				for _, g := range j.Findings {
