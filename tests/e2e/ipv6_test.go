@@ -143,6 +143,10 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 		{"no-listener", false, true, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Rejected, l.PodB, "NO_SOCKET", "", "", "", "", "NO_LISTENER", l.PodB}
 		}},
+		// the server listens on loopback only (127.0.0.1:80, [::1]:80)
+		{"listener-loopback", false, false, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Rejected, l.PodB, "NO_SOCKET", "", "", "", "", "NO_LISTENER", l.PodB}
+		}},
 		// IPv6 has no rp_filter sysctl: its reverse-path filter is a
 		// netfilter rule (firewalld's), so the kernel's reason is
 		// NETFILTER_DROP, the finding the same

@@ -88,26 +88,30 @@ func TestListenerMismatch(t *testing.T) {
 		message     []string
 		advice      []string
 		udp         bool
+		ipv6        bool // the IPv6 Service of a dual-stack lab (issue 16)
 	}{
 		{"udp-loopback-only", "none", func(l *lab.Lab) error { return l.StartLoopbackUDP(53) },
 			[]string{"nothing listens on udp 10.244.1.2:53", "udp server listens on port 53 on loopback only (127.0.0.1:53)"},
-			[]string{"0.0.0.0:53"}, true},
+			[]string{"0.0.0.0:53"}, true, false},
 		{"loopback-only", "listener-loopback", nil,
 			[]string{"10.244.1.2:80", "loopback only", "127.0.0.1:80"},
-			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}, false},
+			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}, false, false},
+		{"loopback-only-v6", "listener-loopback-v6", nil,
+			[]string{"[" + lab.PodBIP6 + "]:80", "loopback only", "[::1]:80"},
+			[]string{"[::]:80", "[" + lab.PodBIP6 + "]:80", "instead of [::1]:80"}, false, true},
 		{"nothing", "no-listener", nil,
 			[]string{"no tcp socket listens in the namespace at all"},
-			[]string{"not running", "kubectl describe pod"}, false},
+			[]string{"not running", "kubectl describe pod"}, false, false},
 		{"other-port", "no-listener", func(l *lab.Lab) error { return l.StartTCPEcho(8080) },
 			[]string{"nothing listens on tcp port 80", "10.244.1.2:8080"},
-			[]string{"targetPort", "(8080)"}, false},
+			[]string{"targetPort", "(8080)"}, false, false},
 		{"other-protocol", "no-listener", func(l *lab.Lab) error { return l.StartSilentUDP(80) },
 			[]string{"nothing listens on tcp port 80", "udp socket is bound to 10.244.1.2:80"},
-			[]string{"protocol", "UDP"}, false},
+			[]string{"protocol", "UDP"}, false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			l := lab.NewForTest(t, lab.Config{})
+			l := lab.NewForTest(t, lab.Config{DualStack: c.ipv6})
 			if err := l.ApplyFault(c.fault); err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +124,11 @@ func TestListenerMismatch(t *testing.T) {
 			if c.udp {
 				extra = []string{"--proto", "udp", "--to", l.DNSService.Addr()}
 			}
-			j, res := probeService(t, l, extra...)
+			probe := probeService
+			if c.ipv6 {
+				probe = probeService6
+			}
+			j, res := probe(t, l, extra...)
 			if res.exit != 1 {
 				t.Errorf("exit %d, want 1", res.exit)
 			}

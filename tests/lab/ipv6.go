@@ -154,6 +154,17 @@ var ipv6Faults = map[string]fault{
 			return l.serviceNoEndpointsNft(ctx, l.WebService6)
 		},
 	},
+	"listener-loopback-v6": {
+		desc: "pod-b: the tcp/80 server listens on [::1]:80 only (instead of [::]:80, which takes " + PodBIP6 + " and 10.244.1.2), so SYNs to the pod's IPv6 address are answered with RST (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.stopPodTCPListener(80); err != nil {
+				return err
+			}
+			// a key of its own: listener-loopback's 127.0.0.1:80 may be
+			// there too; listen(2) has returned: bound and listening
+			return l.startTCPEchoAs(serverKey("tcp", 80)+" [::1]", "::1", 80)
+		},
+	},
 	"rp-filter-v6": {
 		desc: "node-b: reverse-path filtering for IPv6 as firewalld writes it (ip6tables -t raw PREROUTING -m rpfilter --invert -j DROP: IPv6 has no rp_filter sysctl) and the route to " + podSubnetA6 + " replaced by one via eth0 (" + RouterBIP6 + "), so IPv6 packets from pod-a arriving on flannel.1 fail the reverse path check (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {

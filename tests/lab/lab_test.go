@@ -1099,3 +1099,40 @@ func checkNoEndpointsRules6(t *testing.T, l *Lab, name string) {
 		t.Errorf("service-endpoints-check: %v\n%s", err, out)
 	}
 }
+
+// Issue 16: listener-loopback's IPv6 form on a dual-stack lab, alone and
+// with the IPv4 form in either order: the pod's addresses of both versions
+// are refused (the one server on [::]:80 is gone), loopback inside pod-b
+// answers on each version the faults applied.
+func TestListenerLoopbackIPv6(t *testing.T) {
+	RequirePrivileged(t)
+	for _, faults := range [][]string{
+		{"listener-loopback-v6"},
+		{"listener-loopback", "listener-loopback-v6"},
+		{"listener-loopback-v6", "listener-loopback"},
+	} {
+		t.Run(strings.Join(faults, "+"), func(t *testing.T) {
+			ctx := t.Context()
+			l := NewForTest(t, Config{DualStack: true})
+			for _, f := range faults {
+				if err := l.ApplyFault(f); err != nil {
+					t.Fatalf("apply %s: %v", f, err)
+				}
+			}
+			for _, addr := range []string{net.JoinHostPort(PodBIP6, "80"), net.JoinHostPort(l.PodBIP, "80")} {
+				if err := l.Dial(ctx, l.PodA, addr, 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Errorf("dial %s from pod-a: %v, want connection refused", addr, err)
+				}
+			}
+			loopback := []string{"[::1]:80"}
+			if len(faults) == 2 {
+				loopback = append(loopback, "127.0.0.1:80")
+			}
+			for _, addr := range loopback {
+				if err := l.Dial(ctx, l.PodB, addr, 2*time.Second); err != nil {
+					t.Errorf("dial %s inside pod-b: %v", addr, err)
+				}
+			}
+		})
+	}
+}
