@@ -139,3 +139,54 @@ func TestDNSFindings(t *testing.T) {
 		}
 	}
 }
+
+// An IPv6 DNS query: the IPv6 cluster DNS Service from ip6tables' rules
+// when kube-proxy programs one, else the IPv4 one a dual-stack pod's
+// resolv.conf names.
+func TestDNSFindingsIPv6(t *testing.T) {
+	rs6, err := nfrules.ParseIptablesSave("legacy", nodeAIP6Nat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipv4Only := snapshot(t, nodeASnapshot(t))
+	dualStack := snapshot(t, nodeASnapshot(t))
+	dualStack.Legacy6 = rs6
+	cases := []struct {
+		name       string
+		rules      *nfrules.Snapshot
+		dst        string
+		nameserver string
+		code       string
+		words      []string
+	}{
+		{"query to the IPv6 cluster DNS", dualStack, "fd00:10:96::a", "fd00:10:96::a", CodeDNSService,
+			[]string{"kube-system/kube-dns:dns ([fd00:10:96::a]:53/udp)", "[fd00:10:244:1::2]:53"}},
+		{"IPv6 upstream, IPv4 cluster DNS", ipv4Only, "2001:db8::53", "2001:db8::53", CodeDNSConfig,
+			[]string{"names nameserver 2001:db8::53", "kube-system/kube-dns:dns (10.96.0.10)"}},
+	}
+	for _, c := range cases {
+		d := New(Config{})
+		d.before[nodeA] = c.rules
+		d.resolvConf = func(uint32) (resolvconf.Config, int, bool) {
+			return resolvconf.Config{Nameservers: []netip.Addr{netip.MustParseAddr(c.nameserver)}}, 4321, true
+		}
+		pkt := journey.Tuple{Proto: journey.ProtoUDP, Src: netip.MustParseAddr("fd00:10:244::5"), Dst: netip.MustParseAddr(c.dst), Sport: 4000, Dport: 53}
+		j := build(t, ev(journey.KindTx, podA, "eth0", pkt), ev(journey.KindRx, nodeA, "vethpoda", pkt), ev(journey.KindConsume, nodeA, "vethpoda", pkt))
+		d.Diagnose(j)
+		var f *journey.Finding
+		for i := range j.Findings {
+			if j.Findings[i].Code == c.code {
+				f = &j.Findings[i]
+			}
+		}
+		if f == nil {
+			t.Errorf("%s: findings %+v, want %s", c.name, j.Findings, c.code)
+			continue
+		}
+		for _, w := range c.words {
+			if !strings.Contains(f.Message, w) {
+				t.Errorf("%s: %s message %q lacks %q", c.name, c.code, f.Message, w)
+			}
+		}
+	}
+}

@@ -94,12 +94,28 @@ func parseServiceRule(name, rule string) (kubeService, bool) {
 }
 
 // clusterDNS is the cluster DNS Service (kube-system/kube-dns, the name
-// CoreDNS keeps) port for proto, of the IP version of the journey's
-// packet, as kube-proxy's rules program it in a namespace the journey
-// crossed (its iptables or ip6tables rules, read once per namespace when
-// first needed) or in one read before the trace.
+// CoreDNS keeps) port for proto, as kube-proxy's rules program it in a
+// namespace the journey crossed (its iptables rules, read once per
+// namespace when first needed) or in one read before the trace. For an
+// IPv6 packet the IPv6 Service (ip6tables' rules) comes first, then the
+// IPv4 one: a dual-stack cluster's DNS Service is often IPv4 only, and a
+// pod's resolv.conf names it all the same. An IPv4 packet reads no
+// ip6tables rules.
 func (d *Diagnoser) clusterDNS(j *journey.Journey, proto string) (kubeService, bool) {
-	ipv6 := isIPv6(j.Packet.Dst)
+	families := []bool{false}
+	if isIPv6(j.Packet.Dst) {
+		families = []bool{true, false}
+	}
+	for _, ipv6 := range families {
+		if svc, ok := d.clusterDNSOf(j, proto, ipv6); ok {
+			return svc, true
+		}
+	}
+	return kubeService{}, false
+}
+
+// clusterDNSOf is clusterDNS in the rules of one IP version.
+func (d *Diagnoser) clusterDNSOf(j *journey.Journey, proto string, ipv6 bool) (kubeService, bool) {
 	snaps := make([]*nfrules.Snapshot, 0, len(d.before)+2)
 	for _, s := range d.before {
 		snaps = append(snaps, s)
