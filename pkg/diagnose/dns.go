@@ -2,10 +2,8 @@ package diagnose
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/skbtrail/skbtrail/pkg/journey"
@@ -46,11 +44,11 @@ func (d *Diagnoser) dns(j *journey.Journey) {
 	if len(svc.Endpoints) > 0 {
 		eps = strings.Join(svc.Endpoints, ", ")
 	}
-	msg := fmt.Sprintf("a query to the cluster DNS Service %s (%s/%s); its endpoints on this node's kube-proxy rules: %s", svc.Name, netip.AddrPortFrom(svc.IP, svc.Port), svc.Proto, eps)
+	msg := fmt.Sprintf("a query to the cluster DNS Service %s (%s:%d/%s); its endpoints on this node's kube-proxy rules: %s", svc.Name, svc.IP, svc.Port, svc.Proto, eps)
 	ns := j.Verdict.Netns
 	for _, r := range j.Rewrites {
 		if r.Kind == "DNAT" && r.Before.Dst == p.Dst {
-			msg += "; this query went to " + net.JoinHostPort(r.After.Dst, strconv.Itoa(int(r.After.Dport)))
+			msg += fmt.Sprintf("; this query went to %s:%d", r.After.Dst, r.After.Dport)
 			ns = r.Netns
 			break
 		}

@@ -160,7 +160,7 @@ func TestDNSFindingsIPv6(t *testing.T) {
 		words      []string
 	}{
 		{"query to the IPv6 cluster DNS", dualStack, "fd00:10:96::a", "fd00:10:96::a", CodeDNSService,
-			[]string{"kube-system/kube-dns:dns ([fd00:10:96::a]:53/udp)", "[fd00:10:244:1::2]:53"}},
+			[]string{"a query to the cluster DNS Service kube-system/kube-dns:dns (", "fd00:10:96::a", "53/udp", "[fd00:10:244:1::2]:53"}},
 		{"IPv6 upstream, IPv4 cluster DNS", ipv4Only, "2001:db8::53", "2001:db8::53", CodeDNSConfig,
 			[]string{"names nameserver 2001:db8::53", "kube-system/kube-dns:dns (10.96.0.10)"}},
 	}

@@ -202,12 +202,12 @@ func (d *Diagnoser) ruleDecision(nd *nfDrop, v *journey.Verdict, after *nfrules.
 func (d *Diagnoser) explainNF(j *journey.Journey, nd nfDrop, dec nfrules.Decision, pkt nfrules.Packet, after *nfrules.Snapshot) journey.Finding {
 	v := &j.Verdict
 	tu, ev := nd.tu, nd.ev
-	flow := fmt.Sprintf("%s %s -> %s", journey.ProtoName(tu.Proto), netip.AddrPortFrom(tu.Src, tu.Sport), netip.AddrPortFrom(tu.Dst, tu.Dport))
+	flow := fmt.Sprintf("%s %s:%d -> %s:%d", journey.ProtoName(tu.Proto), tu.Src, tu.Sport, tu.Dst, tu.Dport)
 	if tu.Proto == journey.ProtoICMP {
 		flow = fmt.Sprintf("icmp %s -> %s", tu.Src, tu.Dst)
 	}
 	if ev.Encap {
-		flow = "the VXLAN packet " + flow + " carrying " + fmt.Sprintf("%s -> %s", netip.AddrPortFrom(ev.Pkt.Src, ev.Pkt.Sport), netip.AddrPortFrom(ev.Pkt.Dst, ev.Pkt.Dport))
+		flow = "the VXLAN packet " + flow + " carrying " + fmt.Sprintf("%s:%d -> %s:%d", ev.Pkt.Src, ev.Pkt.Sport, ev.Pkt.Dst, ev.Pkt.Dport)
 	}
 	where := ""
 	if pkt.Iif != "" {
