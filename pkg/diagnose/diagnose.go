@@ -108,10 +108,10 @@ type Config struct {
 // Diagnoser adds findings to journeys.
 type Diagnoser struct {
 	cfg       Config
-	mu        sync.Mutex                   // guards before, traces, ruleStats while Prepare runs
-	before    map[uint32]*nfrules.Snapshot // netns inode -> iptables-legacy rules at start
-	traces    map[uint32]*nftrace.Tracing  // netns inode -> nf_tables tracing there
-	iptCache  map[uint32]*nfrules.Snapshot // netns inode -> iptables rules read when first needed
+	mu        sync.Mutex                        // guards before, traces, ruleStats while Prepare runs
+	before    map[uint32]*nfrules.Snapshot      // netns inode -> iptables-legacy rules at start
+	traces    map[uint32]*nftrace.Tracing       // netns inode -> nf_tables tracing there
+	iptCache  map[iptRulesKey]*nfrules.Snapshot // netns inode and IP version -> iptables rules read when first needed
 	ruleStats RuleStats
 	state     *nodestate.State // devices, VXLAN, FDB, routes
 	progs     ProgramLister    // nil: programs are not named
@@ -143,7 +143,7 @@ func New(cfg Config) *Diagnoser {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, traces: map[uint32]*nftrace.Tracing{}, iptCache: map[uint32]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
+	d := &Diagnoser{cfg: cfg, before: map[uint32]*nfrules.Snapshot{}, traces: map[uint32]*nftrace.Tracing{}, iptCache: map[iptRulesKey]*nfrules.Snapshot{}, progs: cfg.Programs, peers: cfg.VethPeers}
 	if d.progs == nil && cfg.Registry != nil {
 		d.progs = kernelPrograms{cfg.Registry}
 	}

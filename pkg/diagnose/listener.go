@@ -43,7 +43,7 @@ func listenerHint(socks []sockdiag.Socket, proto string, dst netip.AddrPort) (wh
 		bound := addrList(samePort)
 		if allLoopback(samePort) {
 			return fmt.Sprintf("a %s server listens on port %d on loopback only (%s): it cannot be reached from outside the pod", proto, port, bound),
-				fmt.Sprintf("make the server listen on all addresses (%s) or on the pod address %s instead of %s (its listen/bind address setting, e.g. --host 0.0.0.0)", all, dst, bound)
+				fmt.Sprintf("make the server listen on all addresses (%s) or on the pod address %s instead of %s (its listen/bind address setting, e.g. --host %s)", all, dst, bound, all.Addr())
 		}
 		return fmt.Sprintf("a %s server listens on port %d on %s, not on %s", proto, port, bound, dst.Addr()),
 			fmt.Sprintf("make the server listen on all addresses (%s) or on %s (its listen/bind address setting)", all, dst)

@@ -81,3 +81,16 @@ func TestNoListenerNamesListeners(t *testing.T) {
 }
 
 func addrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// An IPv6 request to a server on [::1] only: the advice is IPv6's.
+func TestListenerHintIPv6Loopback(t *testing.T) {
+	what, advice := listenerHint([]sockdiag.Socket{sock("tcp", "[::1]:80")}, "tcp", netip.MustParseAddrPort("[fd00:10:244:1::2]:80"))
+	if !strings.Contains(what, "loopback only ([::1]:80)") {
+		t.Errorf("what %q", what)
+	}
+	for _, w := range []string{"all addresses ([::]:80)", "pod address [fd00:10:244:1::2]:80 instead of [::1]:80", "--host ::)"} {
+		if !strings.Contains(advice, w) {
+			t.Errorf("advice %q lacks %q", advice, w)
+		}
+	}
+}

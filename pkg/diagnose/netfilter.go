@@ -370,8 +370,8 @@ func serviceNoEndpoints(svc servicePort, dec nfrules.Decision, pkt nfrules.Packe
 	t := pkt.Tuple
 	f := journey.Finding{
 		Code: CodeServiceNoEndpoints, Severity: journey.SeverityError, Netns: v.Netns,
-		Message: fmt.Sprintf("Service %s (%s:%d/%s) has no ready endpoints: kube-proxy's %s %s %s",
-			svc, t.Dst, t.Dport, journey.ProtoName(t.Proto), rule, what, flow),
+		Message: fmt.Sprintf("Service %s (%s/%s) has no ready endpoints: kube-proxy's %s %s %s",
+			svc, netip.AddrPortFrom(t.Dst, t.Dport), journey.ProtoName(t.Proto), rule, what, flow),
 		Advice: fmt.Sprintf("give the Service a ready endpoint: kubectl get endpointslices -n %s -l kubernetes.io/service-name=%s "+
 			"(none, or no addresses: the Service's selector matches no pod, compare kubectl get svc %s -n %s -o jsonpath='{.spec.selector}' with the pods' labels; "+
 			"addresses with ready=false: the pods are not Ready, see their readiness probe in kubectl describe pod). "+
@@ -379,8 +379,8 @@ func serviceNoEndpoints(svc servicePort, dec nfrules.Decision, pkt nfrules.Packe
 			svc.Namespace, svc.Name, svc.Name, svc.Namespace),
 	}
 	if svc.Local {
-		f.Message = fmt.Sprintf("Service %s (%s:%d/%s) has no ready endpoint on this node and its traffic policy is Local: kube-proxy's %s %s %s",
-			svc, t.Dst, t.Dport, journey.ProtoName(t.Proto), rule, what, flow)
+		f.Message = fmt.Sprintf("Service %s (%s/%s) has no ready endpoint on this node and its traffic policy is Local: kube-proxy's %s %s %s",
+			svc, netip.AddrPortFrom(t.Dst, t.Dport), journey.ProtoName(t.Proto), rule, what, flow)
 		f.Advice = fmt.Sprintf("with internalTrafficPolicy/externalTrafficPolicy: Local only endpoints on the receiving node serve: run a ready pod of the Service on this node "+
 			"(kubectl get endpointslices -n %s -l kubernetes.io/service-name=%s shows each endpoint's nodeName and ready), send the traffic to a node that has one, "+
 			"or set the policy to Cluster (kubectl get svc %s -n %s -o yaml). Do not delete the rule: kube-proxy writes it while no local endpoint is ready",

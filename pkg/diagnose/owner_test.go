@@ -77,6 +77,27 @@ func TestServiceNoEndpointsFinding(t *testing.T) {
 	}
 }
 
+// The IPv6 form (kube-proxy's ip6tables REJECT, an IPv6 ClusterIP): the
+// Service's address and port as [addr]:port.
+func TestServiceNoEndpointsFindingIPv6(t *testing.T) {
+	dec := nfrules.Decision{Family: "ip6", Source: "iptables-nft", Table: "filter", Chain: "KUBE-SERVICES", Verdict: "REJECT",
+		Rule: `-A KUBE-SERVICES -d fd00:10:96::100/128 -p tcp -m comment --comment "default/web:http has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp6-port-unreachable`}
+	v := journey.Verdict{Kind: journey.Rejected, Netns: "node-a", Table: "filter", Chain: dec.Chain, Rule: dec.Rule}
+	pkt := nfrules.Packet{Tuple: tcp("fd00:10:244::5", "fd00:10:96::100", 40000, 80), Iif: "cni0", Oif: "eth0"}
+	f := nfFinding(dec, pkt, &nfrules.Snapshot{}, v, "tcp [fd00:10:244::5]:40000 -> [fd00:10:96::100]:80", " from cni0 to eth0")
+	if f.Code != CodeServiceNoEndpoints || f.Severity != journey.SeverityError || f.Netns != "node-a" {
+		t.Fatalf("finding %+v", f)
+	}
+	for _, w := range []string{"Service default/web:http ([fd00:10:96::100]:80/tcp) has no ready endpoints", "icmp6-port-unreachable"} {
+		if !strings.Contains(f.Message, w) {
+			t.Errorf("message %q lacks %q", f.Message, w)
+		}
+	}
+	if !strings.Contains(f.Advice, "kubernetes.io/service-name=web") || strings.Contains(f.Advice, "-D ") {
+		t.Errorf("advice %q", f.Advice)
+	}
+}
+
 func TestNoEndpointsService(t *testing.T) {
 	cases := []struct {
 		dec  nfrules.Decision
@@ -95,6 +116,12 @@ func TestNoEndpointsService(t *testing.T) {
 			"ingress-nginx/ingress-nginx-controller:http local"},
 		{nfrules.Decision{Source: "nft", Family: "ip", Table: "kube-proxy", Chain: "service-endpoints-check", Verdict: "DROP", Rule: "vmap @no-endpoint-services",
 			Map: "no-endpoint-services", Comment: "ns2/svc2:p80"}, "ns2/svc2:p80 local"},
+		// kube-proxy's IPv6 proxiers: ip6tables, table ip6 kube-proxy
+		{nfrules.Decision{Family: "ip6", Source: "iptables-legacy", Table: "filter", Chain: "KUBE-SERVICES", Verdict: "REJECT",
+			Rule: `-A KUBE-SERVICES -d fd00:10:96::100/128 -p tcp -m comment --comment "default/web:http has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp6-port-unreachable`},
+			"default/web:http"},
+		{nfrules.Decision{Source: "nft", Family: "ip6", Table: "kube-proxy", Chain: "reject-chain", Verdict: "REJECT", Rule: "reject",
+			Map: "no-endpoint-services", Comment: "default/web:http"}, "default/web:http"},
 		// not kube-proxy's: a user's REJECT with a look-alike comment
 		{nfrules.Decision{Source: "iptables-nft", Table: "filter", Chain: "FORWARD", Verdict: "REJECT",
 			Rule: `-A FORWARD -m comment --comment "default/web:http has no endpoints" -j REJECT`}, ""},

@@ -91,12 +91,19 @@ type family struct {
 	svc    lab.Service
 	// ruleDst is pod B as a rule's destination prefix (iptables-save form)
 	ruleDst, nftDst string
+	// svcDst is the web Service's ClusterIP as a rule's destination
+	// prefix, portUnreachable the REJECT target's default answer
+	// (iptables-save form), nftFamily the family of kube-proxy's nftables
+	// table
+	svcDst, portUnreachable, nftFamily string
 }
 
 func families(l *lab.Lab) []family {
 	return []family{
-		{"ipv4", "", l.PodBIP, l.WebService, l.PodBIP + "/32", "ip daddr " + l.PodBIP},
-		{"ipv6", "-v6", l.PodBIP6, l.WebService6, l.PodBIP6 + "/128", "ip6 daddr " + l.PodBIP6},
+		{"ipv4", "", l.PodBIP, l.WebService, l.PodBIP + "/32", "ip daddr " + l.PodBIP,
+			l.WebService.ClusterIP + "/32", "icmp-port-unreachable", "ip"},
+		{"ipv6", "-v6", l.PodBIP6, l.WebService6, l.PodBIP6 + "/128", "ip6 daddr " + l.PodBIP6,
+			l.WebService6.ClusterIP + "/128", "icmp6-port-unreachable", "ip6"},
 	}
 }
 
@@ -120,10 +127,28 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 		{"no-dnat", true, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Dropped, l.Router, "IP_INNOROUTES", "", "", "", "", "SERVICE_NOT_DNATED", l.NodeA}
 		}},
+		// kube-proxy's refusal of a Service port without ready endpoints:
+		// its iptables mode's REJECT (ip6tables' for the IPv6 ClusterIP,
+		// whose default answer is ICMPv6 port unreachable) ...
+		{"service-no-endpoints", true, false, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Rejected, l.NodeA, "NETFILTER_DROP", "FORWARD", "filter", "KUBE-SERVICES",
+				"-A KUBE-SERVICES -d " + f.svcDst + " -p tcp -m comment --comment \"default/web:http has no endpoints\" -m tcp --dport 80 -j REJECT --reject-with " + f.portUnreachable,
+				"SERVICE_NO_ENDPOINTS", l.NodeA}
+		}},
+		// ... and its nftables mode's verdict map, in table ip6 kube-proxy
+		// for IPv6 (the nat part is iptables': both back ends)
+		{"service-no-endpoints-nft", true, false, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Rejected, l.NodeA, "NETFILTER_DROP", "FORWARD", f.nftFamily + " kube-proxy", "reject-chain", "reject",
+				"SERVICE_NO_ENDPOINTS", l.NodeA}
+		}},
 		{"no-route", false, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Dropped, l.Router, "IP_INNOROUTES", "", "", "", "", "NO_ROUTE", l.NodeA}
 		}},
 		{"no-listener", false, true, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Rejected, l.PodB, "NO_SOCKET", "", "", "", "", "NO_LISTENER", l.PodB}
+		}},
+		// the server listens on loopback only (127.0.0.1:80, [::1]:80)
+		{"listener-loopback", false, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Rejected, l.PodB, "NO_SOCKET", "", "", "", "", "NO_LISTENER", l.PodB}
 		}},
 		// IPv6 has no rp_filter sysctl: its reverse-path filter is a

@@ -26,21 +26,30 @@ func mustFinding(t *testing.T, j journey.Journey, code string) journey.Finding {
 // Issue 19 (seed 001, "the Service's pods are gone"): kube-proxy refuses a
 // ClusterIP port without ready endpoints. skbtrail names the Service and
 // the endpoints to fix, and never advises deleting kube-proxy's rule.
+// Issue 16: the same for the IPv6 ClusterIP of a dual-stack lab
+// (ip6tables, table ip6 kube-proxy).
 func TestServiceNoEndpoints(t *testing.T) {
 	cases := []struct {
 		mode, fault, table, chain, rule string
+		ipv6                            bool
 	}{
-		{"iptables", "service-no-endpoints", "filter", "KUBE-SERVICES", "default/web:http has no endpoints"},
-		{"nftables", "service-no-endpoints-nft", "ip kube-proxy", "reject-chain", "reject"},
+		{"iptables", "service-no-endpoints", "filter", "KUBE-SERVICES", "default/web:http has no endpoints", false},
+		{"nftables", "service-no-endpoints-nft", "ip kube-proxy", "reject-chain", "reject", false},
+		{"iptables-v6", "service-no-endpoints-v6", "filter", "KUBE-SERVICES", "default/web:http has no endpoints", true},
+		{"nftables-v6", "service-no-endpoints-nft-v6", "ip6 kube-proxy", "reject-chain", "reject", true},
 	}
 	for _, c := range cases {
 		for _, ipt := range iptablesVariants {
 			t.Run(c.mode+"/"+ipt, func(t *testing.T) {
-				l := lab.NewForTest(t, lab.Config{Iptables: ipt})
+				l := lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: c.ipv6})
 				if err := l.ApplyFault(c.fault); err != nil {
 					t.Fatal(err)
 				}
-				j, res := probeService(t, l)
+				probe, svcAddr := probeService, "10.96.0.100:80"
+				if c.ipv6 {
+					probe, svcAddr = probeService6, "["+lab.ClusterIP6+"]:80"
+				}
+				j, res := probe(t, l)
 				if res.exit != 1 {
 					t.Errorf("exit %d, want 1", res.exit)
 				}
@@ -53,7 +62,7 @@ func TestServiceNoEndpoints(t *testing.T) {
 				if j.Findings[0].Code != "SERVICE_NO_ENDPOINTS" || f.Severity != journey.SeverityError || f.Netns != l.NodeA {
 					t.Errorf("findings %+v, want SERVICE_NO_ENDPOINTS first, an error in %s", j.Findings, l.NodeA)
 				}
-				requireMentions(t, "message", f.Message, "default/web:http", "10.96.0.100:80", "no ready endpoints")
+				requireMentions(t, "message", f.Message, "default/web:http", svcAddr, "no ready endpoints")
 				requireMentions(t, "advice", f.Advice, "kubectl get endpointslices -n default -l kubernetes.io/service-name=web",
 					"selector", "Ready", "Do not delete")
 				for _, g := range j.Findings {
@@ -79,26 +88,30 @@ func TestListenerMismatch(t *testing.T) {
 		message     []string
 		advice      []string
 		udp         bool
+		ipv6        bool // the IPv6 Service of a dual-stack lab (issue 16)
 	}{
 		{"udp-loopback-only", "none", func(l *lab.Lab) error { return l.StartLoopbackUDP(53) },
 			[]string{"nothing listens on udp 10.244.1.2:53", "udp server listens on port 53 on loopback only (127.0.0.1:53)"},
-			[]string{"0.0.0.0:53"}, true},
+			[]string{"0.0.0.0:53"}, true, false},
 		{"loopback-only", "listener-loopback", nil,
 			[]string{"10.244.1.2:80", "loopback only", "127.0.0.1:80"},
-			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}, false},
+			[]string{"0.0.0.0:80", "10.244.1.2:80", "instead of 127.0.0.1:80"}, false, false},
+		{"loopback-only-v6", "listener-loopback-v6", nil,
+			[]string{"[" + lab.PodBIP6 + "]:80", "loopback only", "[::1]:80"},
+			[]string{"[::]:80", "[" + lab.PodBIP6 + "]:80", "instead of [::1]:80"}, false, true},
 		{"nothing", "no-listener", nil,
 			[]string{"no tcp socket listens in the namespace at all"},
-			[]string{"not running", "kubectl describe pod"}, false},
+			[]string{"not running", "kubectl describe pod"}, false, false},
 		{"other-port", "no-listener", func(l *lab.Lab) error { return l.StartTCPEcho(8080) },
 			[]string{"nothing listens on tcp port 80", "10.244.1.2:8080"},
-			[]string{"targetPort", "(8080)"}, false},
+			[]string{"targetPort", "(8080)"}, false, false},
 		{"other-protocol", "no-listener", func(l *lab.Lab) error { return l.StartSilentUDP(80) },
 			[]string{"nothing listens on tcp port 80", "udp socket is bound to 10.244.1.2:80"},
-			[]string{"protocol", "UDP"}, false},
+			[]string{"protocol", "UDP"}, false, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			l := lab.NewForTest(t, lab.Config{})
+			l := lab.NewForTest(t, lab.Config{DualStack: c.ipv6})
 			if err := l.ApplyFault(c.fault); err != nil {
 				t.Fatal(err)
 			}
@@ -111,7 +124,11 @@ func TestListenerMismatch(t *testing.T) {
 			if c.udp {
 				extra = []string{"--proto", "udp", "--to", l.DNSService.Addr()}
 			}
-			j, res := probeService(t, l, extra...)
+			probe := probeService
+			if c.ipv6 {
+				probe = probeService6
+			}
+			j, res := probe(t, l, extra...)
 			if res.exit != 1 {
 				t.Errorf("exit %d, want 1", res.exit)
 			}

@@ -125,7 +125,7 @@ var faults = map[string]fault{
 	"listener-loopback": {
 		desc: "pod-b: the tcp/80 server listens on 127.0.0.1:80 only (instead of 10.244.1.2:80), so SYNs to the pod address are answered with RST",
 		apply: func(ctx context.Context, l *Lab) error {
-			if err := l.StopServer("tcp", 80); err != nil {
+			if err := l.stopPodTCPListener(80); err != nil {
 				return err
 			}
 			// listen(2) has returned: the socket is bound and listening

@@ -192,6 +192,29 @@ var ipv6Faults = map[string]fault{
 			return l.ip6t(ctx, l.NodeA, "-t", "nat", "-F", s.SepChain)
 		},
 	},
+	"service-no-endpoints-v6": {
+		desc: "node-a: the IPv6 web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's IPv6 iptables proxier does: no ip6tables DNAT, and ip6tables filter KUBE-SERVICES rejects tcp to [" + ClusterIP6 + "]:80 (comment \"default/web:http has no endpoints\", ICMPv6 port unreachable) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsIptables(ctx, l.WebService6)
+		},
+	},
+	"service-no-endpoints-nft-v6": {
+		desc: "node-a: the IPv6 web Service (default/web:http) lost its last ready endpoint, rendered as kube-proxy's nftables mode does for IPv6: no ip6tables DNAT, and table ip6 kube-proxy's no-endpoint-services verdict map sends new connections to [" + ClusterIP6 + "]:80/tcp to reject-chain (ICMPv6 port unreachable) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.serviceNoEndpointsNft(ctx, l.WebService6)
+		},
+	},
+	"listener-loopback-v6": {
+		desc: "pod-b: the tcp/80 server listens on [::1]:80 only (instead of [::]:80, which takes " + PodBIP6 + " and 10.244.1.2), so SYNs to the pod's IPv6 address are answered with RST (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			if err := l.stopPodTCPListener(80); err != nil {
+				return err
+			}
+			// a key of its own: listener-loopback's 127.0.0.1:80 may be
+			// there too; listen(2) has returned: bound and listening
+			return l.startTCPEchoAs(serverKey("tcp", 80)+" [::1]", "::1", 80)
+		},
+	},
 	"rp-filter-v6": {
 		desc: "node-b: reverse-path filtering for IPv6 as firewalld writes it (ip6tables -t raw PREROUTING -m rpfilter --invert -j DROP: IPv6 has no rp_filter sysctl) and the route to " + podSubnetA6 + " replaced by one via eth0 (" + RouterBIP6 + "), so IPv6 packets from pod-a arriving on flannel.1 fail the reverse path check (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {

@@ -127,28 +127,43 @@ func noEndpointsComment(s Service) string { return s.Name + " has no endpoints" 
 // noEndpointsRule is the filter KUBE-SERVICES rule (without "-A
 // KUBE-SERVICES") kube-proxy's iptables mode writes for a ClusterIP port
 // whose Service has no ready endpoint: the packet is answered with ICMP
-// port unreachable instead of being DNAT'd.
+// (ICMPv6 for an IPv6 ClusterIP) port unreachable instead of being
+// DNAT'd. kube-proxy writes "-j REJECT" alone; the option here is the
+// REJECT target's default for that IP version, as iptables-save prints it.
 func noEndpointsRule(s Service) []string {
+	reject := "icmp-port-unreachable"
+	if isIPv6(s.ClusterIP) {
+		reject = "icmp6-port-unreachable"
+	}
 	return []string{"-d", hostPrefix(s.ClusterIP), "-p", s.Protocol,
 		"-m", "comment", "--comment", noEndpointsComment(s),
-		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "REJECT", "--reject-with", "icmp-port-unreachable"}
+		"-m", s.Protocol, "--dport", fmt.Sprint(s.Port), "-j", "REJECT", "--reject-with", reject}
+}
+
+// isIPv6 tells an IPv6 address from an IPv4 one.
+func isIPv6(ip string) bool { return strings.Contains(ip, ":") }
+
+// iptFor is the lab's iptables (ip6tables for an IPv6 Service) for s.
+func (l *Lab) iptFor(s Service) func(context.Context, string, ...string) error {
+	if isIPv6(s.ClusterIP) {
+		return l.ip6t
+	}
+	return l.ipt
 }
 
 // dropServiceNAT removes s's nat rules the way kube-proxy does when its
 // last endpoint goes away: the KUBE-SERVICES jump, and the KUBE-SVC and
-// KUBE-SEP chains.
+// KUBE-SEP chains (ip6tables' for an IPv6 Service).
 func (l *Lab) dropServiceNAT(ctx context.Context, s Service) error {
-	if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
+	ipt := l.iptFor(s)
+	if err := ipt(ctx, l.NodeA, append([]string{"-t", "nat", "-D", "KUBE-SERVICES"}, serviceJump(s)...)...); err != nil {
 		return err
 	}
-	for _, c := range []string{s.SvcChain, s.SepChain} {
-		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-F", c); err != nil {
-			return err
-		}
-	}
-	for _, c := range []string{s.SvcChain, s.SepChain} {
-		if err := l.ipt(ctx, l.NodeA, "-t", "nat", "-X", c); err != nil {
-			return err
+	for _, op := range []string{"-F", "-X"} {
+		for _, c := range []string{s.SvcChain, s.SepChain} {
+			if err := ipt(ctx, l.NodeA, "-t", "nat", op, c); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -158,7 +173,9 @@ func (l *Lab) dropServiceNAT(ctx context.Context, s Service) error {
 // once the Service has no ready endpoint: no DNAT, and in the filter table
 // the KUBE-SERVICES / KUBE-EXTERNAL-SERVICES chains (jumped to for new
 // connections from INPUT, FORWARD and OUTPUT) with a REJECT for the
-// ClusterIP port. A ClusterIP Service has no external rule.
+// ClusterIP port. A ClusterIP Service has no external rule. An IPv6
+// Service gets the same from ip6tables, as kube-proxy's IPv6 proxier
+// writes it.
 func (l *Lab) serviceNoEndpointsIptables(ctx context.Context, s Service) error {
 	if err := l.dropServiceNAT(ctx, s); err != nil {
 		return err
@@ -177,8 +194,9 @@ func (l *Lab) serviceNoEndpointsIptables(ctx context.Context, s Service) error {
 		append(append([]string{"-A", "OUTPUT"}, newConn...), portals, "-j", "KUBE-SERVICES"),
 		append([]string{"-A", "KUBE-SERVICES"}, noEndpointsRule(s)...),
 	}
+	ipt := l.iptFor(s)
 	for _, c := range cmds {
-		if err := l.ipt(ctx, l.NodeA, append([]string{"-t", "filter"}, c...)...); err != nil {
+		if err := ipt(ctx, l.NodeA, append([]string{"-t", "filter"}, c...)...); err != nil {
 			return fmt.Errorf("kube-proxy filter rules: %w", err)
 		}
 	}
@@ -186,22 +204,24 @@ func (l *Lab) serviceNoEndpointsIptables(ctx context.Context, s Service) error {
 }
 
 // kubeProxyNftNoEndpoints is the part of kube-proxy's nftables mode (table
-// ip kube-proxy) that refuses a Service port without ready endpoints, for
-// the lab's two Services with web (10.96.0.100:80/tcp) listed in the
-// no-endpoint-services verdict map. Names, priorities, comments and the
-// map's shape are kube-proxy's (pkg/proxy/nftables); the nat part stays in
-// the lab's iptables imitation.
-const kubeProxyNftNoEndpoints = `table ip kube-proxy {
+// ip kube-proxy, or ip6 kube-proxy for the IPv6 proxier: same chains, sets
+// and maps, IPv6 address types and matches) that refuses a Service port
+// without ready endpoints, for the lab's Services of one IP version with
+// one of them listed in the no-endpoint-services verdict map. Names,
+// priorities, comments and the map's shape are kube-proxy's
+// (pkg/proxy/nftables); the nat part stays in the lab's iptables
+// imitation. The arguments are those of nftNoEndpointsArgs.
+const kubeProxyNftNoEndpoints = `table %[1]s kube-proxy {
 	comment "rules for kube-proxy"
 	set cluster-ips {
-		type ipv4_addr
+		type %[2]s
 		comment "Active ClusterIPs"
-		elements = { %[1]s, %[2]s }
+		elements = { %[3]s }
 	}
 	map no-endpoint-services {
-		type ipv4_addr . inet_proto . inet_service : verdict
+		type %[2]s . inet_proto . inet_service : verdict
 		comment "vmap to drop or reject packets to services with no endpoints"
-		elements = { %[1]s . %[3]s . %[4]d comment "%[5]s" : goto reject-chain }
+		elements = { %[4]s . %[5]s . %[6]d comment "%[7]s" : goto reject-chain }
 	}
 	chain filter-forward {
 		type filter hook forward priority 0; policy accept;
@@ -218,11 +238,11 @@ const kubeProxyNftNoEndpoints = `table ip kube-proxy {
 		ct state new jump cluster-ips-check
 	}
 	chain service-endpoints-check {
-		ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+		%[1]s daddr . meta l4proto . th dport vmap @no-endpoint-services
 	}
 	chain cluster-ips-check {
-		ip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"
-		ip daddr { 10.96.0.0/12 } drop comment "Drop traffic to unallocated ClusterIPs"
+		%[1]s daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"
+		%[1]s daddr { %[8]s } drop comment "Drop traffic to unallocated ClusterIPs"
 	}
 	chain reject-chain {
 		comment "helper for @no-endpoint-services / @no-endpoint-nodeports"
@@ -231,20 +251,34 @@ const kubeProxyNftNoEndpoints = `table ip kube-proxy {
 }
 `
 
+// serviceCIDR is the lab's IPv4 Service range (kube-apiserver's default).
+const serviceCIDR = "10.96.0.0/12"
+
+// nftNoEndpointsTable is kubeProxyNftNoEndpoints for s: the table family
+// (ip or ip6, also the address match), the address type, s's version's
+// ClusterIPs and Service range, and s in the verdict map.
+func (l *Lab) nftNoEndpointsTable(s Service) string {
+	family, addrType, cidr, services := "ip", "ipv4_addr", serviceCIDR, l.Services()
+	if isIPv6(s.ClusterIP) {
+		family, addrType, cidr, services = "ip6", "ipv6_addr", ServiceCIDR6, l.Services6()
+	}
+	ips := make([]string, 0, len(services))
+	for _, o := range services {
+		ips = append(ips, o.ClusterIP)
+	}
+	return fmt.Sprintf(kubeProxyNftNoEndpoints, family, addrType, strings.Join(ips, ", "),
+		s.ClusterIP, s.Protocol, s.Port, s.Name, cidr)
+}
+
 // serviceNoEndpointsNft renders s as kube-proxy's nftables mode does once
 // the Service has no ready endpoint: no DNAT, and s's ClusterIP port in
-// the no-endpoint-services verdict map, which sends new connections to
-// reject-chain (ICMP port unreachable).
+// the no-endpoint-services verdict map of table ip (ip6) kube-proxy, which
+// sends new connections to reject-chain (ICMP or ICMPv6 port unreachable).
 func (l *Lab) serviceNoEndpointsNft(ctx context.Context, s Service) error {
 	if err := l.dropServiceNAT(ctx, s); err != nil {
 		return err
 	}
-	other := l.DNSService.ClusterIP
-	if s.ClusterIP == other {
-		other = l.WebService.ClusterIP
-	}
-	table := fmt.Sprintf(kubeProxyNftNoEndpoints, s.ClusterIP, other, s.Protocol, s.Port, s.Name)
-	if _, err := l.nsExec(ctx, l.NodeA, strings.NewReader(table), "nft", "-f", "-"); err != nil {
+	if _, err := l.nsExec(ctx, l.NodeA, strings.NewReader(l.nftNoEndpointsTable(s)), "nft", "-f", "-"); err != nil {
 		return fmt.Errorf("kube-proxy nftables table: %w", err)
 	}
 	return nil

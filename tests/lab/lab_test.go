@@ -1031,3 +1031,108 @@ func TestRunRefusesForeignNetns(t *testing.T) {
 		t.Error("Dial accepted a namespace outside the lab")
 	}
 }
+
+// Issue 16: the IPv6 forms of service-no-endpoints on a dual-stack lab:
+// connections to the IPv6 ClusterIP are refused (ICMPv6 port unreachable
+// from node-a), kube-proxy's IPv6 rules look as its IPv6 proxiers write
+// them, and the IPv4 Service still works.
+func TestServiceNoEndpointsIPv6(t *testing.T) {
+	RequirePrivileged(t)
+	requireTool(t, "nft")
+	for _, name := range []string{"service-no-endpoints-v6", "service-no-endpoints-nft-v6"} {
+		for _, ipt := range iptablesVariants {
+			t.Run(name+"/"+ipt, func(t *testing.T) {
+				requireTool(t, ipt)
+				ctx := t.Context()
+				l := NewForTest(t, Config{Iptables: ipt, DualStack: true})
+				if err := l.Verify(ctx, 5*time.Second); err != nil {
+					t.Fatalf("healthy lab: %v", err)
+				}
+				if err := l.ApplyFault(name); err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+				// Refused within the dial's 2 s, not at once as in IPv4: the
+				// ICMPv6 error for the first SYN comes back while connect()
+				// still holds the socket, so TCP keeps it as a soft error
+				// (TcpExtLockDroppedIcmps), and the error for the SYN
+				// retransmitted 1 s later ends the connect.
+				err := l.Dial(ctx, l.PodA, l.WebService6.Addr(), 2*time.Second)
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("dial %s: %v, want connection refused", l.WebService6.Addr(), err)
+				}
+				if err := l.Dial(ctx, l.PodA, l.WebService.Addr(), 2*time.Second); err != nil {
+					t.Errorf("dial the IPv4 Service %s: %v", l.WebService.Addr(), err)
+				}
+				checkNoEndpointsRules6(t, l, name)
+			})
+		}
+	}
+}
+
+// checkNoEndpointsRules6 checks node-a's rules after an IPv6
+// service-no-endpoints fault: no IPv6 DNAT to pod-b:80, and the refusal
+// in ip6tables' filter table or in table ip6 kube-proxy.
+func checkNoEndpointsRules6(t *testing.T, l *Lab, name string) {
+	t.Helper()
+	save6, err := l.Run(l.NodeA, l.ip6tablesBin()+"-save")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(save6, "--to-destination ["+PodBIP6+"]:80") {
+		t.Errorf("IPv6 DNAT to pod-b left after %s:\n%s", name, save6)
+	}
+	if name == "service-no-endpoints-v6" {
+		rule := `-A KUBE-SERVICES -d ` + ClusterIP6 + `/128 -p tcp -m comment --comment "default/web:http has no endpoints" -m tcp --dport 80 -j REJECT --reject-with icmp6-port-unreachable`
+		if !strings.Contains(save6, rule) {
+			t.Errorf("ip6tables rules after %s lack %q:\n%s", name, rule, save6)
+		}
+		return
+	}
+	out, err := l.Run(l.NodeA, "nft", "list", "map", "ip6", "kube-proxy", "no-endpoint-services")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, ClusterIP6+` . tcp . 80 comment "default/web:http" : goto reject-chain`) {
+		t.Errorf("unexpected no-endpoint-services map:\n%s", out)
+	}
+	if out, err := l.Run(l.NodeA, "nft", "list", "chain", "ip6", "kube-proxy", "service-endpoints-check"); err != nil || !strings.Contains(out, "ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services") {
+		t.Errorf("service-endpoints-check: %v\n%s", err, out)
+	}
+}
+
+// Issue 16: listener-loopback's IPv6 form on a dual-stack lab, alone and
+// with the IPv4 form in either order: the pod's addresses of both versions
+// are refused (the one server on [::]:80 is gone), loopback inside pod-b
+// answers on each version the faults applied.
+func TestListenerLoopbackIPv6(t *testing.T) {
+	RequirePrivileged(t)
+	for _, faults := range [][]string{
+		{"listener-loopback-v6"},
+		{"listener-loopback", "listener-loopback-v6"},
+		{"listener-loopback-v6", "listener-loopback"},
+	} {
+		t.Run(strings.Join(faults, "+"), func(t *testing.T) {
+			ctx := t.Context()
+			l := NewForTest(t, Config{DualStack: true})
+			for _, f := range faults {
+				if err := l.ApplyFault(f); err != nil {
+					t.Fatalf("apply %s: %v", f, err)
+				}
+			}
+			for _, addr := range []string{net.JoinHostPort(PodBIP6, "80"), net.JoinHostPort(l.PodBIP, "80")} {
+				if err := l.Dial(ctx, l.PodA, addr, 2*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Errorf("dial %s from pod-a: %v, want connection refused", addr, err)
+				}
+			}
+			loopback := []string{"[::1]:80"}
+			if len(faults) == 2 {
+				loopback = append(loopback, "127.0.0.1:80")
+			}
+			for _, addr := range loopback {
+				if err := l.Dial(ctx, l.PodB, addr, 2*time.Second); err != nil {
+					t.Errorf("dial %s inside pod-b: %v", addr, err)
+				}
+			}
+		})
+	}
+}

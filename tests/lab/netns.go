@@ -32,6 +32,8 @@ func InNetns(name string, fn func() error) error {
 type server struct {
 	closeOnce sync.Once
 	closer    io.Closer
+	// local is the address a listener is bound to (nil: not a listener)
+	local net.Addr
 	// gone reports whether the kernel object behind closer (the bound
 	// socket, the tun device) no longer exists; nil: do not check.
 	gone func() (bool, error)
@@ -97,6 +99,12 @@ func (l *Lab) StartTCPEcho(port int) error {
 // startTCPEchoOn is StartTCPEcho bound to ip (e.g. 127.0.0.1 for a server
 // that listens on loopback only).
 func (l *Lab) startTCPEchoOn(ip string, port int) error {
+	return l.startTCPEchoAs(serverKey("tcp", port), ip, port)
+}
+
+// startTCPEchoAs is startTCPEchoOn with the server known as key (to
+// StopServer: serverKey's).
+func (l *Lab) startTCPEchoAs(key, ip string, port int) error {
 	addr := net.JoinHostPort(ip, strconv.Itoa(port))
 	var ln net.Listener
 	err := InNetns(l.PodB, func() error {
@@ -111,8 +119,8 @@ func (l *Lab) startTCPEchoOn(ip string, port int) error {
 	if err != nil {
 		return fmt.Errorf("lab: tcp listener %s in %s: %w", addr, l.PodB, err)
 	}
-	s := &server{closer: ln, conns: map[net.Conn]struct{}{}, gone: l.socketGone(l.PodB, unix.IPPROTO_TCP, ln.Addr())}
-	if err := l.addServer(serverKey("tcp", port), l.PodB, s); err != nil {
+	s := &server{closer: ln, local: ln.Addr(), conns: map[net.Conn]struct{}{}, gone: l.socketGone(l.PodB, unix.IPPROTO_TCP, ln.Addr())}
+	if err := l.addServer(key, l.PodB, s); err != nil {
 		ln.Close()
 		return err
 	}
@@ -412,4 +420,21 @@ func (l *Lab) SendUDP(ctx context.Context, from, addr string, size int, df bool)
 		return fmt.Errorf("lab: send udp to %s from %s (%d bytes, df %v): %w", addr, ns, size, df, err)
 	}
 	return nil
+}
+
+// stopPodTCPListener stops pod B's tcp server on port that the pod's
+// addresses reach; nothing when there is none (gone already, or one that
+// listens on loopback only, as a listener-loopback fault leaves it: the
+// IPv4 and IPv6 forms of that fault go together on one lab).
+func (l *Lab) stopPodTCPListener(port int) error {
+	l.mu.Lock()
+	s, ok := l.servers[serverKey("tcp", port)]
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if a, isTCP := s.local.(*net.TCPAddr); isTCP && a.IP.IsLoopback() {
+		return nil
+	}
+	return l.StopServer("tcp", port)
 }
