@@ -337,8 +337,15 @@ func (l *Lab) ApplyFaultContext(ctx context.Context, name string) error {
 func RealFlannelScenario(cfg Config, faults []string) (Config, []string, []string) {
 	cfg.Flannel = FlannelReal
 	var out, notes []string
+	if cfg.DualStack && !cfg.IPv6Underlay {
+		cfg.IPv6Underlay = true
+		notes = append(notes, "dual-stack on the real flanneld: it carries IPv6 over the IPv6 underlay ("+VXLANDevice6+"), not inside flannel.1")
+	}
 	for _, f := range faults {
 		switch f {
+		case "wrong-vtep-v6":
+			cfg.NodeBPublicIPv6, cfg.IPv6Underlay = UnroutedPublicIPv6, true
+			notes = append(notes, "wrong-vtep-v6 on the real flanneld: node-b's flanneld announces --public-ipv6="+UnroutedPublicIPv6+", an address node-b holds but the router does not route (seed 000 over IPv6)")
 		case "wrong-vtep":
 			cfg.NodeBPublicIP = UnroutedPublicIP
 			notes = append(notes, "wrong-vtep on the real flanneld: node-b's flanneld announces --public-ip="+UnroutedPublicIP+", an address node-b holds but the router does not route (seed 000)")
@@ -363,5 +370,6 @@ func RealFlannelScenario(cfg Config, faults []string) (Config, []string, []strin
 // ConfigFaulty: the config itself breaks the data path (seed 000/001 on the
 // real flanneld), so the healthy check before faults does not apply.
 func (c Config) ConfigFaulty() bool {
-	return c.NodeBPublicIP != "" && c.NodeBPublicIP != NodeBIP || c.NodeASecondIP != ""
+	return c.NodeBPublicIP != "" && c.NodeBPublicIP != NodeBIP || c.NodeASecondIP != "" ||
+		c.NodeBPublicIPv6 != "" && c.NodeBPublicIPv6 != NodeBIP6
 }

@@ -318,6 +318,10 @@ func init() {
 			if !l.IPv6Underlay {
 				return fmt.Errorf("needs a lab with an IPv6 underlay (Config.IPv6Underlay)")
 			}
+			if l.Flannel == FlannelReal {
+				// the real flanneld's MACs and device are its own
+				return fmt.Errorf("works on the flannel imitation only (with the real flanneld: Config.NodeBPublicIPv6 for a wrong VTEP)")
+			}
 			return apply(ctx, l)
 		}
 		ipv6Faults[name] = f

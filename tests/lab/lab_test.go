@@ -746,10 +746,19 @@ func TestRealFlannelScenario(t *testing.T) {
 	if !slices.Equal(faults, []string{"forward-drop", "flanneld-stopped", "small-mtu"}) || len(notes) != 4 {
 		t.Errorf("faults %v notes %v", faults, notes)
 	}
-	for _, c := range []Config{{NodeASecondIP: WrongSrcIP}, {NodeAFlannelArgs: []string{"--iface=eth0"}}, {NoFlannelForwardRules: true}} {
+	for _, c := range []Config{{NodeASecondIP: WrongSrcIP}, {NodeAFlannelArgs: []string{"--iface=eth0"}}, {NoFlannelForwardRules: true},
+		{NodeBPublicIPv6: UnroutedPublicIPv6, IPv6Underlay: true}, {Flannel: FlannelReal, NodeBPublicIPv6: UnroutedPublicIPv6},
+		{Flannel: FlannelReal, DualStack: true}} {
 		if _, err := Up(context.Background(), c); err == nil || !strings.Contains(err.Error(), "real flanneld") {
-			t.Errorf("%+v without the real flanneld: %v", c, err)
+			t.Errorf("%+v: %v, want an error naming the real flanneld", c, err)
 		}
+	}
+	// over IPv6: dual-stack becomes flanneld's IPv6 underlay, wrong-vtep-v6
+	// its unrouted --public-ipv6
+	cfg, faults, notes = RealFlannelScenario(Config{DualStack: true}, []string{"wrong-vtep-v6", "forward-drop-v6"})
+	if !cfg.IPv6Underlay || cfg.NodeBPublicIPv6 != UnroutedPublicIPv6 || !cfg.ConfigFaulty() ||
+		!slices.Equal(faults, []string{"forward-drop-v6"}) || len(notes) != 2 {
+		t.Errorf("config %+v faults %v notes %v", cfg, faults, notes)
 	}
 }
 
