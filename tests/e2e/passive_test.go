@@ -82,6 +82,17 @@ func connectWeb(ctx context.Context, t *testing.T, l *lab.Lab) {
 	}
 }
 
+// connectWeb6 is the client's TCP connect to the IPv6 web Service of a
+// dual-stack lab.
+func connectWeb6(ctx context.Context, t *testing.T, l *lab.Lab) {
+	t.Helper()
+	if err := l.Dial(ctx, l.PodA, l.WebService6.Addr(), 3*time.Second); err == nil {
+		t.Errorf("connect to %s from %s succeeded through the fault", l.WebService6.Addr(), l.PodA)
+	} else {
+		t.Logf("lab traffic: %v", err)
+	}
+}
+
 // connectWebOK is the same connect on a lab whose fault lets it through.
 func connectWebOK(ctx context.Context, t *testing.T, l *lab.Lab) {
 	t.Helper()
@@ -302,11 +313,12 @@ func TestPassiveEqualsProbe(t *testing.T) {
 				return outcome{journey.Dropped, l.Router, "PKT_TOO_BIG", "MTU_EXCEEDED"}
 			}},
 	}
+	cases = append(cases, passiveCasesIPv6()...)
 	covered := map[string]bool{}
 	for _, c := range cases {
 		covered[c.fault] = true
 	}
-	for _, f := range lab.FaultNames() {
+	for _, f := range append(lab.FaultNames(), lab.IPv6FaultNames()...) {
 		if !covered[f] {
 			t.Errorf("lab fault %s is not traced both ways here", f)
 		}
@@ -353,6 +365,59 @@ func TestPassiveEqualsProbe(t *testing.T) {
 				t.Errorf("place: passive %q, probe %q", pp, qp)
 			}
 		})
+	}
+}
+
+// passiveCasesIPv6 are the IPv6 forms of the faults, traced to the IPv6
+// web Service of a dual-stack lab (over an IPv6 underlay for the underlay
+// faults) with the outcome of their IPv4 forms (TestFaultsIPv4AndIPv6
+// says where the kernel's reason differs).
+func passiveCasesIPv6() []passiveCase {
+	dual := lab.Config{DualStack: true}
+	underlay6 := lab.Config{IPv6Underlay: true}
+	web6 := func(l *lab.Lab) []string {
+		return []string{"--to", l.WebService6.Addr(), "--service-cidr", "10.96.0.0/12," + lab.ServiceCIDR6}
+	}
+	c := func(fault string, cfg lab.Config, want func(l *lab.Lab) outcome) passiveCase {
+		return passiveCase{fault: fault, cfg: cfg, to: web6, traffic: connectWeb6, want: want}
+	}
+	return []passiveCase{
+		c("forward-drop-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_POLICY_DROP"}
+		}),
+		c("forward-drop-rule-nft-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_RULE_DROP"}
+		}),
+		c("reject-rst-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Rejected, l.NodeB, "NETFILTER_DROP", "NF_REJECT"}
+		}),
+		c("service-no-endpoints-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Rejected, l.NodeA, "NETFILTER_DROP", "SERVICE_NO_ENDPOINTS"}
+		}),
+		c("service-no-endpoints-nft-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Rejected, l.NodeA, "NETFILTER_DROP", "SERVICE_NO_ENDPOINTS"}
+		}),
+		c("no-dnat-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.Router, "IP_INNOROUTES", "SERVICE_NOT_DNATED"}
+		}),
+		c("listener-loopback-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Rejected, l.PodB, "NO_SOCKET", "NO_LISTENER"}
+		}),
+		c("no-route-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.Router, "IP_INNOROUTES", "NO_ROUTE"}
+		}),
+		c("rp-filter-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "RP_FILTER"}
+		}),
+		c("neigh-missing-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeA, "NOT_SPECIFIED", "NEIGH_FAILED"}
+		}),
+		c("wrong-vtep-v6", underlay6, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.Router, "IP_INNOROUTES", "VXLAN_DST_UNKNOWN"}
+		}),
+		c("wrong-src-v6", underlay6, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.Router, "NETFILTER_DROP", "VXLAN_SRC_MISMATCH"}
+		}),
 	}
 }
 
