@@ -39,6 +39,9 @@ const iperfPort = 5201
 
 type tpConfig struct {
 	ipv6 bool // iperf3 over IPv6 (a dual-stack lab, pod B's IPv6 address)
+	// ipv6Underlay: that IPv6 traffic over an IPv6 underlay (flannel-v6.1,
+	// outer IPv6)
+	ipv6Underlay bool
 	// traceStart: how long a trace may take to say it is tracing (it reads
 	// every namespace's rules first: slow on a busy node with many)
 	traceStart time.Duration
@@ -110,6 +113,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.StringVar(&cfg.iptables, "iptables", "", "iptables binary of the lab (default: the lab's default)")
 	fs.DurationVar(&cfg.traceStart, "trace-start", 30*time.Second, "how long a trace may take to start tracing (it first reads every namespace's rules)")
 	fs.BoolVar(&cfg.ipv6, "ipv6", false, "measure IPv6: a dual-stack lab, iperf3 to pod B's IPv6 address (inner IPv6 over the IPv4 VXLAN)")
+	fs.BoolVar(&cfg.ipv6Underlay, "ipv6-underlay", false, "with --ipv6: over an IPv6 underlay (flannel-v6.1, outer IPv6)")
 	fs.DurationVar(&cfg.quiet, "quiet-wait", 30*time.Second, "in all, how long to wait for other skbtrail instances' BPF programs to go away before runs")
 	defAffinity := ""
 	if runtime.NumCPU() >= 2 {
@@ -125,6 +129,9 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	if cfg.rounds < 1 || cfg.duration < time.Second || cfg.omit < 0 {
 		return errors.New("throughput: --rounds must be >= 1, --duration >= 1s, --omit >= 0")
+	}
+	if cfg.ipv6Underlay && !cfg.ipv6 {
+		return errors.New("throughput: --ipv6-underlay needs --ipv6")
 	}
 	if err := requireRoot("skbtrail-bench throughput"); err != nil {
 		return err
@@ -179,7 +186,7 @@ func cmdThroughput(ctx context.Context, args []string, stdout, stderr io.Writer)
 	start := time.Now()
 	b.logf("lab %s: up", cfg.prefix)
 	upCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	b.lab, err = lab.Up(upCtx, lab.Config{Prefix: cfg.prefix, Iptables: cfg.iptables, DualStack: cfg.ipv6, Logf: b.logf})
+	b.lab, err = lab.Up(upCtx, lab.Config{Prefix: cfg.prefix, Iptables: cfg.iptables, DualStack: cfg.ipv6, IPv6Underlay: cfg.ipv6 && cfg.ipv6Underlay, Logf: b.logf})
 	cancel()
 	if err != nil {
 		return err
