@@ -26,20 +26,44 @@ const kubeProxyNoEndpointsJSON = `{"nftables": [
 {"rule": {"family": "ip", "table": "kube-proxy", "chain": "reject-chain", "handle": 17, "expr": [{"reject": {"type": "icmp", "expr": "port-unreachable"}}]}}
 ]}`
 
-func TestKubeProxyVerdictMap(t *testing.T) {
-	rs, err := ParseNftJSON([]byte(kubeProxyNoEndpointsJSON), "")
+// vmapCase is a packet through kube-proxy's nftables table and the
+// decision it must meet.
+type vmapCase struct {
+	name                          string
+	p                             Packet
+	ok                            bool
+	chain, verdict, mapName, comm string
+}
+
+// checkVerdictMap parses a kube-proxy table (of family) and checks each
+// case's forward-hook decision.
+func checkVerdictMap(t *testing.T, table, family string, cases []vmapCase) {
+	t.Helper()
+	rs, err := ParseNftJSON([]byte(table), "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pkt := func(dst string, proto uint8, dport uint16, ct string) Packet {
-		return Packet{Tuple: journey.Tuple{Proto: proto, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr(dst), Sport: 40000, Dport: dport}, CT: ct}
+	for _, c := range cases {
+		d, ok := rs.DropAt("forward", -1000, 1000, c.p, nil)
+		if ok != c.ok || d.Chain != c.chain || d.Verdict != c.verdict || d.Map != c.mapName || d.Comment != c.comm {
+			t.Errorf("%s: %+v %v, want chain %q verdict %q map %q comment %q", c.name, d, ok, c.chain, c.verdict, c.mapName, c.comm)
+		}
+		if ok && d.Family != family {
+			t.Errorf("%s: family %q, want %s", c.name, d.Family, family)
+		}
 	}
-	cases := []struct {
-		name                          string
-		p                             Packet
-		ok                            bool
-		chain, verdict, mapName, comm string
-	}{
+}
+
+// vmapPacket is a packet from src to dst:dport in conntrack state ct.
+func vmapPacket(src, dst string, proto uint8, dport uint16, ct string) Packet {
+	return Packet{Tuple: journey.Tuple{Proto: proto, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Sport: 40000, Dport: dport}, CT: ct}
+}
+
+func TestKubeProxyVerdictMap(t *testing.T) {
+	pkt := func(dst string, proto uint8, dport uint16, ct string) Packet {
+		return vmapPacket("10.244.0.5", dst, proto, dport, ct)
+	}
+	checkVerdictMap(t, kubeProxyNoEndpointsJSON, "ip", []vmapCase{
 		{"no endpoints", pkt("10.96.0.100", journey.ProtoTCP, 80, "new"), true, "reject-chain", "REJECT", "no-endpoint-services", "default/web:http"},
 		{"established: not checked", pkt("10.96.0.100", journey.ProtoTCP, 80, "established"), false, "", "", "", ""},
 		{"ct unknown: not decided", pkt("10.96.0.100", journey.ProtoTCP, 80, ""), false, "", "", "", ""},
@@ -48,13 +72,7 @@ func TestKubeProxyVerdictMap(t *testing.T) {
 		{"udp to the same port", pkt("10.96.0.100", journey.ProtoUDP, 80, "new"), true, "cluster-ips-check", "REJECT", "", ""},
 		{"pod address", pkt("10.244.1.2", journey.ProtoTCP, 80, "new"), false, "", "", "", ""},
 		{"no local endpoints: drop", pkt("192.0.2.99", journey.ProtoTCP, 443, "new"), true, "service-endpoints-check", "DROP", "no-endpoint-services", "ns2/svc2:p443"},
-	}
-	for _, c := range cases {
-		d, ok := rs.DropAt("forward", -1000, 1000, c.p, nil)
-		if ok != c.ok || d.Chain != c.chain || d.Verdict != c.verdict || d.Map != c.mapName || d.Comment != c.comm {
-			t.Errorf("%s: %+v %v, want chain %q verdict %q map %q comment %q", c.name, d, ok, c.chain, c.verdict, c.mapName, c.comm)
-		}
-	}
+	})
 }
 
 // kubeProxyNoEndpointsJSON6 is the same in kube-proxy's IPv6 table (table
@@ -82,19 +100,10 @@ const kubeProxyNoEndpointsJSON6 = `{"nftables": [
 ]}`
 
 func TestKubeProxyVerdictMapIPv6(t *testing.T) {
-	rs, err := ParseNftJSON([]byte(kubeProxyNoEndpointsJSON6), "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	pkt := func(dst string, proto uint8, dport uint16, ct string) Packet {
-		return Packet{Tuple: journey.Tuple{Proto: proto, Src: netip.MustParseAddr("fd00:10:244::5"), Dst: netip.MustParseAddr(dst), Sport: 40000, Dport: dport}, CT: ct}
+		return vmapPacket("fd00:10:244::5", dst, proto, dport, ct)
 	}
-	cases := []struct {
-		name                          string
-		p                             Packet
-		ok                            bool
-		chain, verdict, mapName, comm string
-	}{
+	checkVerdictMap(t, kubeProxyNoEndpointsJSON6, "ip6", []vmapCase{
 		{"no endpoints", pkt("fd00:10:96::100", journey.ProtoTCP, 80, "new"), true, "reject-chain", "REJECT", "no-endpoint-services", "default/web:http"},
 		{"established: not checked", pkt("fd00:10:96::100", journey.ProtoTCP, 80, "established"), false, "", "", "", ""},
 		{"other port of a ClusterIP", pkt("fd00:10:96::100", journey.ProtoTCP, 81, "new"), true, "cluster-ips-check", "REJECT", "", ""},
@@ -102,16 +111,6 @@ func TestKubeProxyVerdictMapIPv6(t *testing.T) {
 		{"pod address", pkt("fd00:10:244:1::2", journey.ProtoTCP, 80, "new"), false, "", "", "", ""},
 		{"no local endpoints: drop", pkt("2001:db8::99", journey.ProtoTCP, 443, "new"), true, "service-endpoints-check", "DROP", "no-endpoint-services", "ns2/svc2:p443"},
 		// an IPv4 packet never meets table ip6 kube-proxy
-		{"IPv4 packet", Packet{Tuple: journey.Tuple{Proto: journey.ProtoTCP, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr("10.96.0.100"), Sport: 40000, Dport: 80}, CT: "new"},
-			false, "", "", "", ""},
-	}
-	for _, c := range cases {
-		d, ok := rs.DropAt("forward", -1000, 1000, c.p, nil)
-		if ok != c.ok || d.Chain != c.chain || d.Verdict != c.verdict || d.Map != c.mapName || d.Comment != c.comm {
-			t.Errorf("%s: %+v %v, want chain %q verdict %q map %q comment %q", c.name, d, ok, c.chain, c.verdict, c.mapName, c.comm)
-		}
-		if ok && d.Family != "ip6" {
-			t.Errorf("%s: family %q, want ip6", c.name, d.Family)
-		}
-	}
+		{"IPv4 packet", vmapPacket("10.244.0.5", "10.96.0.100", journey.ProtoTCP, 80, "new"), false, "", "", "", ""},
+	})
 }
