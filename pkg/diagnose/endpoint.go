@@ -66,6 +66,13 @@ func replyWord(j *journey.Journey) string {
 	if j.Reply != nil && j.Reply.Packet.TCPFlags != "" {
 		return "answered " + j.Reply.Packet.TCPFlags
 	}
+	if j.Verdict.Kind == journey.Rejected && j.Reply == nil {
+		// the builder's rejection without a reply: a port unreachable
+		if isIPv6(j.Packet.Dst) {
+			return "answered ICMPv6 port unreachable"
+		}
+		return "answered ICMP port unreachable"
+	}
 	return "dropped " + j.Verdict.Reason
 }
 

@@ -73,15 +73,21 @@ func ruleOwnerOf(dec nfrules.Decision, dockerFilter bool) (ruleOwner, bool) {
 	return ruleOwner{}, false
 }
 
-// hasDockerChains reports whether the iptables table of dec (same back end)
-// holds Docker's chains.
+// hasDockerChains reports whether the iptables table of dec (same back end
+// and IP version: dockerd writes its chains in ip6tables too) holds
+// Docker's chains.
 func hasDockerChains(s *nfrules.Snapshot, dec nfrules.Decision) bool {
 	if s == nil {
 		return false
 	}
 	rs := s.NFT
-	if dec.Source == "iptables-legacy" {
+	switch {
+	case dec.Source == "iptables-legacy" && dec.Family == "ip6":
+		rs = s.Legacy6
+	case dec.Source == "iptables-legacy":
 		rs = s.Legacy
+	case dec.Family == "ip6":
+		rs = s.NFT6
 	}
 	if rs == nil || rs.Tables[dec.Table] == nil {
 		return false

@@ -199,6 +199,19 @@ func TestOwnedRuleAdvice(t *testing.T) {
 	if f := nfFinding(du, pkt, after, v, "tcp", ""); !strings.Contains(f.Advice, "iptables -D DOCKER-USER -j DROP") {
 		t.Errorf("DOCKER-USER finding %+v", f)
 	}
+
+	// Docker's chains in ip6tables (IPv6 filtering on): the IPv6 policy is
+	// Docker's too, and only the ip6tables rules say so.
+	pol6 := pol
+	pol6.Family = "ip6"
+	pkt6 := nfrules.Packet{Tuple: tcp("fd00:10:244::5", "fd00:10:244:1::2", 40000, 80), Iif: "flannel.1", Oif: "cni0"}
+	if f := nfFinding(pol6, pkt6, after, v, "tcp", ""); strings.Contains(f.Advice, "DOCKER-USER") {
+		t.Errorf("IPv6 policy with Docker's chains in iptables only: %+v", f)
+	}
+	after6 := &nfrules.Snapshot{NFT6: after.NFT}
+	if f := nfFinding(pol6, pkt6, after6, v, "tcp", ""); !strings.Contains(f.Advice, "ip6tables -I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT") {
+		t.Errorf("IPv6 docker policy finding %+v", f)
+	}
 }
 
 func TestRuleComment(t *testing.T) {

@@ -559,11 +559,21 @@ func (b *Builder) finish(o *openJourney) *Journey {
 	j.Rewrites = b.rewrites(fwd)
 	j.Encaps = b.encaps(fwd)
 	j.Verdict = b.verdict(fwd)
+	if j.Verdict.Kind == Dropped && answeredUnreachable(j.ErrorEvents, j.Verdict.NetnsInode) {
+		j.Verdict.Kind = Rejected // e.g. UDP to a closed port: ICMP port unreachable
+	}
 	if len(rev) > 0 {
 		r := &Reply{Packet: PacketOf(rev[0].Pkt)}
 		v := b.verdict(rev)
-		if last := rev[len(rev)-1]; v.Kind == Unknown && last.Kind != KindTx && last.Netns == fwd[0].Netns {
+		last := rev[len(rev)-1]
+		if v.Kind == Unknown && last.Kind != KindTx && last.Netns == fwd[0].Netns {
 			v.Kind = Delivered // back in the namespace the request came from
+		}
+		if v.Kind == Dropped && v.Reason == "NO_SOCKET" && isEchoReply(last.Pkt) && last.Netns == fwd[0].Netns {
+			// IPv4 frees every echo reply no ping socket claims with
+			// NO_SOCKET, after raw sockets (ping's, the probe's) took
+			// their copy: it arrived
+			v.Kind, v.Reason = Delivered, ""
 		}
 		r.Verdict, r.Netns, r.Device, r.Reason = v.Kind, v.Netns, v.Device, v.Reason
 		j.Reply = r
@@ -577,6 +587,40 @@ func (b *Builder) finish(o *openJourney) *Journey {
 // ICMPv6DestUnreach is ICMPv6's destination unreachable type.
 const ICMPv6DestUnreach = 1
 
+// ICMP types and codes the verdict looks at.
+const (
+	icmpEchoReply     = 0
+	icmpDestUnreach   = 3
+	icmpProtoUnreach  = 2 // codes of icmpDestUnreach: the host refused
+	icmpPortUnreach   = 3
+	icmpv6EchoReply   = 129
+	icmpv6PortUnreach = 4 // code of ICMPv6DestUnreach
+)
+
+// isEchoReply: an ICMP or ICMPv6 echo reply.
+func isEchoReply(t Tuple) bool {
+	return t.Proto == ProtoICMP && t.ICMPType == icmpEchoReply || t.Proto == ProtoICMPv6 && t.ICMPType == icmpv6EchoReply
+}
+
+// answeredUnreachable: among the ICMP errors about the packet, a port (or
+// protocol) unreachable sent from the namespace where the packet was
+// dropped: its destination refused it, as a host refuses a UDP datagram
+// to a closed port. A router's "no route" or "fragmentation needed" is
+// not a refusal: the packet stays dropped.
+func answeredUnreachable(errs []Event, dropNetns uint32) bool {
+	for _, e := range errs {
+		if e.Netns != dropNetns || e.Kind != KindTx {
+			continue
+		}
+		p := e.Pkt
+		if p.Proto == ProtoICMP && p.ICMPType == icmpDestUnreach && (p.ICMPCode == icmpPortUnreach || p.ICMPCode == icmpProtoUnreach) ||
+			p.Proto == ProtoICMPv6 && p.ICMPType == ICMPv6DestUnreach && p.ICMPCode == icmpv6PortUnreach {
+			return true
+		}
+	}
+	return false
+}
+
 // isRejection reports whether the reverse direction carried a TCP RST or an
 // ICMP (ICMPv6) destination-unreachable: the packet was answered with an error.
 func isRejection(rev []Event) bool {
@@ -584,7 +628,7 @@ func isRejection(rev []Event) bool {
 		if e.Pkt.Proto == ProtoTCP && e.Pkt.TCPFlags&0x04 != 0 {
 			return true
 		}
-		if e.Pkt.Proto == ProtoICMP && e.Pkt.ICMPType == 3 {
+		if e.Pkt.Proto == ProtoICMP && e.Pkt.ICMPType == icmpDestUnreach {
 			return true
 		}
 		if e.Pkt.Proto == ProtoICMPv6 && e.Pkt.ICMPType == ICMPv6DestUnreach {

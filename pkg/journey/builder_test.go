@@ -72,7 +72,7 @@ func newTestBuilder() *Builder {
 	return NewBuilder(Options{
 		NetnsName: func(ino uint32) string { return names[ino] },
 		ReasonName: func(r uint32) string {
-			return map[uint32]string{12: "NETFILTER_DROP", 2: "NOT_SPECIFIED"}[r]
+			return map[uint32]string{12: "NETFILTER_DROP", 2: "NOT_SPECIFIED", 3: "NO_SOCKET", 19: "IP_INNOROUTES"}[r]
 		},
 		Grace: 100 * time.Millisecond,
 		Idle:  time.Second,
@@ -174,6 +174,60 @@ func TestRejectedByReset(t *testing.T) {
 	}
 	if js[0].Reply == nil || js[0].Reply.Packet.TCPFlags != "ACK|RST" {
 		t.Errorf("reply %+v", js[0].Reply)
+	}
+}
+
+// A UDP datagram to a closed port: the destination frees it (NO_SOCKET)
+// and answers ICMP (ICMPv6) port unreachable, quoting it: rejected. A
+// router's "no route" for a packet it drops is no refusal: dropped.
+func TestRejectedByPortUnreachable(t *testing.T) {
+	for _, c := range []struct {
+		name             string
+		src, dst         string
+		proto, typ, code uint8
+		dropNs           uint32
+		reason           uint32
+		want             string
+	}{
+		{"ipv4 port unreachable", "10.244.0.5", "10.244.1.2", ProtoICMP, 3, 3, nsPodB, 3, Rejected},
+		{"ipv6 port unreachable", "fd00:10:244::5", "fd00:10:244:1::2", ProtoICMPv6, 1, 4, nsPodB, 3, Rejected},
+		{"ipv4 router no route", "10.244.0.5", "10.244.1.2", ProtoICMP, 3, 1, nsRtr, 19, Dropped},
+		{"ipv6 router no route", "fd00:10:244::5", "fd00:10:244:1::2", ProtoICMPv6, 1, 0, nsRtr, 19, Dropped},
+	} {
+		dgram := Tuple{Proto: ProtoUDP, Src: netip.MustParseAddr(c.src), Dst: netip.MustParseAddr(c.dst), Sport: 40000, Dport: 9}
+		r := &recorder{t: 1000, skb: 0xaaaa, jid: 0x4000}
+		r.add(KindTx, nsPodA, "eth0", dgram).add(KindDrop, c.dropNs, "eth0", dgram, func(e *Event) { e.Reason = c.reason })
+		errPkt := Tuple{Proto: c.proto, Src: netip.MustParseAddr(c.dst), Dst: netip.MustParseAddr(c.src), ICMPType: c.typ, ICMPCode: c.code}
+		q := &recorder{t: r.t, skb: 0xbbbb, jid: r.jid}
+		quote := func(e *Event) { e.Quote = true }
+		q.add(KindTx, c.dropNs, "eth0", errPkt, quote).add(KindRx, nsPodA, "eth0", errPkt, quote)
+		js := build(t, append(r.evts, q.evts...), q.t+uint64(time.Second))
+		if len(js) != 1 || js[0].Verdict.Kind != c.want {
+			t.Errorf("%s: %+v, want %s", c.name, js[0].Verdict, c.want)
+		}
+	}
+}
+
+// An echo reply back in the sender's namespace is delivered even though
+// IPv4 frees it with NO_SOCKET when no ping socket (only a raw one) wants
+// it.
+func TestEchoReplyDeliveredToRawSocket(t *testing.T) {
+	echo := Tuple{Proto: ProtoICMP, Src: netip.MustParseAddr("10.244.0.5"), Dst: netip.MustParseAddr("10.244.1.2"), ICMPType: 8}
+	reply := Tuple{Proto: ProtoICMP, Src: echo.Dst, Dst: echo.Src, ICMPType: 0}
+	r := &recorder{t: 1000, skb: 0xaaaa, jid: 0x6000}
+	r.add(KindTx, nsPodA, "eth0", echo).add(KindRx, nsPodB, "eth0", echo).add(KindConsume, nsPodB, "", echo)
+	back := &recorder{t: r.t, skb: 0xbbbb, jid: r.jid | 1}
+	back.add(KindTx, nsPodB, "eth0", reply).add(KindRx, nsPodA, "eth0", reply).add(KindDrop, nsPodA, "eth0", reply, func(e *Event) { e.Reason = 3 })
+	js := build(t, append(r.evts, back.evts...), back.t+uint64(time.Second))
+	if len(js) != 1 || js[0].Reply == nil || js[0].Reply.Verdict != Delivered || js[0].Reply.Reason != "" {
+		t.Fatalf("reply %+v, want delivered", js[0].Reply)
+	}
+	// freed elsewhere with NO_SOCKET it stays a drop
+	back2 := &recorder{t: r.t, skb: 0xcccc, jid: r.jid | 1}
+	back2.add(KindTx, nsPodB, "eth0", reply).add(KindDrop, nsNodeB, "cni0", reply, func(e *Event) { e.Reason = 3 })
+	js = build(t, append(r.evts, back2.evts...), back2.t+uint64(time.Second))
+	if len(js) != 1 || js[0].Reply == nil || js[0].Reply.Verdict != Dropped {
+		t.Fatalf("reply %+v, want dropped", js[0].Reply)
 	}
 }
 

@@ -117,6 +117,16 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 		{"forward-drop", true, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Dropped, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD", "policy DROP", "NF_POLICY_DROP", l.NodeB}
 		}},
+		{"accept-queue-full", false, false, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Delivered, l.PodB, "", "", "", "", "", "SOCKET_QUEUE_FULL", l.PodB}
+		}},
+		// the underlay NIC's full queue drops IPv4 and IPv6 overlay packets
+		{"qdisc-full", false, true, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.NodeA, "QDISC_DROP", "", "", "", "", "QDISC_DROP", l.NodeA}
+		}},
+		{"docker-forward-drop", true, false, nil, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD", "policy DROP", "NF_POLICY_DROP", l.NodeB}
+		}},
 		{"reject-rst", true, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Rejected, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD",
 				"-A FORWARD -d " + f.ruleDst + " -p tcp -m tcp --dport 80 -j REJECT --reject-with tcp-reset", "NF_REJECT", l.NodeB}
@@ -416,6 +426,48 @@ func TestForwardTooBig(t *testing.T) {
 				"--to", net.JoinHostPort(c.dst, "7777"))
 			if res.exit != 3 || len(res.journeys) != 0 || !strings.Contains(res.stderr, "the probe was not sent") || !strings.Contains(res.stderr, "path MTU of 1300") {
 				t.Errorf("second probe: exit %d, %d journeys, stderr %q; want exit 3 naming the refused probe and the path MTU 1300", res.exit, len(res.journeys), res.stderr)
+			}
+		})
+	}
+}
+
+// Issue 16: --probe's three kinds in both IP versions on one healthy
+// dual-stack lab: an ICMP / ICMPv6 echo is delivered and answered (the
+// reply back in pod A, whose raw socket took it); a UDP datagram to a port
+// nobody listens on is answered with ICMP / ICMPv6 port unreachable:
+// rejected in pod B (NO_SOCKET), NO_LISTENER.
+func TestProbeKindsIPv4AndIPv6(t *testing.T) {
+	l := lab.NewForTest(t, lab.Config{DualStack: true})
+	for _, f := range families(l) {
+		icmp := "icmp"
+		if f.suffix != "" {
+			icmp = "icmpv6"
+		}
+		t.Run(f.name+"/echo", func(t *testing.T) {
+			res := runTrace(t, "--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "icmp", "--dst", f.podB)
+			if len(res.journeys) != 1 {
+				t.Fatalf("want 1 journey, got %d (exit %d)\n%s", len(res.journeys), res.exit, res.stderr)
+			}
+			j := res.journeys[0]
+			if res.exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB || j.Packet.Proto != icmp || j.Packet.Dst != f.podB {
+				t.Errorf("exit %d packet %+v verdict %+v, want %s delivered in %s", res.exit, j.Packet, j.Verdict, icmp, l.PodB)
+			}
+			if j.Reply == nil || j.Reply.Verdict != journey.Delivered || j.Reply.Packet.Proto != icmp || j.Reply.Packet.Src != f.podB {
+				t.Errorf("reply %+v, want the echo reply from %s delivered", j.Reply, f.podB)
+			}
+		})
+		t.Run(f.name+"/udp-closed-port", func(t *testing.T) {
+			res := runTrace(t, "--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "udp", "--to", net.JoinHostPort(f.podB, "9"))
+			if len(res.journeys) != 1 {
+				t.Fatalf("want 1 journey, got %d (exit %d)\n%s", len(res.journeys), res.exit, res.stderr)
+			}
+			j := res.journeys[0]
+			if res.exit != 1 || j.Verdict.Kind != journey.Rejected || j.Verdict.Netns != l.PodB || j.Verdict.Reason != "NO_SOCKET" {
+				t.Errorf("exit %d verdict %+v, want rejected in %s (NO_SOCKET)", res.exit, j.Verdict, l.PodB)
+			}
+			if len(j.Findings) == 0 || j.Findings[0].Code != "NO_LISTENER" || j.Findings[0].Netns != l.PodB ||
+				!strings.Contains(j.Findings[0].Message, "answered "+strings.ToUpper(icmp[:4])+icmp[4:]+" port unreachable") {
+				t.Errorf("findings %+v, want NO_LISTENER in %s first, answered %s port unreachable", j.Findings, l.PodB, icmp)
 			}
 		})
 	}

@@ -387,6 +387,12 @@ func passiveCasesIPv6() []passiveCase {
 		c("forward-drop-v6", dual, func(l *lab.Lab) outcome {
 			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_POLICY_DROP"}
 		}),
+		c("accept-queue-full-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Delivered, l.PodB, "", "SOCKET_QUEUE_FULL"}
+		}),
+		c("docker-forward-drop-v6", dual, func(l *lab.Lab) outcome {
+			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_POLICY_DROP"}
+		}),
 		c("forward-drop-rule-nft-v6", dual, func(l *lab.Lab) outcome {
 			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_RULE_DROP"}
 		}),

@@ -220,26 +220,38 @@ func TestQdiscDrop(t *testing.T) {
 // Rules a component owns are never advised for deletion or override: with
 // Docker's chains on node-b (seed 002 as dockerd leaves it), FORWARD's
 // policy DROP is Docker's, and the fix goes into DOCKER-USER.
+//
+// Issue 16: with IPv6 filtering on, dockerd writes the same in ip6tables;
+// the IPv6 journey's advice is ip6tables'.
 func TestDockerOwnedPolicy(t *testing.T) {
 	for _, ipt := range iptablesVariants {
 		t.Run(ipt, func(t *testing.T) {
-			l := lab.NewForTest(t, lab.Config{Iptables: ipt})
-			if err := l.ApplyFault("docker-forward-drop"); err != nil {
-				t.Fatal(err)
+			l := lab.NewForTest(t, lab.Config{Iptables: ipt, DualStack: true})
+			for _, fault := range []string{"docker-forward-drop", "docker-forward-drop-v6"} {
+				if err := l.ApplyFault(fault); err != nil {
+					t.Fatal(err)
+				}
 			}
-			j, res := probeService(t, l)
-			if res.exit != 1 {
-				t.Errorf("exit %d, want 1", res.exit)
-			}
-			v := j.Verdict
-			if v.Kind != journey.Dropped || v.Netns != l.NodeB || v.Hook != "FORWARD" || v.Table != "filter" || v.Chain != "FORWARD" || v.Rule != "policy DROP" {
-				t.Fatalf("verdict %+v, want dropped in %s by filter/FORWARD policy DROP", v, l.NodeB)
-			}
-			f := mustFinding(t, j, "NF_POLICY_DROP")
-			requireMentions(t, "message", f.Message, "from flannel.1 to cni0", "(the policy Docker sets)")
-			requireMentions(t, "advice", f.Advice, "-I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT", "Docker sets filter/FORWARD's policy to DROP")
-			if strings.Contains(f.Advice, "-I FORWARD") || strings.Contains(f.Advice, "-P FORWARD") {
-				t.Errorf("advice %q changes Docker's FORWARD chain", f.Advice)
+			for _, f := range families(l) {
+				j, res := probeService(t, l)
+				cmd := strings.TrimSuffix(ipt, "-nft") // iptables, iptables-legacy
+				if f.suffix != "" {
+					j, res = probeService6(t, l)
+					cmd = strings.Replace(cmd, "iptables", "ip6tables", 1)
+				}
+				if res.exit != 1 {
+					t.Errorf("%s: exit %d, want 1", f.name, res.exit)
+				}
+				v := j.Verdict
+				if v.Kind != journey.Dropped || v.Netns != l.NodeB || v.Hook != "FORWARD" || v.Table != "filter" || v.Chain != "FORWARD" || v.Rule != "policy DROP" {
+					t.Fatalf("%s: verdict %+v, want dropped in %s by filter/FORWARD policy DROP", f.name, v, l.NodeB)
+				}
+				fd := mustFinding(t, j, "NF_POLICY_DROP")
+				requireMentions(t, "message", fd.Message, "from flannel.1 to cni0", "(the policy Docker sets)")
+				requireMentions(t, "advice", fd.Advice, cmd+" -I DOCKER-USER -i flannel.1 -o cni0 -j ACCEPT", "Docker sets filter/FORWARD's policy to DROP")
+				if strings.Contains(fd.Advice, "-I FORWARD") || strings.Contains(fd.Advice, "-P FORWARD") {
+					t.Errorf("%s: advice %q changes Docker's FORWARD chain", f.name, fd.Advice)
+				}
 			}
 		})
 	}

@@ -29,10 +29,16 @@ var dockerFilterRules = [][]string{
 }
 
 // dockerForwardDrop programs Docker's filter rules in ns (seed 002 as it
-// happens: dockerd started on a flannel node sets FORWARD's policy to DROP).
-func (l *Lab) dockerForwardDrop(ctx context.Context, ns string) error {
+// happens: dockerd started on a flannel node sets FORWARD's policy to
+// DROP); ipv6: the same in ip6tables, as dockerd writes them with IPv6
+// filtering on ("ip6tables": true, the default since Docker 27).
+func (l *Lab) dockerForwardDrop(ctx context.Context, ns string, ipv6 bool) error {
+	run := l.ipt
+	if ipv6 {
+		run = l.ip6t
+	}
 	for _, r := range dockerFilterRules {
-		if err := l.ipt(ctx, ns, append([]string{"-t", "filter"}, r...)...); err != nil {
+		if err := run(ctx, ns, append([]string{"-t", "filter"}, r...)...); err != nil {
 			return fmt.Errorf("docker filter rules: %w", err)
 		}
 	}

@@ -62,7 +62,7 @@ var faults = map[string]fault{
 	"docker-forward-drop": {
 		desc: "node-b: Docker's filter rules as dockerd writes them when it starts (DOCKER, DOCKER-USER, DOCKER-ISOLATION-STAGE-1/2 chains, FORWARD policy DROP), so flannel.1 -> cni0 traffic is dropped (seed 002 with Docker's own chains)",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.dockerForwardDrop(ctx, l.NodeB)
+			return l.dockerForwardDrop(ctx, l.NodeB, false)
 		},
 	},
 	"forward-drop-rule-nft": {
@@ -135,7 +135,7 @@ var faults = map[string]fault{
 	"accept-queue-full": {
 		desc: "pod-b: the tcp/80 server is a listener with backlog 0 that never accepts, its accept queue already holding a connection from pod-a: further SYNs are dropped by the kernel (ListenOverflows) and never answered",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.fillAcceptQueue(ctx, 80)
+			return l.fillAcceptQueue(ctx, l.PodBIP, 80)
 		},
 	},
 	"udp-rcvbuf-full": {

@@ -162,6 +162,18 @@ var ipv6Faults = map[string]fault{
 			return l.ip6t(ctx, l.NodeB, "-P", "FORWARD", "DROP")
 		},
 	},
+	"accept-queue-full-v6": {
+		desc: "pod-b: the tcp/80 server is a listener on [" + PodBIP6 + "]:80 with backlog 0 that never accepts, its accept queue already holding a connection from pod-a: further IPv6 SYNs are dropped by the kernel (ListenOverflows) and never answered (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillAcceptQueue(ctx, PodBIP6, 80)
+		},
+	},
+	"docker-forward-drop-v6": {
+		desc: "node-b: Docker's filter rules in ip6tables, as dockerd writes them with IPv6 filtering on (\"ip6tables\": true, Docker 27's default): its chains and the IPv6 FORWARD policy DROP, so IPv6 flannel.1 -> cni0 traffic is dropped (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.dockerForwardDrop(ctx, l.NodeB, true)
+		},
+	},
 	"reject-rst-v6": {
 		desc: "node-b: ip6tables FORWARD rule rejects tcp to [" + PodBIP6 + "]:80 with a TCP reset (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {

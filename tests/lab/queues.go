@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -24,14 +25,22 @@ const QdiscLimit = 3000
 // maxFillDatagrams bounds the datagrams sent to fill a receive buffer.
 const maxFillDatagrams = 64
 
-// rawSocket makes a socket in pod B bound to PodBIP:port, set up by
-// prepare (between socket and bind) and listening with backlog 0 for TCP.
-// It returns the socket as a file to close and its address.
-func (l *Lab) rawSocket(typ, port int, prepare func(fd int) error) (*os.File, net.Addr, error) {
-	addr := netip.MustParseAddr(l.PodBIP).As4()
+// rawSocket makes a socket in pod B bound to ip:port (PodBIP or
+// PodBIP6), set up by prepare (between socket and bind) and listening with
+// backlog 0 for TCP. It returns the socket as a file to close and its
+// address.
+func (l *Lab) rawSocket(ip string, typ, port int, prepare func(fd int) error) (*os.File, net.Addr, error) {
+	a := netip.MustParseAddr(ip)
+	var family int
+	var sa unix.Sockaddr
+	if a.Is6() {
+		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: port, Addr: a.As16()}
+	} else {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: port, Addr: a.As4()}
+	}
 	var f *os.File
 	err := InNetns(l.PodB, func() error {
-		fd, err := unix.Socket(unix.AF_INET, typ|unix.SOCK_CLOEXEC, 0)
+		fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("socket: %w", err)
 		}
@@ -44,7 +53,7 @@ func (l *Lab) rawSocket(typ, port int, prepare func(fd int) error) (*os.File, ne
 				return err
 			}
 		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: addr}); err != nil {
+		if err := unix.Bind(fd, sa); err != nil {
 			return fmt.Errorf("bind: %w", err)
 		}
 		if typ == unix.SOCK_STREAM {
@@ -54,25 +63,24 @@ func (l *Lab) rawSocket(typ, port int, prepare func(fd int) error) (*os.File, ne
 		}
 		return nil
 	})
+	hostPort := net.JoinHostPort(ip, strconv.Itoa(port))
 	if err != nil {
 		if f != nil {
 			f.Close()
 		}
-		return nil, nil, fmt.Errorf("lab: socket on %s:%d in %s: %w", l.PodBIP, port, l.PodB, err)
+		return nil, nil, fmt.Errorf("lab: socket on %s in %s: %w", hostPort, l.PodB, err)
 	}
-	a := net.JoinHostPort(l.PodBIP, strconv.Itoa(port))
+	ap := netip.AddrPortFrom(a, uint16(port))
 	if typ == unix.SOCK_STREAM {
-		ta, _ := net.ResolveTCPAddr("tcp4", a)
-		return f, ta, nil
+		return f, net.TCPAddrFromAddrPort(ap), nil
 	}
-	ua, _ := net.ResolveUDPAddr("udp4", a)
-	return f, ua, nil
+	return f, net.UDPAddrFromAddrPort(ap), nil
 }
 
-// waitSocket polls pod B's sockets until the proto socket on PodBIP:port
+// waitSocket polls pod B's sockets until the proto socket on ip:port
 // satisfies cond.
-func (l *Lab) waitSocket(proto string, port int, cond func(sockdiag.Socket) bool) (sockdiag.Socket, error) {
-	want := netip.AddrPortFrom(netip.MustParseAddr(l.PodBIP), uint16(port))
+func (l *Lab) waitSocket(ip, proto string, port int, cond func(sockdiag.Socket) bool) (sockdiag.Socket, error) {
+	want := netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port))
 	deadline := time.Now().Add(queueWait)
 	var last sockdiag.Socket
 	for {
@@ -95,20 +103,23 @@ func (l *Lab) waitSocket(proto string, port int, cond func(sockdiag.Socket) bool
 	}
 }
 
-// fillAcceptQueue replaces pod B's tcp/port server by a listener with a
-// backlog of 0 that never accepts, and completes one connection from pod A
-// (held open) so that its accept queue is over the limit: the kernel drops
-// every further SYN (ListenOverflows). It returns once sock_diag shows it.
-func (l *Lab) fillAcceptQueue(ctx context.Context, port int) error {
-	if err := l.StopServer("tcp", port); err != nil {
+// fillAcceptQueue replaces pod B's tcp/port server by a listener on
+// ip:port (PodBIP or PodBIP6) with a backlog of 0 that never accepts, and
+// completes one connection from pod A (held open) so that its accept queue
+// is over the limit: the kernel drops every further SYN. Both versions'
+// listeners may stand side by side (a dual-stack lab's server, on [::],
+// is stopped by whichever comes first).
+func (l *Lab) fillAcceptQueue(ctx context.Context, ip string, port int) error {
+	if err := l.StopServer("tcp", port); err != nil && !errors.Is(err, ErrNoServer) {
 		return err
 	}
-	f, addr, err := l.rawSocket(unix.SOCK_STREAM, port, nil)
+	f, addr, err := l.rawSocket(ip, unix.SOCK_STREAM, port, nil)
 	if err != nil {
 		return err
 	}
+	tag := "tcp-full-" + ip
 	s := &server{closer: f, gone: l.socketGone(l.PodB, unix.IPPROTO_TCP, addr)}
-	if err := l.addServer(serverKey("tcp", port), l.PodB, s); err != nil {
+	if err := l.addServer(serverKey(tag, port), l.PodB, s); err != nil {
 		f.Close()
 		return err
 	}
@@ -116,11 +127,11 @@ func (l *Lab) fillAcceptQueue(ctx context.Context, port int) error {
 	if err != nil {
 		return fmt.Errorf("lab: fill the accept queue of %s: %w", addr, err)
 	}
-	if err := l.addServer(serverKey("tcp-client", port), l.PodA, &server{closer: conn}); err != nil {
+	if err := l.addServer(serverKey(tag+"-client", port), l.PodA, &server{closer: conn}); err != nil {
 		conn.Close()
 		return err
 	}
-	_, err = l.waitSocket("tcp", port, sockdiag.Socket.AcceptQueueFull)
+	_, err = l.waitSocket(ip, "tcp", port, sockdiag.Socket.AcceptQueueFull)
 	return err
 }
 
@@ -130,7 +141,7 @@ func (l *Lab) fillAcceptQueue(ctx context.Context, port int) error {
 // further datagram is dropped (SOCKET_RCVBUFF). It returns once sock_diag
 // shows the socket's drop counter above zero.
 func (l *Lab) fillReceiveBuffer(ctx context.Context, port int) error {
-	f, addr, err := l.rawSocket(unix.SOCK_DGRAM, port, func(fd int) error {
+	f, addr, err := l.rawSocket(l.PodBIP, unix.SOCK_DGRAM, port, func(fd int) error {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
 			return fmt.Errorf("SO_RCVBUF: %w", err)
 		}
@@ -148,7 +159,7 @@ func (l *Lab) fillReceiveBuffer(ctx context.Context, port int) error {
 		if err := l.SendUDP(ctx, l.PodA, addr.String(), 512, false); err != nil {
 			return err
 		}
-		sk, err := l.waitSocket("udp", port, func(s sockdiag.Socket) bool { return s.RmemAlloc > 0 })
+		sk, err := l.waitSocket(l.PodBIP, "udp", port, func(s sockdiag.Socket) bool { return s.RmemAlloc > 0 })
 		if err != nil {
 			return err
 		}
