@@ -880,18 +880,25 @@ func successor(life, rest []Event, first Event) (Event, bool) {
 }
 
 // copiedOnOutput reports whether life ends with the skb freed normally
-// right after its last netfilter hook on the way out of a device, before
-// the device transmitted it: the output path copied a forwarded packet
-// whose headroom was too short for the device (skb_expand_head frees the
-// original of an skb no socket owns), and the copy goes on.
+// on the way out of a device, before the device transmitted it: right
+// after its last netfilter hook there, or (no netfilter observer in that
+// namespace yet: a passive trace's first packet) right after it was
+// received on another device of the namespace, i.e. while forwarded. The
+// output path copied a forwarded packet whose headroom was too short for
+// the device (skb_expand_head frees the original of an skb no socket
+// owns), and the copy goes on. A packet delivered locally is freed at the
+// device it came in on.
 func copiedOnOutput(life []Event) bool {
 	n := len(life)
 	if n < 2 {
 		return false
 	}
 	end, prev := life[n-1], life[n-2]
-	return end.Kind == KindConsume && prev.Kind == KindNF && prev.Hook == HookPostRouting &&
-		prev.Netns == end.Netns && prev.Ifindex == end.Ifindex
+	if end.Kind != KindConsume || prev.Netns != end.Netns || end.Ifindex == 0 {
+		return false
+	}
+	return prev.Kind == KindNF && prev.Hook == HookPostRouting && prev.Ifindex == end.Ifindex ||
+		prev.Kind == KindRx && prev.Ifindex != end.Ifindex
 }
 
 // inheritPlace: an skb freed after the stack let go of its device and

@@ -141,4 +141,29 @@ func TestSkbCopiedOnOutput(t *testing.T) {
 	if j := buildOne(t, r); j.Verdict.Kind == Dropped {
 		t.Errorf("verdict %+v: a copy seen at another device is no continuation", j.Verdict)
 	}
+
+	// no netfilter observer in node-a yet (a passive trace's first
+	// packet): received on cni0, freed at flannel.1, the copy transmitted
+	// there goes on
+	r = &recorder{t: 1_000_000, skb: 0xa, jid: 0x1000}
+	r.add(KindTx, nsPodA, "eth0", synPod, at(2)).
+		add(KindRx, nsNodeA, "cni0", synPod, at(4)).
+		add(KindConsume, nsNodeA, "flannel.1", synPod, at(5)).
+		withSkb(0xb).
+		add(KindTx, nsNodeA, "flannel.1", synPod, at(5)).
+		add(KindTx, nsNodeA, "eth0", synPod, encap, at(3)).
+		add(KindDrop, nsRtr, "ra", synPod, encap, at(2))
+	if v := buildOne(t, r).Verdict; v.Kind != Dropped || v.Netns != "router" {
+		t.Errorf("verdict %+v, want dropped in router (the copy's fate, no observer)", v)
+	}
+	// freed at the device it came in on: delivered there, no copy
+	r = &recorder{t: 1_000_000, skb: 0xa, jid: 0x1000}
+	r.add(KindTx, nsPodA, "eth0", synPod, at(2)).
+		add(KindRx, nsNodeA, "cni0", synPod, at(4)).
+		add(KindConsume, nsNodeA, "cni0", synPod, at(4)).
+		withSkb(0xb).
+		add(KindTx, nsNodeA, "cni0", synPod, at(4))
+	if v := buildOne(t, r).Verdict; v.Kind == Dropped || v.Netns != "node-a" {
+		t.Errorf("verdict %+v, want the end in node-a: freed where it came in is no output copy", v)
+	}
 }

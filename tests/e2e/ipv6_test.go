@@ -96,14 +96,18 @@ type family struct {
 	// (iptables-save form), nftFamily the family of kube-proxy's nftables
 	// table
 	svcDst, portUnreachable, nftFamily string
+	// dns is the cluster DNS Service, upstream the pod-dns-upstream
+	// fault's nameserver
+	dns      lab.Service
+	upstream string
 }
 
 func families(l *lab.Lab) []family {
 	return []family{
 		{"ipv4", "", l.PodBIP, l.WebService, l.PodBIP + "/32", "ip daddr " + l.PodBIP,
-			l.WebService.ClusterIP + "/32", "icmp-port-unreachable", "ip"},
+			l.WebService.ClusterIP + "/32", "icmp-port-unreachable", "ip", l.DNSService, lab.UpstreamDNS},
 		{"ipv6", "-v6", l.PodBIP6, l.WebService6, l.PodBIP6 + "/128", "ip6 daddr " + l.PodBIP6,
-			l.WebService6.ClusterIP + "/128", "icmp6-port-unreachable", "ip6"},
+			l.WebService6.ClusterIP + "/128", "icmp6-port-unreachable", "ip6", l.DNSService6, lab.UpstreamDNS6},
 	}
 }
 
@@ -116,6 +120,17 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 	cases := []familyCase{
 		{"forward-drop", true, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Dropped, l.NodeB, "NETFILTER_DROP", "FORWARD", "filter", "FORWARD", "policy DROP", "NF_POLICY_DROP", l.NodeB}
+		}},
+		{"silent-dns", false, false, dnsQueryArgs, func(l *lab.Lab, f family) want {
+			return want{journey.Delivered, l.PodB, "", "", "", "", "", "NO_REPLY", l.PodB}
+		}},
+		{"udp-rcvbuf-full", false, false, dnsQueryArgs, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.PodB, "SOCKET_RCVBUFF", "", "", "", "", "SOCKET_QUEUE_FULL", l.PodB}
+		}},
+		{"pod-dns-upstream", false, false, func(l *lab.Lab, f family) []string {
+			return []string{"--proto", "udp", "--to", net.JoinHostPort(f.upstream, "53")}
+		}, func(l *lab.Lab, f family) want {
+			return want{journey.Dropped, l.Router, "IP_INNOROUTES", "", "", "", "", "DNS_CONFIG", l.PodA}
 		}},
 		{"accept-queue-full", false, false, nil, func(l *lab.Lab, f family) want {
 			return want{journey.Delivered, l.PodB, "", "", "", "", "", "SOCKET_QUEUE_FULL", l.PodB}
@@ -189,6 +204,11 @@ func TestFaultsIPv4AndIPv6(t *testing.T) {
 		}},
 	}
 	runFamilyCases(t, cases, false)
+}
+
+// dnsQueryArgs: a UDP query to the family's cluster DNS Service.
+func dnsQueryArgs(l *lab.Lab, f family) []string {
+	return []string{"--proto", "udp", "--to", f.dns.Addr()}
 }
 
 // familyCase is a fault scenario run in its IPv4 and IPv6 form.

@@ -390,6 +390,24 @@ func passiveCasesIPv6() []passiveCase {
 		c("accept-queue-full-v6", dual, func(l *lab.Lab) outcome {
 			return outcome{journey.Delivered, l.PodB, "", "SOCKET_QUEUE_FULL"}
 		}),
+		{fault: "silent-dns-v6", cfg: dual,
+			to:      func(l *lab.Lab) []string { return []string{"--proto", "udp", "--to", l.DNSService6.Addr()} },
+			traffic: udpTo(lab.DNSClusterIP6 + "/53"),
+			want: func(l *lab.Lab) outcome {
+				return outcome{journey.Delivered, l.PodB, "", "NO_REPLY"}
+			}},
+		{fault: "udp-rcvbuf-full-v6", cfg: dual,
+			to:      func(l *lab.Lab) []string { return []string{"--proto", "udp", "--to", l.DNSService6.Addr()} },
+			traffic: udpTo(lab.DNSClusterIP6 + "/53"),
+			want: func(l *lab.Lab) outcome {
+				return outcome{journey.Dropped, l.PodB, "SOCKET_RCVBUFF", "SOCKET_QUEUE_FULL"}
+			}},
+		{fault: "pod-dns-upstream-v6", cfg: dual,
+			to:      func(*lab.Lab) []string { return []string{"--proto", "udp", "--to", "[" + lab.UpstreamDNS6 + "]:53"} },
+			traffic: udpTo(lab.UpstreamDNS6 + "/53"),
+			want: func(l *lab.Lab) outcome {
+				return outcome{journey.Dropped, l.Router, "IP_INNOROUTES", "DNS_CONFIG"}
+			}},
 		c("docker-forward-drop-v6", dual, func(l *lab.Lab) outcome {
 			return outcome{journey.Dropped, l.NodeB, "NETFILTER_DROP", "NF_POLICY_DROP"}
 		}),

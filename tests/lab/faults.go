@@ -141,7 +141,7 @@ var faults = map[string]fault{
 	"udp-rcvbuf-full": {
 		desc: "pod-b: the DNS backend 10.244.1.2:53 is a UDP socket with the smallest receive buffer (SO_RCVBUF 0) that never reads, already full: further queries are dropped (SOCKET_RCVBUFF), like an overloaded DNS server",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.fillReceiveBuffer(ctx, 53)
+			return l.fillReceiveBuffer(ctx, l.PodBIP, 53)
 		},
 		dns: true,
 	},
@@ -256,7 +256,7 @@ var faults = map[string]fault{
 	"silent-dns": {
 		desc: "pod-b: a UDP socket on 10.244.1.2:53 (behind the DNS ClusterIP 10.96.0.10:53) reads queries and never answers, so DNS lookups time out",
 		apply: func(ctx context.Context, l *Lab) error {
-			return l.ensureSilentUDP(53)
+			return l.ensureSilentUDP(l.PodBIP, 53)
 		},
 		dns: true,
 	},
@@ -264,16 +264,25 @@ var faults = map[string]fault{
 
 // ProbeService returns the service whose traffic shows the named fault:
 // the DNS service for "silent-dns", the web service otherwise (also for
-// unknown names). For a comma separated list the first DNS fault wins.
+// unknown names); the IPv6 ones for an IPv6 fault. For a comma separated
+// list the first DNS fault wins.
 func (l *Lab) ProbeService(faultNames ...string) Service {
+	web := l.WebService
 	for _, name := range faultNames {
 		for n := range strings.SplitSeq(name, ",") {
-			if faults[strings.TrimSpace(n)].dns {
+			n = strings.TrimSpace(n)
+			if f, ok := ipv6Faults[n]; ok {
+				if f.dns {
+					return l.DNSService6
+				}
+				web = l.WebService6
+			}
+			if faults[n].dns {
 				return l.DNSService
 			}
 		}
 	}
-	return l.WebService
+	return web
 }
 
 // Faults lists the faults ApplyFault knows, sorted by name.

@@ -15,6 +15,10 @@ const (
 	PodAIP6       = "fd00:10:244::5"
 	PodBIP6       = "fd00:10:244:1::2"
 	ClusterIP6    = "fd00:10:96::100"
+	DNSClusterIP6 = "fd00:10:96::a"
+	// UpstreamDNS6 is the nameserver of "pod-dns-upstream-v6": an IPv6
+	// address no lab namespace routes.
+	UpstreamDNS6  = "2001:db8:53::53"
 	ServiceCIDR6  = "fd00:10:96::/112"
 	ClusterCIDR6  = "fd00:10:244::/56"
 	podGatewayA6  = "fd00:10:244::1"
@@ -166,6 +170,26 @@ var ipv6Faults = map[string]fault{
 		desc: "pod-b: the tcp/80 server is a listener on [" + PodBIP6 + "]:80 with backlog 0 that never accepts, its accept queue already holding a connection from pod-a: further IPv6 SYNs are dropped by the kernel (ListenOverflows) and never answered (dual-stack lab)",
 		apply: func(ctx context.Context, l *Lab) error {
 			return l.fillAcceptQueue(ctx, PodBIP6, 80)
+		},
+	},
+	"silent-dns-v6": {
+		desc: "pod-b: a UDP socket on [" + PodBIP6 + "]:53 (behind the IPv6 DNS ClusterIP [" + DNSClusterIP6 + "]:53) reads queries and never answers, so IPv6 DNS lookups time out (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.ensureSilentUDP(PodBIP6, 53)
+		},
+		dns: true,
+	},
+	"udp-rcvbuf-full-v6": {
+		desc: "pod-b: the DNS backend [" + PodBIP6 + "]:53 is a UDP socket with the smallest receive buffer (SO_RCVBUF 0) that never reads, already full: further IPv6 queries are dropped (SOCKET_RCVBUFF) (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.fillReceiveBuffer(ctx, PodBIP6, 53)
+		},
+		dns: true,
+	},
+	"pod-dns-upstream-v6": {
+		desc: "pod-a: a process whose /etc/resolv.conf (its own mount namespace, like a container's) names nameserver " + UpstreamDNS6 + " instead of the cluster DNS: its IPv6 DNS queries bypass the cluster DNS and die at the router (dual-stack lab)",
+		apply: func(ctx context.Context, l *Lab) error {
+			return l.SetPodDNS(ctx, UpstreamDNS6)
 		},
 	},
 	"docker-forward-drop-v6": {

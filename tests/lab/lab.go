@@ -217,7 +217,9 @@ type Lab struct {
 	// node A with ip6tables (Config.DualStack).
 	DualStack                    bool
 	PodAIP6, PodBIP6, ClusterIP6 string
-	WebService6                  Service
+	// WebService6 is [fd00:10:96::100]:80/tcp -> [PodBIP6]:80, DNSService6
+	// [fd00:10:96::a]:53/udp -> [PodBIP6]:53 (kube-proxy's IPv6 proxier).
+	WebService6, DNSService6 Service
 	// IPv6Underlay: the pods' IPv6 traffic crosses the IPv6 underlay
 	// (NodeAIP6 <-> NodeBIP6) through VXLANDevice6 (Config.IPv6Underlay).
 	// VXLANDevice6 is the device that carries IPv6 pod traffic: VXLANDevice
@@ -249,7 +251,9 @@ type Lab struct {
 	nodeASecondIP    string
 	nodeAFlannelArgs []string
 	noForwardRules   bool
-	dir              string // FlannelReal: logs, etcd data, subnet files
+	dir              string   // FlannelReal: logs, etcd data, subnet files
+	podDNS           []string // SetPodDNS: pod A's nameservers
+	podDNSProc       *proc    // SetPodDNS: the process whose resolv.conf names them
 
 	mu      sync.Mutex
 	created []nsID  // namespaces this lab created, in creation order
@@ -439,6 +443,7 @@ func newLab(cfg Config) *Lab {
 		l.DualStack = true
 		l.PodAIP6, l.PodBIP6, l.ClusterIP6 = PodAIP6, PodBIP6, ClusterIP6
 		l.WebService6 = newService("default/web:http", "tcp", ClusterIP6, 80, net.JoinHostPort(PodBIP6, "80"))
+		l.DNSService6 = newService("kube-system/kube-dns:dns", "udp", DNSClusterIP6, 53, net.JoinHostPort(PodBIP6, "53"))
 	}
 	l.IPv6Underlay = cfg.IPv6Underlay
 	if cfg.Flavor == FlavorCalico {
@@ -483,7 +488,7 @@ func (l *Lab) Services6() []Service {
 	if !l.DualStack {
 		return nil
 	}
-	return []Service{l.WebService6}
+	return []Service{l.WebService6, l.DNSService6}
 }
 
 // resolveNetns maps a lab namespace name (or a bare role name) to the lab

@@ -154,6 +154,15 @@ func (l *Lab) startTCPEchoAs(key, ip string, port int) error {
 // backend when port is 53).
 func (l *Lab) StartSilentUDP(port int) error { return l.startSilentUDP(l.PodBIP, port) }
 
+// udpKey is the server key of pod B's UDP socket on ip: "udp", or "udp6"
+// for an IPv6 one, so that both versions' sockets stand side by side.
+func udpKey(ip string) string {
+	if strings.Contains(ip, ":") {
+		return "udp6"
+	}
+	return "udp"
+}
+
 // StartSilentUDP6 is StartSilentUDP on pod B's IPv6 address (a dual-stack
 // lab).
 func (l *Lab) StartSilentUDP6(port int) error { return l.startSilentUDP(PodBIP6, port) }
@@ -181,7 +190,7 @@ func (l *Lab) startSilentUDP(ip string, port int) error {
 		return fmt.Errorf("lab: udp socket %s in %s: %w", addr, l.PodB, err)
 	}
 	s := &server{closer: pc, gone: l.socketGone(l.PodB, unix.IPPROTO_UDP, pc.LocalAddr())}
-	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
+	if err := l.addServer(serverKey(udpKey(ip), port), l.PodB, s); err != nil {
 		pc.Close()
 		return err
 	}
@@ -200,14 +209,14 @@ func (l *Lab) startSilentUDP(ip string, port int) error {
 
 // ensureSilentUDP starts StartSilentUDP(port) unless a udp server on port
 // is running already (the only UDP server the lab has is the silent one).
-func (l *Lab) ensureSilentUDP(port int) error {
+func (l *Lab) ensureSilentUDP(ip string, port int) error {
 	l.mu.Lock()
-	_, ok := l.servers[serverKey("udp", port)]
+	_, ok := l.servers[serverKey(udpKey(ip), port)]
 	l.mu.Unlock()
 	if ok {
 		return nil
 	}
-	return l.StartSilentUDP(port)
+	return l.startSilentUDP(ip, port)
 }
 
 // ErrNoServer is matched (errors.Is) by StopServer's error when no such
@@ -383,26 +392,35 @@ func (l *Lab) SendUDP(ctx context.Context, from, addr string, size int, df bool)
 	if size < 0 {
 		return fmt.Errorf("lab: send udp to %s from %s: negative size %d", addr, ns, size)
 	}
+	// IPv4's DF, or IPv6's (never fragment at the sender either)
+	network, level, opt := "udp4", syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER
 	pmtud := syscall.IP_PMTUDISC_DONT
 	if df {
 		pmtud = syscall.IP_PMTUDISC_DO
+	}
+	if ap, perr := netip.ParseAddrPort(addr); perr == nil && ap.Addr().Unmap().Is6() {
+		network, level, opt = "udp6", syscall.IPPROTO_IPV6, syscall.IPV6_MTU_DISCOVER
+		pmtud = syscall.IPV6_PMTUDISC_DONT
+		if df {
+			pmtud = syscall.IPV6_PMTUDISC_DO
+		}
 	}
 	var c net.Conn
 	err = InNetns(ns, func() error {
 		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 			var serr error
 			if err := rc.Control(func(fd uintptr) {
-				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_MTU_DISCOVER, pmtud)
+				serr = syscall.SetsockoptInt(int(fd), level, opt, pmtud)
 			}); err != nil {
 				return err
 			}
 			if serr != nil {
-				return fmt.Errorf("setsockopt IP_MTU_DISCOVER: %w", serr)
+				return fmt.Errorf("setsockopt MTU_DISCOVER: %w", serr)
 			}
 			return nil
 		}}
 		var err error
-		c, err = d.DialContext(ctx, "udp4", addr)
+		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	if err != nil {

@@ -135,13 +135,13 @@ func (l *Lab) fillAcceptQueue(ctx context.Context, ip string, port int) error {
 	return err
 }
 
-// fillReceiveBuffer binds a UDP socket on PodBIP:port in pod B with the
+// fillReceiveBuffer binds a UDP socket on ip:port in pod B with the
 // smallest receive buffer (SO_RCVBUF 0: the kernel's minimum) that never
 // reads, and sends it datagrams from pod A until it drops one: every
 // further datagram is dropped (SOCKET_RCVBUFF). It returns once sock_diag
 // shows the socket's drop counter above zero.
-func (l *Lab) fillReceiveBuffer(ctx context.Context, port int) error {
-	f, addr, err := l.rawSocket(l.PodBIP, unix.SOCK_DGRAM, port, func(fd int) error {
+func (l *Lab) fillReceiveBuffer(ctx context.Context, ip string, port int) error {
+	f, addr, err := l.rawSocket(ip, unix.SOCK_DGRAM, port, func(fd int) error {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 0); err != nil {
 			return fmt.Errorf("SO_RCVBUF: %w", err)
 		}
@@ -151,7 +151,7 @@ func (l *Lab) fillReceiveBuffer(ctx context.Context, port int) error {
 		return err
 	}
 	s := &server{closer: f, gone: l.socketGone(l.PodB, unix.IPPROTO_UDP, addr)}
-	if err := l.addServer(serverKey("udp", port), l.PodB, s); err != nil {
+	if err := l.addServer(serverKey(udpKey(ip), port), l.PodB, s); err != nil {
 		f.Close()
 		return err
 	}
@@ -159,7 +159,7 @@ func (l *Lab) fillReceiveBuffer(ctx context.Context, port int) error {
 		if err := l.SendUDP(ctx, l.PodA, addr.String(), 512, false); err != nil {
 			return err
 		}
-		sk, err := l.waitSocket(l.PodBIP, "udp", port, func(s sockdiag.Socket) bool { return s.RmemAlloc > 0 })
+		sk, err := l.waitSocket(ip, "udp", port, func(s sockdiag.Socket) bool { return s.RmemAlloc > 0 })
 		if err != nil {
 			return err
 		}

@@ -294,9 +294,6 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		faultName = strings.Join(faults, ",")
 	}
 	svc := l.ProbeService(faults...)
-	if v6 {
-		svc = l.WebService6
-	}
 	// Header on stderr so that --json output on stdout stays parseable.
 	overlay := l.Flavor
 	if l.Flannel == lab.FlannelReal {
