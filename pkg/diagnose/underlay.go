@@ -499,8 +499,9 @@ func hasCode(j *journey.Journey, code string) bool {
 const ipv6MinMTU = 1280
 
 // mtuAdvice is the fix for a size-byte packet over a path whose smallest
-// MTU is limit, overhead the bytes of encapsulation (0: none). An IPv6 packet (src) over an overlay that would have to go
-// below 1280 cannot be fixed on the overlay side: only the underlay can.
+// MTU is limit, overhead the bytes of encapsulation (0: none). An IPv6
+// packet (src) over an overlay that would have to go below 1280 cannot be
+// fixed on the overlay side: only the underlay can.
 func mtuAdvice(limit, size, overhead uint32, src, overlayDev string) string {
 	if a, err := netip.ParseAddr(src); err == nil && a.Unmap().Is6() && limit < ipv6MinMTU+overhead {
 		return fmt.Sprintf("raise the underlay MTU to at least %d on every hop: IPv6 needs an MTU of at least %d on every link, so the overlay (pod and %s MTU) cannot go below %d and the underlay must carry %d + %d bytes",
