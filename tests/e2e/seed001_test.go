@@ -91,7 +91,7 @@ func TestListenerMismatch(t *testing.T) {
 		ipv6        bool // the IPv6 Service of a dual-stack lab (issue 16)
 	}{
 		{"udp-loopback-only", "none", func(l *lab.Lab) error { return l.StartLoopbackUDP(53) },
-			[]string{"nothing listens on udp 10.244.1.2:53", "udp server listens on port 53 on loopback only (127.0.0.1:53)"},
+			[]string{"nothing listens on udp 10.244.1.2:53", "answered ICMP port unreachable", "udp server listens on port 53 on loopback only (127.0.0.1:53)"},
 			[]string{"0.0.0.0:53"}, true, false},
 		{"loopback-only", "listener-loopback", nil,
 			[]string{"10.244.1.2:80", "loopback only", "127.0.0.1:80"},
@@ -132,14 +132,10 @@ func TestListenerMismatch(t *testing.T) {
 			if res.exit != 1 {
 				t.Errorf("exit %d, want 1", res.exit)
 			}
-			// a refused UDP datagram is reported dropped (NO_SOCKET): the
-			// journey does not take the ICMP port unreachable as its answer
-			kind := journey.Rejected
-			if c.udp {
-				kind = journey.Dropped
-			}
-			if v := j.Verdict; v.Kind != kind || v.Netns != l.PodB || v.Reason != "NO_SOCKET" {
-				t.Fatalf("verdict %+v, want %s in %s (NO_SOCKET)", v, kind, l.PodB)
+			// refused: a TCP SYN with a RST, a UDP datagram with ICMP port
+			// unreachable
+			if v := j.Verdict; v.Kind != journey.Rejected || v.Netns != l.PodB || v.Reason != "NO_SOCKET" {
+				t.Fatalf("verdict %+v, want rejected in %s (NO_SOCKET)", v, l.PodB)
 			}
 			f := mustFinding(t, j, "NO_LISTENER")
 			if j.Findings[0].Code != "NO_LISTENER" || f.Netns != l.PodB || f.Severity != journey.SeverityError {
