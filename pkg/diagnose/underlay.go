@@ -342,14 +342,14 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 		return
 	}
 	var inner uint16
-	var overlayMTU uint32
+	var overlayMTU, overlayNS uint32
 	var overlayDev string
 	for _, e := range j.Events {
 		if e.Pkt.IPLen > inner {
 			inner = e.Pkt.IPLen
 		}
 		if e.Kind == journey.KindTx && !e.Encap && isOverlay(d.state, e.Netns, e.Ifname) {
-			overlayMTU, overlayDev = e.MTU, e.Ifname
+			overlayMTU, overlayDev, overlayNS = e.MTU, e.Ifname, e.Netns
 		}
 	}
 	if inner == 0 {
@@ -359,7 +359,7 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 	size := uint32(inner)
 	var overhead uint32
 	if encapsulated {
-		overhead = d.encapOverhead(j, overlayDev)
+		overhead = d.encapOverhead(j, overlayNS, overlayDev)
 		size += overhead
 	}
 	// the smallest MTU of the underlay devices the journey touched, and of
@@ -408,19 +408,15 @@ func (d *Diagnoser) mtu(j *journey.Journey) {
 }
 
 // encapOverhead is what the journey's VXLAN adds: by the outer header
-// seen, else by the family of the overlay device's local address.
-func (d *Diagnoser) encapOverhead(j *journey.Journey, overlayDev string) uint32 {
+// seen, else by the family of the local address of the overlay device the
+// packet was sent through (overlayDev in namespace overlayNS).
+func (d *Diagnoser) encapOverhead(j *journey.Journey, overlayNS uint32, overlayDev string) uint32 {
 	if enc := lastEncap(j); enc != nil && enc.Outer.Dst.IsValid() {
 		return overheadFor(enc.Outer.Dst)
 	}
-	for _, e := range j.Events {
-		if e.Ifname != overlayDev {
-			continue
-		}
-		if ns := d.state.Namespaces[e.Netns]; ns != nil {
-			if l, ok := ns.Link(overlayDev); ok && l.VXLAN != nil && l.VXLAN.Local.IsValid() {
-				return overheadFor(l.VXLAN.Local)
-			}
+	if ns := d.state.Namespaces[overlayNS]; ns != nil {
+		if l, ok := ns.Link(overlayDev); ok && l.VXLAN != nil && l.VXLAN.Local.IsValid() {
+			return overheadFor(l.VXLAN.Local)
 		}
 	}
 	return vxlanOverhead

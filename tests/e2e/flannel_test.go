@@ -97,12 +97,8 @@ func TestRealFlannel(t *testing.T) {
 		// flanneld gives the pods FLANNEL_MTU=1450 (the underlay minus
 		// IPv4's 50 bytes) while its flannel-v6.1 carries 1430: a
 		// full-sized IPv6 packet from a pod is refused by node A itself
-		res = runTrace(t, append([]string{"--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "udp",
-			"--to", net.JoinHostPort(l.PodBIP6, "53"), "--probe-size", "1400"}, l.FlannelStateArgs()...)...)
-		if len(res.journeys) != 1 {
-			t.Fatalf("want 1 journey, got %d (exit %d)\n%s", len(res.journeys), res.exit, res.stderr)
-		}
-		j = res.journeys[0]
+		j, _ = probeFromPodA(t, l, append([]string{"--proto", "udp", "--to", net.JoinHostPort(l.PodBIP6, "53"), "--probe-size", "1400"},
+			l.FlannelStateArgs()...)...)
 		if j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.NodeA || j.Verdict.Reason != "PKT_TOO_BIG" {
 			t.Errorf("verdict %+v, want dropped in %s (PKT_TOO_BIG)", j.Verdict, l.NodeA)
 		}

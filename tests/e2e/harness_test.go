@@ -193,10 +193,16 @@ func (b *bgTrace) wait(t *testing.T) traceResult {
 // probeService traces one probe SYN from pod A to the web ClusterIP.
 func probeService(t *testing.T, l *lab.Lab, extra ...string) (journey.Journey, traceResult) {
 	t.Helper()
-	args := append([]string{"--from-netns", l.PodA, "--to", l.WebService.Addr(), "--probe", "--timeout", "5s"}, extra...)
-	res := runTrace(t, args...)
+	return probeFromPodA(t, l, append([]string{"--to", l.WebService.Addr()}, extra...)...)
+}
+
+// probeFromPodA traces one probe skbtrail sends from pod A (--probe, 5 s)
+// to what args name and requires exactly one journey.
+func probeFromPodA(t *testing.T, l *lab.Lab, args ...string) (journey.Journey, traceResult) {
+	t.Helper()
+	res := runTrace(t, append([]string{"--from-netns", l.PodA, "--probe", "--timeout", "5s"}, args...)...)
 	if len(res.journeys) != 1 {
-		t.Fatalf("want 1 journey, got %d (exit %d)", len(res.journeys), res.exit)
+		t.Fatalf("trace %v: want 1 journey, got %d (exit %d)\nstderr: %s", args, len(res.journeys), res.exit, res.stderr)
 	}
 	return res.journeys[0], res
 }

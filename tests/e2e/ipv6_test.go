@@ -15,12 +15,7 @@ import (
 // probeService6 probes the IPv6 web Service of a dual-stack lab from pod A.
 func probeService6(t *testing.T, l *lab.Lab, extra ...string) (journey.Journey, traceResult) {
 	t.Helper()
-	args := append([]string{"--from-netns", l.PodA, "--to", l.WebService6.Addr(), "--probe", "--timeout", "5s"}, extra...)
-	res := runTrace(t, args...)
-	if len(res.journeys) != 1 {
-		t.Fatalf("want 1 journey, got %d (exit %d)\nstderr: %s", len(res.journeys), res.exit, res.stderr)
-	}
-	return res.journeys[0], res
+	return probeFromPodA(t, l, append([]string{"--to", l.WebService6.Addr()}, extra...)...)
 }
 
 // Issue 16: the healthy dual-stack lab's IPv6 Service: the SYN to the IPv6
@@ -331,12 +326,7 @@ type want struct {
 // journey against w and returns it.
 func checkFamily(t *testing.T, l *lab.Lab, f family, args []string, w want) journey.Journey {
 	t.Helper()
-	res := runTrace(t, append([]string{"--from-netns", l.PodA, "--probe", "--timeout", "5s",
-		"--service-cidr", "10.96.0.0/12," + lab.ServiceCIDR6}, args...)...)
-	if len(res.journeys) != 1 {
-		t.Fatalf("%s: want 1 journey, got %d (exit %d)\n%s", f.name, len(res.journeys), res.exit, res.stderr)
-	}
-	j := res.journeys[0]
+	j, res := probeFromPodA(t, l, append([]string{"--service-cidr", "10.96.0.0/12," + lab.ServiceCIDR6}, args...)...)
 	v := j.Verdict
 	if res.exit != 1 {
 		t.Errorf("%s: exit %d, want 1", f.name, res.exit)
@@ -387,12 +377,7 @@ func TestIPv6NoReply(t *testing.T) {
 	if err := l.StartSilentUDP6(5353); err != nil {
 		t.Fatal(err)
 	}
-	res := runTrace(t, "--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "udp",
-		"--to", net.JoinHostPort(lab.PodBIP6, "5353"))
-	if len(res.journeys) != 1 {
-		t.Fatalf("want 1 journey, got %d (exit %d)\nstderr: %s", len(res.journeys), res.exit, res.stderr)
-	}
-	j := res.journeys[0]
+	j, res := probeFromPodA(t, l, "--proto", "udp", "--to", net.JoinHostPort(lab.PodBIP6, "5353"))
 	if res.exit != 1 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB {
 		t.Errorf("exit %d verdict %+v, want delivered in %s", res.exit, j.Verdict, l.PodB)
 	}
@@ -420,12 +405,7 @@ func TestForwardTooBig(t *testing.T) {
 		{"ipv4", lab.PodBIP, "ICMP fragmentation needed with MTU 1300"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			res := runTrace(t, "--from-netns", l.PodA, "--probe", "--probe-size", "1350", "--timeout", "5s", "--proto", "udp",
-				"--to", net.JoinHostPort(c.dst, "7777"))
-			if len(res.journeys) != 1 {
-				t.Fatalf("want 1 journey, got %d (exit %d)\nstderr: %s", len(res.journeys), res.exit, res.stderr)
-			}
-			j := res.journeys[0]
+			j, res := probeFromPodA(t, l, "--probe-size", "1350", "--proto", "udp", "--to", net.JoinHostPort(c.dst, "7777"))
 			if j.Verdict.Kind != journey.Dropped || j.Verdict.Netns != l.NodeA || j.Verdict.Reason != "PKT_TOO_BIG" {
 				t.Errorf("verdict %+v, want dropped in %s (PKT_TOO_BIG)", j.Verdict, l.NodeA)
 			}
@@ -464,11 +444,7 @@ func TestProbeKindsIPv4AndIPv6(t *testing.T) {
 			icmp = "icmpv6"
 		}
 		t.Run(f.name+"/echo", func(t *testing.T) {
-			res := runTrace(t, "--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "icmp", "--dst", f.podB)
-			if len(res.journeys) != 1 {
-				t.Fatalf("want 1 journey, got %d (exit %d)\n%s", len(res.journeys), res.exit, res.stderr)
-			}
-			j := res.journeys[0]
+			j, res := probeFromPodA(t, l, "--proto", "icmp", "--dst", f.podB)
 			if res.exit != 0 || j.Verdict.Kind != journey.Delivered || j.Verdict.Netns != l.PodB || j.Packet.Proto != icmp || j.Packet.Dst != f.podB {
 				t.Errorf("exit %d packet %+v verdict %+v, want %s delivered in %s", res.exit, j.Packet, j.Verdict, icmp, l.PodB)
 			}
@@ -477,11 +453,7 @@ func TestProbeKindsIPv4AndIPv6(t *testing.T) {
 			}
 		})
 		t.Run(f.name+"/udp-closed-port", func(t *testing.T) {
-			res := runTrace(t, "--from-netns", l.PodA, "--probe", "--timeout", "5s", "--proto", "udp", "--to", net.JoinHostPort(f.podB, "9"))
-			if len(res.journeys) != 1 {
-				t.Fatalf("want 1 journey, got %d (exit %d)\n%s", len(res.journeys), res.exit, res.stderr)
-			}
-			j := res.journeys[0]
+			j, res := probeFromPodA(t, l, "--proto", "udp", "--to", net.JoinHostPort(f.podB, "9"))
 			if res.exit != 1 || j.Verdict.Kind != journey.Rejected || j.Verdict.Netns != l.PodB || j.Verdict.Reason != "NO_SOCKET" {
 				t.Errorf("exit %d verdict %+v, want rejected in %s (NO_SOCKET)", res.exit, j.Verdict, l.PodB)
 			}

@@ -48,7 +48,7 @@ func dnatRule(s Service) []string {
 
 // hostPrefix is ip as a one-address prefix: 10.96.0.100/32, fd00::1/128.
 func hostPrefix(ip string) string {
-	if strings.Contains(ip, ":") {
+	if isIPv6(ip) {
 		return ip + "/128"
 	}
 	return ip + "/32"

@@ -787,7 +787,7 @@ func (l *Lab) setupVTEP(ctx context.Context, v vtep) error {
 	dev := cmp.Or(v.dev, l.VXLANDevice)
 	under := cmp.Or(v.under, "eth0")
 	addr := v.addr + "/32"
-	if strings.Contains(v.addr, ":") {
+	if isIPv6(v.addr) {
 		addr = v.addr + "/128"
 	}
 	steps := [][]string{

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -110,7 +109,7 @@ func (l *Lab) startTCPEchoAs(key, ip string, port int) error {
 	err := InNetns(l.PodB, func() error {
 		var err error
 		network := "tcp4"
-		if strings.Contains(ip, ":") {
+		if isIPv6(ip) {
 			network = "tcp" // an IPv6 address; [::] takes IPv4 too
 		}
 		ln, err = net.Listen(network, addr)
@@ -157,7 +156,7 @@ func (l *Lab) StartSilentUDP(port int) error { return l.startSilentUDP(l.PodBIP,
 // udpKey is the server key of pod B's UDP socket on ip: "udp", or "udp6"
 // for an IPv6 one, so that both versions' sockets stand side by side.
 func udpKey(ip string) string {
-	if strings.Contains(ip, ":") {
+	if isIPv6(ip) {
 		return "udp6"
 	}
 	return "udp"
@@ -180,7 +179,7 @@ func (l *Lab) startSilentUDP(ip string, port int) error {
 	err := InNetns(l.PodB, func() error {
 		var err error
 		network := "udp4"
-		if strings.Contains(ip, ":") {
+		if isIPv6(ip) {
 			network = "udp6"
 		}
 		pc, err = net.ListenPacket(network, addr)
@@ -334,7 +333,7 @@ func (l *Lab) DialConn(ctx context.Context, from string, addr string, timeout ti
 		d := net.Dialer{Timeout: timeout}
 		var err error
 		network := "tcp4"
-		if host, _, err := net.SplitHostPort(addr); err == nil && strings.Contains(host, ":") {
+		if host, _, err := net.SplitHostPort(addr); err == nil && isIPv6(host) {
 			network = "tcp6"
 		}
 		c, err = d.DialContext(ctx, network, addr)
